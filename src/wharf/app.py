@@ -1,0 +1,61 @@
+"""The ASGI application, wired explicitly from the settings: nothing is built at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from .config import Settings, load_settings
+from .meta.sql import SQLMetadataStore
+from .oci.router import dispatch, version_check
+from .services.policy import Policy
+from .services.registry import Registry
+from .storage.filesystem import FilesystemBlobStore
+
+V2_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def build_registry(settings: Settings) -> Registry:
+    storage = FilesystemBlobStore(settings.storage.filesystem.rootdirectory, fsync=settings.storage.fsync)
+    meta = SQLMetadataStore(settings.database_url)
+    policy = Policy(
+        delete_enabled=settings.storage.delete.enabled,
+        readonly=settings.storage.maintenance.readonly.enabled,
+    )
+    return Registry.build(meta, storage, policy)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def create_app(settings: Settings) -> Starlette:
+    registry = build_registry(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await registry.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v2/", version_check, methods=["GET", "HEAD"]),
+            Route("/v2/{path:path}", dispatch, methods=V2_METHODS),
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    app.state.settings = settings
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """The factory server workers call: the configuration path comes in WHARF_CONFIG."""
+    return create_app(load_settings(os.environ.get("WHARF_CONFIG") or None))

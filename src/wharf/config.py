@@ -1,0 +1,163 @@
+"""Wharf's configuration: one YAML file with Distribution's key names, overridable from the environment.
+
+Environment rule: ``WHARF_`` followed by the key's path in upper case, the parts joined
+by ``_``. For example ``storage.filesystem.rootdirectory`` is
+``WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY`` and ``http.addr`` is ``WHARF_HTTP_ADDR``.
+Keys never contain an underscore, so the mapping is unambiguous. Values are parsed as YAML
+scalars (``true``, ``4``, ``info``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "WHARF_"
+# Environment variables with the prefix that are not configuration keys.
+RESERVED_ENV = {"WHARF_CONFIG"}
+RESERVED_ENV_PREFIXES = ("WHARF_TEST_", "WHARF_BENCH_")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    formatter: Literal["text", "json"] = "text"
+
+
+class HTTPConfig(Section):
+    addr: str = "127.0.0.1:5000"
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("addr")
+    @classmethod
+    def _addr_has_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:5000")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.addr.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.addr.rpartition(":")[2])
+
+
+class FilesystemConfig(Section):
+    rootdirectory: str = "./data"
+
+
+class DeleteConfig(Section):
+    enabled: bool = True
+
+
+class ReadOnlyConfig(Section):
+    enabled: bool = False
+
+
+class UploadPurgingConfig(Section):
+    enabled: bool = True
+    age: str = "168h"
+    interval: str = "24h"
+    dryrun: bool = False
+
+
+class MaintenanceConfig(Section):
+    readonly: ReadOnlyConfig = ReadOnlyConfig()
+    uploadpurging: UploadPurgingConfig = UploadPurgingConfig()
+
+
+class StorageConfig(Section):
+    filesystem: FilesystemConfig = FilesystemConfig()
+    delete: DeleteConfig = DeleteConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    fsync: bool = True
+
+
+class DatabaseConfig(Section):
+    # Empty means SQLite in the storage root directory: <rootdirectory>/wharf.db.
+    url: str = ""
+
+
+class Settings(Section):
+    version: str = "0.1"
+    log: LogConfig = LogConfig()
+    http: HTTPConfig = HTTPConfig()
+    storage: StorageConfig = StorageConfig()
+    database: DatabaseConfig = DatabaseConfig()
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        root = Path(self.storage.filesystem.rootdirectory).resolve()
+        return f"sqlite:///{root / 'wharf.db'}"
+
+
+def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("_")
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: not a configuration key")
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = yaml.safe_load(raw) if raw else ""
+    return data
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  unknown key {key!r}")
+        else:
+            lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the YAML file (if any), apply the environment, and validate every key."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"configuration {path} must be a mapping of keys to values")
+        data = loaded or {}
+    data = _merge_env(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc

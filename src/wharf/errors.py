@@ -1,0 +1,67 @@
+"""The OCI Distribution error codes, each registered once with its message and HTTP status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    message: str
+    status: int
+
+
+def _register(code: str, message: str, status: int) -> ErrorCode:
+    return ErrorCode(code, message, status)
+
+
+BLOB_UNKNOWN = _register("BLOB_UNKNOWN", "blob unknown to registry", 404)
+BLOB_UPLOAD_INVALID = _register("BLOB_UPLOAD_INVALID", "blob upload invalid", 400)
+BLOB_UPLOAD_UNKNOWN = _register("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404)
+DIGEST_INVALID = _register("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
+MANIFEST_BLOB_UNKNOWN = _register(
+    "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 404
+)
+MANIFEST_INVALID = _register("MANIFEST_INVALID", "manifest invalid", 400)
+MANIFEST_UNKNOWN = _register("MANIFEST_UNKNOWN", "manifest unknown to registry", 404)
+NAME_INVALID = _register("NAME_INVALID", "invalid repository name", 400)
+NAME_UNKNOWN = _register("NAME_UNKNOWN", "repository name not known to registry", 404)
+SIZE_INVALID = _register("SIZE_INVALID", "provided length did not match content length", 400)
+# Not in the spec's table; the spec names the status (413) and Distribution the code.
+MANIFEST_TOO_BIG = _register("SIZE_INVALID", "manifest exceeds the size limit", 413)
+RANGE_INVALID = _register("RANGE_INVALID", "invalid content range", 416)
+PAGINATION_NUMBER_INVALID = _register("PAGINATION_NUMBER_INVALID", "invalid number of results requested", 400)
+TAG_INVALID = _register("TAG_INVALID", "manifest tag did not match URI", 400)
+UNAUTHORIZED = _register("UNAUTHORIZED", "authentication required", 401)
+DENIED = _register("DENIED", "requested access to the resource is denied", 403)
+UNSUPPORTED = _register("UNSUPPORTED", "the operation is unsupported", 405)
+TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
+
+
+class RegistryError(Exception):
+    """A failure that the client is told about as an OCI error body."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: Any = None,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.code = code
+        self.detail = detail
+        self.message = message or code.message
+        self.headers = headers or {}
+        super().__init__(f"{code.code}: {self.message}")
+
+    @property
+    def status(self) -> int:
+        return self.code.status
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code.code, "message": self.message}
+        if self.detail is not None:
+            error["detail"] = self.detail
+        return {"errors": [error]}

@@ -1,0 +1,1 @@
+"""The metadata store: repositories, blobs, manifests, tags, uploads and events."""

@@ -1,0 +1,132 @@
+"""The metadata schema as SQLAlchemy Core tables; migrations/ must produce exactly this."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Timestamp = sa.DateTime(timezone=True)
+
+repositories = sa.Table(
+    "repositories",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("digest", sa.String(150), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    # Refreshed by every upload, mount or HEAD of the blob: GC's grace period counts from here.
+    sa.Column("last_seen_at", Timestamp, nullable=False),
+)
+
+repository_blobs = sa.Table(
+    "repository_blobs",
+    metadata,
+    sa.Column(
+        "repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("digest", sa.String(150), sa.ForeignKey("blobs.digest"), primary_key=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "digest"),
+)
+
+manifests = sa.Table(
+    "manifests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("digest", sa.String(150), nullable=False),
+    sa.Column("media_type", sa.String(255), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("config_digest", sa.String(150), nullable=True),
+    sa.Column("subject_digest", sa.String(150), nullable=True),
+    sa.Column("artifact_type", sa.String(255), nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("repository_id", "digest"),
+    sa.Index(None, "repository_id", "subject_digest"),
+)
+
+manifest_blobs = sa.Table(
+    "manifest_blobs",
+    metadata,
+    sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("digest", sa.String(150), sa.ForeignKey("blobs.digest"), primary_key=True),
+    sa.Index(None, "digest"),
+)
+
+manifest_children = sa.Table(
+    "manifest_children",
+    metadata,
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("child_digest", sa.String(150), primary_key=True),
+)
+
+tags = sa.Table(
+    "tags",
+    metadata,
+    sa.Column(
+        "repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("digest", sa.String(150), nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index(None, "repository_id", "digest"),
+)
+
+# Who moved or removed which tag when: makes deleted tags restorable until GC.
+tag_history = sa.Table(
+    "tag_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("old_digest", sa.String(150), nullable=True),
+    sa.Column("new_digest", sa.String(150), nullable=True),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Index(None, "repository_id", "name"),
+)
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("repository", sa.String(255), nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("repository", sa.String(255), nullable=True),
+    sa.Column("reference", sa.String(255), nullable=True),
+    sa.Column("digest", sa.String(150), nullable=True),
+    sa.Column("detail", sa.JSON, nullable=True),
+    sa.Index(None, "at"),
+    sa.Index(None, "repository", "at"),
+)

@@ -1,0 +1,386 @@
+"""The metadata store on SQLAlchemy Core: SQLite (default) and, with the same code, PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from . import schema as s
+from .store import Event, MissingReference, NewManifest, Referrer, StoredManifest, Upload
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def async_url(url: str) -> str:
+    parsed = sa.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @sa_event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Transactions are begun by hand below, so that writers take the lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa_event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # A writer that began deferred could fail to upgrade its lock (SQLITE_BUSY without
+        # waiting); BEGIN IMMEDIATE makes it wait its turn instead.
+        immediate = connection.get_execution_options().get("wharf_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class SQLMetadataStore:
+    """MetadataStore over an async SQLAlchemy engine."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_async_engine(async_url(url))
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(wharf_write=True)
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _ordered(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        # Byte order, whatever the database's locale: the spec asks for lexical order.
+        return column.collate("C") if self.dialect == "postgresql" else column
+
+    async def _repository_id(self, conn: AsyncConnection, name: str, create: bool = False) -> int | None:
+        found = await conn.scalar(sa.select(s.repositories.c.id).where(s.repositories.c.name == name))
+        if found is not None or not create:
+            return found
+        await conn.execute(
+            self._insert(s.repositories)
+            .values(name=name, created_at=_now())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        return await conn.scalar(sa.select(s.repositories.c.id).where(s.repositories.c.name == name))
+
+    async def _record(self, conn: AsyncConnection, event: Event) -> None:
+        await conn.execute(
+            s.events.insert().values(
+                at=_now(),
+                actor=event.actor,
+                action=event.action,
+                repository=event.repository,
+                reference=event.reference,
+                digest=event.digest,
+                detail=event.detail,
+            )
+        )
+
+    async def _tag_history(
+        self, conn: AsyncConnection, repo_id: int, name: str, old: str | None, new: str | None, actor: str
+    ) -> None:
+        await conn.execute(
+            s.tag_history.insert().values(
+                repository_id=repo_id, name=name, old_digest=old, new_digest=new, actor=actor, at=_now()
+            )
+        )
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def blob_size(self, digest: str) -> int | None:
+        async with self._read() as conn:
+            return await conn.scalar(sa.select(s.blobs.c.size).where(s.blobs.c.digest == digest))
+
+    async def linked_blob_size(self, repository: str, digest: str) -> int | None:
+        query = (
+            sa.select(s.blobs.c.size)
+            .select_from(s.repository_blobs.join(s.blobs).join(s.repositories))
+            .where(s.repositories.c.name == repository, s.repository_blobs.c.digest == digest)
+        )
+        async with self._read() as conn:
+            return await conn.scalar(query)
+
+    async def link_blob(self, repository: str, digest: str, size: int, event: Event | None = None) -> None:
+        now = _now()
+        async with self._write() as conn:
+            repo_id = await self._repository_id(conn, repository, create=True)
+            insert = self._insert(s.blobs).values(digest=digest, size=size, created_at=now, last_seen_at=now)
+            await conn.execute(
+                insert.on_conflict_do_update(index_elements=["digest"], set_={"last_seen_at": now})
+            )
+            await conn.execute(
+                self._insert(s.repository_blobs)
+                .values(repository_id=repo_id, digest=digest, created_at=now)
+                .on_conflict_do_nothing()
+            )
+            if event is not None:
+                await self._record(conn, event)
+
+    async def unlink_blob(self, repository: str, digest: str, event: Event) -> bool:
+        async with self._write() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            result = await conn.execute(
+                s.repository_blobs.delete().where(
+                    s.repository_blobs.c.repository_id == repo_id, s.repository_blobs.c.digest == digest
+                )
+            )
+            if result.rowcount:
+                await self._record(conn, event)
+            return bool(result.rowcount)
+
+    # -- uploads ----------------------------------------------------------------------------
+
+    async def create_upload(self, upload_id: str, repository: str) -> Upload:
+        now = _now()
+        async with self._write() as conn:
+            await conn.execute(
+                s.uploads.insert().values(
+                    id=upload_id, repository=repository, offset=0, started_at=now, updated_at=now
+                )
+            )
+        return Upload(upload_id, repository, 0, now)
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(s.uploads).where(s.uploads.c.id == upload_id))).first()
+        if row is None:
+            return None
+        return Upload(row.id, row.repository, row.offset, row.started_at)
+
+    async def set_upload_offset(self, upload_id: str, expected: int, offset: int) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                s.uploads.update()
+                .where(s.uploads.c.id == upload_id, s.uploads.c.offset == expected)
+                .values(offset=offset, updated_at=_now())
+            )
+            return bool(result.rowcount)
+
+    async def delete_upload(self, upload_id: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(s.uploads.delete().where(s.uploads.c.id == upload_id))
+            return bool(result.rowcount)
+
+    # -- manifests and tags -----------------------------------------------------------------
+
+    async def put_manifest(
+        self, repository: str, manifest: NewManifest, tag: str | None, event: Event
+    ) -> None:
+        async with self._write() as conn:
+            repo_id = await self._repository_id(conn, repository, create=True)
+            assert repo_id is not None
+            await self._check_references(conn, repo_id, manifest)
+            existing = await conn.scalar(
+                sa.select(s.manifests.c.id).where(
+                    s.manifests.c.repository_id == repo_id, s.manifests.c.digest == manifest.digest
+                )
+            )
+            if existing is None:
+                manifest_id = (
+                    await conn.execute(
+                        s.manifests.insert()
+                        .values(
+                            repository_id=repo_id,
+                            digest=manifest.digest,
+                            media_type=manifest.media_type,
+                            payload=manifest.payload,
+                            config_digest=manifest.config_digest,
+                            subject_digest=manifest.subject_digest,
+                            artifact_type=manifest.artifact_type,
+                            size=len(manifest.payload),
+                            created_at=_now(),
+                        )
+                        .returning(s.manifests.c.id)
+                    )
+                ).scalar_one()
+                if manifest.blobs:
+                    await conn.execute(
+                        s.manifest_blobs.insert(),
+                        [{"manifest_id": manifest_id, "digest": d} for d in dict.fromkeys(manifest.blobs)],
+                    )
+                if manifest.children:
+                    await conn.execute(
+                        s.manifest_children.insert(),
+                        [
+                            {"parent_id": manifest_id, "child_digest": d}
+                            for d in dict.fromkeys(manifest.children)
+                        ],
+                    )
+            if tag is not None:
+                await self._set_tag(conn, repo_id, tag, manifest.digest, event.actor)
+            await self._record(conn, event)
+
+    async def _check_references(self, conn: AsyncConnection, repo_id: int, manifest: NewManifest) -> None:
+        wanted = set(manifest.blobs)
+        if wanted:
+            rows = await conn.execute(
+                sa.select(s.repository_blobs.c.digest).where(
+                    s.repository_blobs.c.repository_id == repo_id, s.repository_blobs.c.digest.in_(wanted)
+                )
+            )
+            missing = wanted - {row.digest for row in rows}
+            if missing:
+                raise MissingReference("blob", next(d for d in manifest.blobs if d in missing))
+        children = set(manifest.children)
+        if children:
+            rows = await conn.execute(
+                sa.select(s.manifests.c.digest).where(
+                    s.manifests.c.repository_id == repo_id, s.manifests.c.digest.in_(children)
+                )
+            )
+            missing = children - {row.digest for row in rows}
+            if missing:
+                raise MissingReference("manifest", next(d for d in manifest.children if d in missing))
+
+    async def _set_tag(self, conn: AsyncConnection, repo_id: int, tag: str, digest: str, actor: str) -> None:
+        now = _now()
+        old = await conn.scalar(
+            sa.select(s.tags.c.digest).where(s.tags.c.repository_id == repo_id, s.tags.c.name == tag)
+        )
+        if old == digest:
+            return
+        await conn.execute(
+            self._insert(s.tags)
+            .values(repository_id=repo_id, name=tag, digest=digest, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=["repository_id", "name"], set_={"digest": digest, "updated_at": now}
+            )
+        )
+        await self._tag_history(conn, repo_id, tag, old, digest, actor)
+
+    async def get_manifest(self, repository: str, reference: str) -> StoredManifest | None:
+        m, r = s.manifests, s.repositories
+        columns = (m.c.digest, m.c.media_type, m.c.payload)
+        if ":" in reference:
+            query = sa.select(*columns).join(r).where(r.c.name == repository, m.c.digest == reference)
+        else:
+            t = s.tags
+            query = (
+                sa.select(*columns)
+                .select_from(
+                    t.join(r).join(
+                        m, sa.and_(m.c.repository_id == t.c.repository_id, m.c.digest == t.c.digest)
+                    )
+                )
+                .where(r.c.name == repository, t.c.name == reference)
+            )
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else StoredManifest(row.digest, row.media_type, row.payload)
+
+    async def delete_manifest(self, repository: str, digest: str, event: Event) -> list[str] | None:
+        async with self._write() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return None
+            result = await conn.execute(
+                s.manifests.delete().where(
+                    s.manifests.c.repository_id == repo_id, s.manifests.c.digest == digest
+                )
+            )
+            if not result.rowcount:
+                return None
+            tag_rows = await conn.execute(
+                s.tags.delete()
+                .where(s.tags.c.repository_id == repo_id, s.tags.c.digest == digest)
+                .returning(s.tags.c.name)
+            )
+            removed = sorted(row.name for row in tag_rows)
+            for name in removed:
+                await self._tag_history(conn, repo_id, name, digest, None, event.actor)
+            await self._record(conn, Event(**{**event.__dict__, "detail": {"tags": removed}}))
+            return removed
+
+    async def delete_tag(self, repository: str, tag: str, event: Event) -> bool:
+        async with self._write() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            digest = await conn.scalar(
+                s.tags.delete()
+                .where(s.tags.c.repository_id == repo_id, s.tags.c.name == tag)
+                .returning(s.tags.c.digest)
+            )
+            if digest is None:
+                return False
+            await self._tag_history(conn, repo_id, tag, digest, None, event.actor)
+            await self._record(conn, Event(**{**event.__dict__, "digest": digest}))
+            return True
+
+    async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str] | None:
+        async with self._read() as conn:
+            repo_id = await self._repository_id(conn, repository)
+            if repo_id is None:
+                return None
+            name = self._ordered(s.tags.c.name)
+            query = sa.select(s.tags.c.name).where(s.tags.c.repository_id == repo_id).order_by(name)
+            if last:
+                query = query.where(name > last)
+            if limit is not None:
+                query = query.limit(limit)
+            return list((await conn.scalars(query)).all())
+
+    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
+        name = self._ordered(s.repositories.c.name)
+        query = sa.select(s.repositories.c.name).order_by(name)
+        if last:
+            query = query.where(name > last)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._read() as conn:
+            return list((await conn.scalars(query)).all())
+
+    async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[Referrer]:
+        m, r = s.manifests, s.repositories
+        query = (
+            sa.select(m.c.digest, m.c.media_type, m.c.size, m.c.artifact_type, m.c.payload)
+            .join(r)
+            .where(r.c.name == repository, m.c.subject_digest == digest)
+            .order_by(m.c.digest)
+        )
+        if artifact_type is not None:
+            query = query.where(m.c.artifact_type == artifact_type)
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+            return [
+                Referrer(row.digest, row.media_type, row.size, row.artifact_type, row.payload) for row in rows
+            ]
+
+    async def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        query = sa.select(s.events).order_by(s.events.c.id.desc()).limit(limit)
+        async with self._read() as conn:
+            return [dict(row._mapping) for row in await conn.execute(query)]

@@ -1,0 +1,92 @@
+"""/v2/<name>/blobs/<digest>: HEAD, GET (with byte ranges) and DELETE."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from ..errors import RANGE_INVALID, RegistryError
+from ..services.blobs import blob_unknown
+from ..services.registry import Registry
+from .responses import empty, headers
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One byte range as (start, end exclusive); None to send the whole blob."""
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        if "," in header:
+            return None  # several ranges: answering with the whole blob is allowed
+        raise _unsatisfiable(header, size)
+    first, last = match.groups()
+    if first == "" and last == "":
+        raise _unsatisfiable(header, size)
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise _unsatisfiable(header, size)
+        return max(size - length, 0), size
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or end <= start:
+        raise _unsatisfiable(header, size)
+    return start, end
+
+
+def _unsatisfiable(header: str, size: int) -> RegistryError:
+    return RegistryError(
+        RANGE_INVALID,
+        {"range": header, "size": size},
+        f"range {header!r} not satisfiable for a blob of {size} bytes",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+async def head_or_get(registry: Registry, request: Request, name: str, digest: str) -> Response:
+    info = await registry.blobs.stat(name, digest)
+    base = {"Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
+    if request.method == "HEAD":
+        return Response(
+            status_code=200,
+            headers=headers(
+                {**base, "Content-Length": str(info.size), "Content-Type": "application/octet-stream"}
+            ),
+        )
+    range_header = request.headers.get("range")
+    selected = parse_range(range_header, info.size) if range_header else None
+    if selected is not None:
+        start, end = selected
+        return StreamingResponse(
+            registry.blobs.read(digest, start, end),
+            status_code=206,
+            media_type="application/octet-stream",
+            headers=headers(
+                {
+                    **base,
+                    "Content-Range": f"bytes {start}-{end - 1}/{info.size}",
+                    "Content-Length": str(end - start),
+                }
+            ),
+        )
+    path = registry.blobs.local_path(digest)
+    if path is None:
+        return StreamingResponse(
+            registry.blobs.read(digest),
+            media_type="application/octet-stream",
+            headers=headers({**base, "Content-Length": str(info.size)}),
+        )
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise blob_unknown(digest) from None
+    return FileResponse(path, media_type="application/octet-stream", headers=headers(base), stat_result=stat)
+
+
+async def delete(registry: Registry, request: Request, name: str, digest: str) -> Response:
+    await registry.blobs.delete(name, digest)
+    return empty(202)

@@ -1,0 +1,45 @@
+"""Content discovery: tags list, catalog and referrers."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..services.manifest_format import OCI_INDEX
+from ..services.manifests import Page
+from ..services.registry import Registry
+from .responses import json_response, query_int
+
+MAX_PAGE = 10_000
+
+
+def _limit(request: Request) -> int | None:
+    n = query_int(request, "n")
+    return None if n is None else min(n, MAX_PAGE)
+
+
+def _next_link(path: str, page: Page, limit: int | None) -> dict[str, str]:
+    if not page.more or limit is None or not page.items:
+        return {}
+    return {"Link": f'<{path}?{urlencode({"n": limit, "last": page.items[-1]})}>; rel="next"'}
+
+
+async def tags(registry: Registry, request: Request, name: str) -> Response:
+    limit = _limit(request)
+    page = await registry.manifests.tags(name, limit, request.query_params.get("last"))
+    return json_response({"name": name, "tags": page.items}, **_next_link(request.url.path, page, limit))
+
+
+async def catalog(registry: Registry, request: Request) -> Response:
+    limit = _limit(request)
+    page = await registry.manifests.catalog(limit, request.query_params.get("last"))
+    return json_response({"repositories": page.items}, **_next_link(request.url.path, page, limit))
+
+
+async def referrers(registry: Registry, request: Request, name: str, digest: str) -> Response:
+    artifact_type = request.query_params.get("artifactType") or None
+    index = await registry.manifests.referrers(name, digest, artifact_type)
+    extra = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+    return json_response(index, media_type=OCI_INDEX, **extra)

@@ -1,0 +1,81 @@
+"""Dispatch of /v2 paths to handlers.
+
+Repository names contain slashes, so routes are matched as regular expressions over the
+whole path, most specific first; names and digests are validated by the services.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from ..errors import NAME_UNKNOWN, UNSUPPORTED, RegistryError
+from ..services.registry import Registry
+from . import blobs, listing, manifests, uploads
+from .responses import empty, error_response, json_response
+
+Handler = Callable[..., Awaitable[Response]]
+
+ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+    (re.compile(r"/v2/_catalog"), {"GET": listing.catalog}),
+    (re.compile(r"/v2/(?P<name>.+)/blobs/uploads/?"), {"POST": uploads.start}),
+    (
+        re.compile(r"/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)"),
+        {"GET": uploads.status, "PATCH": uploads.patch, "PUT": uploads.finish, "DELETE": uploads.cancel},
+    ),
+    (
+        re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
+        {"GET": blobs.head_or_get, "HEAD": blobs.head_or_get, "DELETE": blobs.delete},
+    ),
+    (
+        re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
+        {
+            "GET": manifests.head_or_get,
+            "HEAD": manifests.head_or_get,
+            "PUT": manifests.put,
+            "DELETE": manifests.delete,
+        },
+    ),
+    (re.compile(r"/v2/(?P<name>.+)/tags/list"), {"GET": listing.tags}),
+    (re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)"), {"GET": listing.referrers}),
+]
+
+
+async def version_check(request: Request) -> Response:
+    return json_response({})
+
+
+def _match(path: str, method: str) -> tuple[Handler, dict[str, Any]]:
+    allowed: set[str] = set()
+    for pattern, handlers in ROUTES:
+        found = pattern.fullmatch(path)
+        if found is None:
+            continue
+        handler = handlers.get(method)
+        if handler is not None:
+            return handler, found.groupdict()
+        allowed.update(handlers)
+    if allowed:
+        raise RegistryError(
+            UNSUPPORTED,
+            {"method": method, "allowed": sorted(allowed)},
+            f"{method} is not supported on {path}",
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
+    raise RegistryError(NAME_UNKNOWN, {"path": path}, f"no /v2 endpoint at {path}")
+
+
+async def dispatch(request: Request) -> Response:
+    registry: Registry = request.app.state.registry
+    try:
+        handler, params = _match(request.url.path, request.method)
+        return await handler(registry, request, **params)
+    except RegistryError as error:
+        return error_response(error)
+    except ClientDisconnect:
+        # The client is gone; nothing it sent was kept, and nobody reads this answer.
+        return empty(400)

@@ -1,0 +1,89 @@
+"""/v2/<name>/blobs/uploads/: start (session, monolithic, mount), PATCH, PUT, status, cancel."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import DIGEST_INVALID, RANGE_INVALID, RegistryError
+from ..services.registry import Registry
+from ..services.uploads import UploadStatus
+from .responses import empty
+
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
+
+
+def _session(name: str, status: UploadStatus, code: int) -> Response:
+    return empty(
+        code,
+        {
+            "Location": f"/v2/{name}/blobs/uploads/{status.id}",
+            "Range": f"0-{max(status.offset - 1, 0)}",
+            "Docker-Upload-UUID": status.id,
+        },
+    )
+
+
+def _created(name: str, digest: str) -> Response:
+    return empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+async def start(registry: Registry, request: Request, name: str) -> Response:
+    params = request.query_params
+    mount, source = params.get("mount"), params.get("from")
+    if mount and source and await registry.uploads.mount(name, mount, source):
+        return _created(name, mount)
+    digest = params.get("digest")
+    if digest is not None:
+        await registry.uploads.monolithic(name, digest, request.stream())
+        return _created(name, digest)
+    return _session(name, await registry.uploads.start(name), 202)
+
+
+async def status(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
+    return _session(name, await registry.uploads.status(name, upload_id), 204)
+
+
+async def patch(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
+    start_at: int | None = None
+    length = _content_length(request)
+    content_range = request.headers.get("content-range")
+    if content_range:
+        match = _CONTENT_RANGE.fullmatch(content_range.strip())
+        if match is None or int(match.group(2)) < int(match.group(1)):
+            raise RegistryError(
+                RANGE_INVALID, {"content-range": content_range}, f"invalid Content-Range {content_range!r}"
+            )
+        start_at = int(match.group(1))
+        declared = int(match.group(2)) - start_at + 1
+        if length is not None and length != declared:
+            raise RegistryError(
+                RANGE_INVALID,
+                {"content-range": content_range, "content-length": length},
+                f"Content-Range covers {declared} bytes but Content-Length is {length}",
+            )
+        length = declared
+    status = await registry.uploads.append(name, upload_id, request.stream(), start_at, length)
+    return _session(name, status, 202)
+
+
+async def finish(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
+    digest = request.query_params.get("digest")
+    if not digest:
+        raise RegistryError(
+            DIGEST_INVALID, None, "the digest query parameter is required to complete an upload"
+        )
+    await registry.uploads.finish(name, upload_id, digest, request.stream())
+    return _created(name, digest)
+
+
+async def cancel(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
+    await registry.uploads.cancel(name, upload_id)
+    return empty(204)

@@ -1,0 +1,1 @@
+"""Services hold the registry's rules and know nothing of HTTP."""

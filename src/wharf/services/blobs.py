@@ -1,0 +1,54 @@
+"""Blob rules: what a repository may read, and dropping a blob from a repository."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BLOB_UNKNOWN, RegistryError
+from ..meta.store import Event, MetadataStore
+from ..reference import validate_digest, validate_name
+from ..storage.base import BlobStore
+from .policy import ANONYMOUS, Policy
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+
+
+def blob_unknown(digest: str) -> RegistryError:
+    return RegistryError(BLOB_UNKNOWN, {"digest": digest}, f"blob unknown to registry: {digest}")
+
+
+class BlobService:
+    def __init__(self, meta: MetadataStore, blobs: BlobStore, policy: Policy) -> None:
+        self.meta = meta
+        self.blobs = blobs
+        self.policy = policy
+
+    async def stat(self, repository: str, digest: str) -> BlobInfo:
+        """The blob as the repository sees it: linked there, or unknown."""
+        validate_name(repository)
+        validate_digest(digest)
+        size = await self.meta.linked_blob_size(repository, digest)
+        if size is None:
+            raise blob_unknown(digest)
+        return BlobInfo(digest, size)
+
+    def local_path(self, digest: str) -> Path | None:
+        return self.blobs.local_path(digest)
+
+    def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return self.blobs.read(digest, start, end)
+
+    async def delete(self, repository: str, digest: str, actor: str = ANONYMOUS) -> None:
+        """Drop the blob's link from the repository; its bytes wait for garbage collection."""
+        validate_name(repository)
+        validate_digest(digest)
+        self.policy.check_delete()
+        event = Event(actor, "blob.delete", repository, digest, digest)
+        if not await self.meta.unlink_blob(repository, digest, event):
+            raise blob_unknown(digest)

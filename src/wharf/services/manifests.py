@@ -1,0 +1,166 @@
+"""Manifest rules: push with every reference checked, pull with content negotiation, deletes,
+tag listing, the catalog and referrers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import (
+    DIGEST_INVALID,
+    MANIFEST_BLOB_UNKNOWN,
+    MANIFEST_TOO_BIG,
+    MANIFEST_UNKNOWN,
+    NAME_UNKNOWN,
+    RegistryError,
+)
+from ..meta.store import Event, MetadataStore, MissingReference, NewManifest, StoredManifest
+from ..reference import is_digest, validate_digest, validate_name, validate_reference
+from .manifest_format import MAX_MANIFEST_BYTES, OCI_INDEX, accepts, parse_manifest
+from .policy import ANONYMOUS, Policy
+
+
+@dataclass(frozen=True)
+class PutResult:
+    digest: str
+    subject: str | None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[str]
+    more: bool
+
+
+def manifest_unknown(reference: str, message: str | None = None) -> RegistryError:
+    return RegistryError(
+        MANIFEST_UNKNOWN, {"reference": reference}, message or f"manifest unknown to registry: {reference}"
+    )
+
+
+def digest_of(payload: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, payload).hexdigest()}"
+
+
+class ManifestService:
+    def __init__(self, meta: MetadataStore, policy: Policy) -> None:
+        self.meta = meta
+        self.policy = policy
+
+    async def put(
+        self,
+        repository: str,
+        reference: str,
+        payload: bytes,
+        content_type: str | None,
+        actor: str = ANONYMOUS,
+    ) -> PutResult:
+        validate_name(repository)
+        validate_reference(reference)
+        self.policy.check_writable()
+        if len(payload) > MAX_MANIFEST_BYTES:
+            raise RegistryError(
+                MANIFEST_TOO_BIG,
+                {"size": len(payload), "limit": MAX_MANIFEST_BYTES},
+                f"manifest of {len(payload)} bytes exceeds the limit of {MAX_MANIFEST_BYTES} bytes",
+            )
+        parsed = parse_manifest(payload, content_type)
+        if is_digest(reference):
+            digest = digest_of(payload, reference.split(":", 1)[0])
+            if digest != reference:
+                raise RegistryError(
+                    DIGEST_INVALID,
+                    {"digest": reference, "actual": digest},
+                    f"manifest digest {digest} does not match reference {reference}",
+                )
+            tag = None
+        else:
+            digest = digest_of(payload)
+            tag = reference
+        record = NewManifest(
+            digest=digest,
+            media_type=parsed.media_type,
+            payload=payload,
+            config_digest=parsed.config_digest,
+            subject_digest=parsed.subject_digest,
+            artifact_type=parsed.artifact_type,
+            blobs=parsed.blobs,
+            children=parsed.children,
+        )
+        event = Event(actor, "manifest.push", repository, reference, digest, {"mediaType": parsed.media_type})
+        try:
+            await self.meta.put_manifest(repository, record, tag, event)
+        except MissingReference as missing:
+            raise RegistryError(
+                MANIFEST_BLOB_UNKNOWN,
+                {"digest": missing.digest, "kind": missing.kind},
+                f"manifest references {missing.kind} {missing.digest}, unknown to repository {repository}",
+            ) from None
+        return PutResult(digest, parsed.subject_digest)
+
+    async def get(self, repository: str, reference: str, accept: list[str] | None = None) -> StoredManifest:
+        validate_name(repository)
+        validate_reference(reference)
+        manifest = await self.meta.get_manifest(repository, reference)
+        if manifest is None:
+            raise manifest_unknown(reference)
+        if accept is not None and not accepts(accept, manifest.media_type):
+            raise manifest_unknown(
+                reference,
+                f"manifest {reference} is {manifest.media_type}, which the request's Accept header does not admit",
+            )
+        return manifest
+
+    async def delete(self, repository: str, reference: str, actor: str = ANONYMOUS) -> None:
+        """By digest: the image leaves the repository with its tags. By tag: the tag alone."""
+        validate_name(repository)
+        validate_reference(reference)
+        self.policy.check_delete()
+        if is_digest(reference):
+            event = Event(actor, "manifest.delete", repository, reference, reference)
+            if await self.meta.delete_manifest(repository, reference, event) is None:
+                raise manifest_unknown(reference)
+        else:
+            event = Event(actor, "tag.delete", repository, reference)
+            if not await self.meta.delete_tag(repository, reference, event):
+                raise manifest_unknown(reference, f"tag unknown to repository {repository}: {reference}")
+
+    async def tags(self, repository: str, limit: int | None, last: str | None) -> Page:
+        validate_name(repository)
+        names = await self.meta.list_tags(repository, None if limit is None else limit + 1, last)
+        if names is None:
+            raise RegistryError(
+                NAME_UNKNOWN, {"name": repository}, f"repository name not known: {repository}"
+            )
+        return _page(names, limit)
+
+    async def catalog(self, limit: int | None, last: str | None) -> Page:
+        names = await self.meta.list_repositories(None if limit is None else limit + 1, last)
+        return _page(names, limit)
+
+    async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> dict[str, Any]:
+        """The referrers of ``digest`` as an OCI image index."""
+        validate_name(repository)
+        validate_digest(digest)
+        descriptors = []
+        for referrer in await self.meta.referrers(repository, digest, artifact_type):
+            descriptor: dict[str, Any] = {
+                "mediaType": referrer.media_type,
+                "digest": referrer.digest,
+                "size": referrer.size,
+            }
+            if referrer.artifact_type:
+                descriptor["artifactType"] = referrer.artifact_type
+            annotations = json.loads(referrer.payload).get("annotations")
+            if annotations:
+                descriptor["annotations"] = annotations
+            descriptors.append(descriptor)
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+
+
+def _page(items: list[str], limit: int | None) -> Page:
+    if limit is not None and len(items) > limit:
+        return Page(items[:limit], True)
+    return Page(items, False)

@@ -1,0 +1,29 @@
+"""What the configuration allows: deletes at all, writes during maintenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UNSUPPORTED, RegistryError
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass
+class Policy:
+    delete_enabled: bool = True
+    readonly: bool = False
+    readonly_reason: str = "the registry is in read-only maintenance mode (storage.maintenance.readonly)"
+
+    def check_writable(self) -> None:
+        if self.readonly:
+            raise RegistryError(UNSUPPORTED, {"reason": "readonly"}, self.readonly_reason)
+
+    def check_delete(self) -> None:
+        if not self.delete_enabled:
+            raise RegistryError(
+                UNSUPPORTED,
+                {"reason": "delete disabled"},
+                "deletion is disabled (storage.delete.enabled: false)",
+            )
+        self.check_writable()

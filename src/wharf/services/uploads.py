@@ -1,0 +1,262 @@
+"""Blob uploads: sessions, chunks, cross-repository mounts, and verified completion.
+
+The hash is computed as bytes arrive. hashlib's state cannot be saved, so a process keeps
+the hasher of each upload it is serving; when a request for an upload reaches a process
+without it (after a restart, or on another worker), the hasher is rebuilt by reading back
+the bytes already written. Memory per upload is one hasher and one chunk in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BLOB_UPLOAD_INVALID, BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
+from ..meta.store import Event, MetadataStore, Upload
+from ..reference import validate_digest, validate_name
+from ..storage.base import BlobStore, OffsetMismatch, UploadMissing
+from .policy import ANONYMOUS, Policy
+
+STREAM_ALGORITHM = "sha256"
+MAX_CACHED_HASHERS = 4096
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    id: str
+    repository: str
+    offset: int
+
+
+def upload_unknown(upload_id: str) -> RegistryError:
+    return RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id}, f"blob upload unknown: {upload_id}")
+
+
+class _Hashers:
+    """The hash state of uploads this process is serving, keyed by upload and offset."""
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, upload_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(upload_id, asyncio.Lock())
+
+    def take(self, upload_id: str, offset: int) -> Any | None:
+        state = self._states.pop(upload_id, None)
+        if state is None or state[0] != offset:
+            return None
+        return state[1]
+
+    def keep(self, upload_id: str, offset: int, hasher: Any) -> None:
+        self._states[upload_id] = (offset, hasher)
+        while len(self._states) > MAX_CACHED_HASHERS:
+            self._states.popitem(last=False)
+
+    def forget(self, upload_id: str) -> None:
+        self._states.pop(upload_id, None)
+        self._locks.pop(upload_id, None)
+
+
+class UploadService:
+    def __init__(self, meta: MetadataStore, blobs: BlobStore, policy: Policy) -> None:
+        self.meta = meta
+        self.blobs = blobs
+        self.policy = policy
+        self._hashers = _Hashers()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def start(self, repository: str) -> UploadStatus:
+        validate_name(repository)
+        self.policy.check_writable()
+        upload_id = str(uuid.uuid4())
+        await self.blobs.create_upload(upload_id)
+        try:
+            await self.meta.create_upload(upload_id, repository)
+        except BaseException:
+            await self.blobs.delete_upload(upload_id)
+            raise
+        self._hashers.keep(upload_id, 0, hashlib.new(STREAM_ALGORITHM))
+        return UploadStatus(upload_id, repository, 0)
+
+    async def _get(self, repository: str, upload_id: str) -> Upload:
+        validate_name(repository)
+        try:
+            uuid.UUID(upload_id)
+        except ValueError:
+            raise upload_unknown(upload_id) from None
+        upload = await self.meta.get_upload(upload_id)
+        if upload is None or upload.repository != repository:
+            raise upload_unknown(upload_id)
+        return upload
+
+    async def status(self, repository: str, upload_id: str) -> UploadStatus:
+        upload = await self._get(repository, upload_id)
+        return UploadStatus(upload.id, repository, upload.offset)
+
+    async def cancel(self, repository: str, upload_id: str) -> None:
+        upload = await self._get(repository, upload_id)
+        async with self._hashers.lock(upload.id):
+            await self._discard(upload.id)
+
+    async def _discard(self, upload_id: str) -> None:
+        self._hashers.forget(upload_id)
+        await self.meta.delete_upload(upload_id)
+        await self.blobs.delete_upload(upload_id)
+
+    # -- data -------------------------------------------------------------------------------
+
+    async def _hasher_at(self, upload_id: str, offset: int) -> Any:
+        hasher = self._hashers.take(upload_id, offset)
+        if hasher is not None:
+            return hasher
+        hasher = hashlib.new(STREAM_ALGORITHM)
+        seen = 0
+        try:
+            async for chunk in self.blobs.read_upload(upload_id):
+                hasher.update(chunk)
+                seen += len(chunk)
+        except UploadMissing:
+            raise upload_unknown(upload_id) from None
+        if seen != offset:
+            raise RegistryError(
+                BLOB_UPLOAD_INVALID,
+                {"upload": upload_id},
+                f"upload data holds {seen} bytes but {offset} were acknowledged; start the upload again",
+            )
+        return hasher
+
+    async def _write(
+        self, upload: Upload, chunks: AsyncIterable[bytes], start: int | None, length: int | None
+    ) -> int:
+        """Append a request body at the upload's offset; returns the new offset."""
+        if start is not None and start != upload.offset:
+            raise RegistryError(
+                RANGE_INVALID,
+                {"offset": upload.offset, "start": start},
+                f"chunk starts at {start} but the upload holds {upload.offset} bytes",
+            )
+        hasher = await self._hasher_at(upload.id, upload.offset)
+
+        async def hashed() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                if chunk:
+                    hasher.update(chunk)
+                    yield chunk
+
+        try:
+            new_offset = await self.blobs.append_upload(upload.id, upload.offset, hashed())
+        except UploadMissing:
+            raise upload_unknown(upload.id) from None
+        except OffsetMismatch as exc:
+            raise RegistryError(RANGE_INVALID, {"offset": exc.actual}, str(exc)) from None
+        written = new_offset - upload.offset
+        if length is not None and written != length:
+            await self._rewind(upload)
+            raise RegistryError(
+                RANGE_INVALID,
+                {"expected": length, "received": written},
+                f"chunk declared {length} bytes but {written} arrived",
+            )
+        if not await self.meta.set_upload_offset(upload.id, upload.offset, new_offset):
+            await self._rewind(upload)
+            raise RegistryError(RANGE_INVALID, {"upload": upload.id}, "upload was written concurrently")
+        self._hashers.keep(upload.id, new_offset, hasher)
+        return new_offset
+
+    async def _rewind(self, upload: Upload) -> None:
+        """Drop bytes a failed request appended, so the upload stays at its acknowledged offset."""
+        await self.blobs.truncate_upload(upload.id, upload.offset)
+        self._hashers.forget(upload.id)
+
+    async def append(
+        self,
+        repository: str,
+        upload_id: str,
+        chunks: AsyncIterable[bytes],
+        start: int | None = None,
+        length: int | None = None,
+    ) -> UploadStatus:
+        self.policy.check_writable()
+        upload = await self._get(repository, upload_id)
+        async with self._hashers.lock(upload.id):
+            upload = await self._get(repository, upload_id)
+            offset = await self._write(upload, chunks, start, length)
+        return UploadStatus(upload.id, repository, offset)
+
+    async def finish(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: str,
+        chunks: AsyncIterable[bytes],
+        actor: str = ANONYMOUS,
+    ) -> str:
+        """Append the last bytes (if any), verify the digest, and make the blob visible."""
+        self.policy.check_writable()
+        validate_digest(digest)
+        upload = await self._get(repository, upload_id)
+        async with self._hashers.lock(upload.id):
+            upload = await self._get(repository, upload_id)
+            size = await self._write(upload, chunks, None, None)
+            hasher = self._hashers.take(upload.id, size)
+            algorithm = digest.split(":", 1)[0]
+            if hasher is None or algorithm != STREAM_ALGORITHM:
+                hasher = await self._rehash(upload.id, algorithm)
+            actual = f"{algorithm}:{hasher.hexdigest()}"
+            if actual != digest:
+                await self._discard(upload.id)
+                raise RegistryError(
+                    DIGEST_INVALID,
+                    {"digest": digest, "actual": actual},
+                    f"provided digest {digest} does not match uploaded content ({actual}); upload discarded",
+                )
+            # Bytes first, then the row: a crash in between leaves a file no row knows
+            # (collected later), never a row without its bytes.
+            await self.blobs.commit_upload(upload.id, digest)
+            await self.meta.link_blob(
+                repository,
+                digest,
+                size,
+                Event(actor, "blob.push", repository, digest, digest, {"size": size}),
+            )
+            self._hashers.forget(upload.id)
+            await self.meta.delete_upload(upload.id)
+        return digest
+
+    async def _rehash(self, upload_id: str, algorithm: str) -> Any:
+        hasher = hashlib.new(algorithm)
+        async for chunk in self.blobs.read_upload(upload_id):
+            hasher.update(chunk)
+        return hasher
+
+    async def monolithic(
+        self, repository: str, digest: str, chunks: AsyncIterable[bytes], actor: str = ANONYMOUS
+    ) -> str:
+        validate_digest(digest)
+        status = await self.start(repository)
+        try:
+            return await self.finish(repository, status.id, digest, chunks, actor)
+        except BaseException:
+            if await self.meta.get_upload(status.id) is not None:
+                await self._discard(status.id)
+            raise
+
+    async def mount(self, repository: str, digest: str, source: str, actor: str = ANONYMOUS) -> bool:
+        """Link a blob that ``source`` holds into ``repository``; False when it cannot."""
+        validate_name(repository)
+        validate_name(source)
+        validate_digest(digest)
+        self.policy.check_writable()
+        size = await self.meta.linked_blob_size(source, digest)
+        if size is None or await self.blobs.stat(digest) is None:
+            return False
+        event = Event(actor, "blob.mount", repository, digest, digest, {"from": source})
+        await self.meta.link_blob(repository, digest, size, event)
+        return True

@@ -1,0 +1,1 @@
+"""Blob stores: where the bytes of layers and configs live."""

@@ -1,0 +1,156 @@
+"""The filesystem blob store: Distribution's layout on a local directory."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+
+from .base import OffsetMismatch, UploadMissing
+from .paths import BLOBS, UPLOADS, blob_path, upload_path
+
+READ_CHUNK = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemBlobStore:
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
+        self.root = Path(root).resolve()
+        self.fsync = fsync
+        (self.root / BLOBS).mkdir(parents=True, exist_ok=True)
+        (self.root / UPLOADS).mkdir(parents=True, exist_ok=True)
+
+    def _blob(self, digest: str) -> Path:
+        return self.root / blob_path(digest)
+
+    def _upload(self, upload_id: str) -> Path:
+        return self.root / upload_path(upload_id)
+
+    async def stat(self, digest: str) -> int | None:
+        try:
+            return self._blob(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, digest: str) -> Path | None:
+        return self._blob(digest)
+
+    async def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        async for chunk in self._read_file(self._blob(digest), start, end):
+            yield chunk
+
+    async def _read_file(self, path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        with path.open("rb") as handle:
+            handle.seek(start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                chunk = await loop.run_in_executor(None, handle.read, size)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    async def delete(self, digest: str) -> bool:
+        path = self._blob(digest)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        for directory in (path.parent, path.parent.parent):
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        return True
+
+    async def list(self) -> AsyncIterator[str]:
+        base = self.root / BLOBS
+        for algorithm in sorted(p.name for p in base.iterdir() if p.is_dir()):
+            for prefix in sorted((base / algorithm).iterdir()):
+                for entry in sorted(prefix.iterdir()):
+                    if (entry / "data").is_file():
+                        yield f"{algorithm}:{entry.name}"
+
+    async def create_upload(self, upload_id: str) -> None:
+        path = self._upload(upload_id)
+        path.parent.mkdir(parents=True)
+        path.touch()
+
+    async def upload_size(self, upload_id: str) -> int:
+        try:
+            return self._upload(upload_id).stat().st_size
+        except FileNotFoundError as exc:
+            raise UploadMissing(upload_id) from exc
+
+    async def append_upload(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        path = self._upload(upload_id)
+        try:
+            handle = path.open("r+b")
+        except FileNotFoundError as exc:
+            raise UploadMissing(upload_id) from exc
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size != offset:
+                raise OffsetMismatch(offset, size)
+            try:
+                async for chunk in chunks:
+                    handle.write(chunk)
+            except BaseException:
+                # A body cut short leaves nothing behind: the upload stays where it was.
+                handle.truncate(offset)
+                raise
+            return handle.tell()
+
+    async def truncate_upload(self, upload_id: str, size: int) -> None:
+        try:
+            os.truncate(self._upload(upload_id), size)
+        except FileNotFoundError as exc:
+            raise UploadMissing(upload_id) from exc
+
+    async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
+        path = self._upload(upload_id)
+        if not path.exists():
+            raise UploadMissing(upload_id)
+        async for chunk in self._read_file(path, 0, None):
+            yield chunk
+
+    async def commit_upload(self, upload_id: str, digest: str) -> None:
+        source = self._upload(upload_id)
+        target = self._blob(digest)
+        await asyncio.get_running_loop().run_in_executor(None, self._commit, source, target)
+
+    def _commit(self, source: Path, target: Path) -> None:
+        if not source.exists():
+            raise UploadMissing(source.parent.name)
+        if self.fsync:
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Same digest means same bytes: replacing an existing blob is harmless, and atomic.
+        os.replace(source, target)
+        if self.fsync:
+            _fsync_dir(target.parent)
+        shutil.rmtree(source.parent, ignore_errors=True)
+
+    async def delete_upload(self, upload_id: str) -> None:
+        try:
+            shutil.rmtree(self._upload(upload_id).parent)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
