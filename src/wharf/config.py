@@ -43,7 +43,7 @@ class HTTPConfig(Section):
     @field_validator("addr")
     @classmethod
     def _addr_has_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:5000")
         return value

@@ -29,17 +29,17 @@ def _next_link(path: str, page: Page, limit: int | None) -> dict[str, str]:
 async def tags(registry: Registry, request: Request, name: str) -> Response:
     limit = _limit(request)
     page = await registry.manifests.tags(name, limit, request.query_params.get("last"))
-    return json_response({"name": name, "tags": page.items}, **_next_link(request.url.path, page, limit))
+    return json_response({"name": name, "tags": page.items}, extra=_next_link(request.url.path, page, limit))
 
 
 async def catalog(registry: Registry, request: Request) -> Response:
     limit = _limit(request)
     page = await registry.manifests.catalog(limit, request.query_params.get("last"))
-    return json_response({"repositories": page.items}, **_next_link(request.url.path, page, limit))
+    return json_response({"repositories": page.items}, extra=_next_link(request.url.path, page, limit))
 
 
 async def referrers(registry: Registry, request: Request, name: str, digest: str) -> Response:
     artifact_type = request.query_params.get("artifactType") or None
     index = await registry.manifests.referrers(name, digest, artifact_type)
     extra = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
-    return json_response(index, media_type=OCI_INDEX, **extra)
+    return json_response(index, media_type=OCI_INDEX, extra=extra)

@@ -23,10 +23,10 @@ def empty(status: int, extra: Mapping[str, str] | None = None) -> Response:
 
 
 def json_response(
-    body: Any, status: int = 200, media_type: str = "application/json", **extra: str
+    body: Any, media_type: str = "application/json", extra: Mapping[str, str] | None = None
 ) -> Response:
     payload = json.dumps(body, separators=(",", ":")).encode()
-    return Response(payload, status_code=status, media_type=media_type, headers=headers(extra))
+    return Response(payload, media_type=media_type, headers=headers(extra))
 
 
 def error_response(error: RegistryError) -> Response:

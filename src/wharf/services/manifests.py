@@ -109,7 +109,7 @@ class ManifestService:
         if accept is not None and not accepts(accept, manifest.media_type):
             raise manifest_unknown(
                 reference,
-                f"manifest {reference} is {manifest.media_type}, which the request's Accept header does not admit",
+                f"manifest {reference} is {manifest.media_type}, which the Accept header does not admit",
             )
         return manifest
 
