@@ -88,8 +88,12 @@ def push_blob(client: httpx.Client, repo: str, data: bytes) -> str:
     return digest
 
 
-def push_manifest(client: httpx.Client, repo: str, reference: str, payload: bytes, media_type: str) -> httpx.Response:
-    response = client.put(f"/v2/{repo}/manifests/{reference}", content=payload, headers={"Content-Type": media_type})
+def push_manifest(
+    client: httpx.Client, repo: str, reference: str, payload: bytes, media_type: str
+) -> httpx.Response:
+    response = client.put(
+        f"/v2/{repo}/manifests/{reference}", content=payload, headers={"Content-Type": media_type}
+    )
     assert response.status_code == 201, response.text
     return response
 

@@ -34,7 +34,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 class WharfServer:
     """One `wharf serve` process with its own data directory and configuration file."""
 
-    def __init__(self, directory: Path, config: dict[str, Any] | None = None, server: str = "granian") -> None:
+    def __init__(
+        self, directory: Path, config: dict[str, Any] | None = None, server: str = "granian"
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.server = server
@@ -58,7 +60,9 @@ class WharfServer:
 
     def start(self) -> WharfServer:
         self.config_path.write_text(yaml.safe_dump(self.config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_") or k.startswith("WHARF_TEST_")}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("WHARF_") or k.startswith("WHARF_TEST_")
+        }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "wharf", "serve", "--server", self.server, str(self.config_path)],
@@ -70,7 +74,9 @@ class WharfServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"wharf serve exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+                raise RuntimeError(
+                    f"wharf serve exited with {self.process.returncode}:\n{self.log_path.read_text()}"
+                )
             try:
                 if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
                     return self

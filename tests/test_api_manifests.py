@@ -72,7 +72,9 @@ def test_docker_schema2_manifest_and_list(client, repo):
         push_image(client, repo, child)
     payload = index(children, DOCKER_LIST)
     push_manifest(client, repo, "multi", payload, DOCKER_LIST)
-    response = client.get(f"/v2/{repo}/manifests/multi", headers={"Accept": f"{DOCKER_LIST}, {DOCKER_MANIFEST}"})
+    response = client.get(
+        f"/v2/{repo}/manifests/multi", headers={"Accept": f"{DOCKER_LIST}, {DOCKER_MANIFEST}"}
+    )
     assert response.headers["content-type"] == DOCKER_LIST
     assert response.content == payload
     child = client.get(f"/v2/{repo}/manifests/{children[0].digest}", headers={"Accept": DOCKER_MANIFEST})
@@ -97,7 +99,9 @@ def test_accept_negotiation(client, repo):
 def test_manifest_naming_unknown_blob_is_refused(client, repo):
     image = Image.random()
     push_blob(client, repo, image.config)  # layers missing
-    response = client.put(f"/v2/{repo}/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    response = client.put(
+        f"/v2/{repo}/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert response.status_code == 404
     assert error_codes(response) == ["MANIFEST_BLOB_UNKNOWN"]
     assert response.json()["errors"][0]["detail"]["digest"] == sha256(image.layers[0])
@@ -108,7 +112,9 @@ def test_blob_of_another_repository_does_not_count(client, repo):
     image = Image.random()
     for blob in image.blobs:
         push_blob(client, repo + "-other", blob)
-    response = client.put(f"/v2/{repo}/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    response = client.put(
+        f"/v2/{repo}/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert error_codes(response) == ["MANIFEST_BLOB_UNKNOWN"]
 
 
@@ -139,17 +145,23 @@ def test_malformed_manifests_are_manifest_invalid(client, repo):
         canonical({**good, "mediaType": "application/x-unknown"}),
     ]
     for payload in bad_payloads:
-        response = client.put(f"/v2/{repo}/manifests/bad", content=payload, headers={"Content-Type": OCI_MANIFEST})
+        response = client.put(
+            f"/v2/{repo}/manifests/bad", content=payload, headers={"Content-Type": OCI_MANIFEST}
+        )
         assert response.status_code == 400, payload
         assert error_codes(response) == ["MANIFEST_INVALID"], payload
-    mismatch = client.put(f"/v2/{repo}/manifests/bad", content=image.manifest, headers={"Content-Type": OCI_INDEX})
+    mismatch = client.put(
+        f"/v2/{repo}/manifests/bad", content=image.manifest, headers={"Content-Type": OCI_INDEX}
+    )
     assert error_codes(mismatch) == ["MANIFEST_INVALID"]
     assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == []
 
 
 def test_manifest_over_4_mib_is_413(client, repo):
     payload = b'{"schemaVersion":2,"pad":"' + b"a" * (4 * 1024 * 1024) + b'"}'
-    response = client.put(f"/v2/{repo}/manifests/big", content=payload, headers={"Content-Type": OCI_MANIFEST})
+    response = client.put(
+        f"/v2/{repo}/manifests/big", content=payload, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert response.status_code == 413
     assert error_codes(response) == ["SIZE_INVALID"]
 
@@ -158,7 +170,9 @@ def test_invalid_tag_and_reference(client, repo):
     image = Image.random()
     for reference in (".hidden", "-dash", "a" * 129, "sha256:nothex"):
         response = client.put(
-            f"/v2/{repo}/manifests/{reference}", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+            f"/v2/{repo}/manifests/{reference}",
+            content=image.manifest,
+            headers={"Content-Type": OCI_MANIFEST},
         )
         assert response.status_code == 400, reference
         assert error_codes(response)[0] in {"TAG_INVALID", "DIGEST_INVALID"}

@@ -46,7 +46,10 @@ def test_chunked_upload_reports_progress_and_completes(client, repo):
         response = client.patch(
             location,
             content=chunk,
-            headers={"Content-Range": f"{offset}-{offset + size - 1}", "Content-Type": "application/octet-stream"},
+            headers={
+                "Content-Range": f"{offset}-{offset + size - 1}",
+                "Content-Type": "application/octet-stream",
+            },
         )
         assert response.status_code == 202, response.text
         offset += size
@@ -168,9 +171,14 @@ def test_cross_repository_mount(client, repo):
 
 def test_mount_falls_back_to_session_when_source_lacks_blob(client, repo):
     data = os.urandom(100)
-    response = client.post(f"/v2/{repo}/blobs/uploads/", params={"mount": sha256(data), "from": repo + "-empty"})
+    response = client.post(
+        f"/v2/{repo}/blobs/uploads/", params={"mount": sha256(data), "from": repo + "-empty"}
+    )
     assert response.status_code == 202
-    assert client.put(response.headers["location"], params={"digest": sha256(data)}, content=data).status_code == 201
+    assert (
+        client.put(response.headers["location"], params={"digest": sha256(data)}, content=data).status_code
+        == 201
+    )
 
 
 def test_blob_pushed_to_one_repository_is_not_readable_from_another(client, repo):

@@ -1,4 +1,4 @@
-from .oci import Image, index, push_image, push_manifest, OCI_INDEX
+from .oci import OCI_INDEX, Image, index, push_image, push_manifest
 
 
 def test_push_then_pull_image_by_tag(client, repo):
@@ -10,6 +10,7 @@ def test_push_then_pull_image_by_tag(client, repo):
     assert got.headers["docker-content-digest"] == image.digest
     for blob in image.blobs:
         from .oci import sha256
+
         r = client.get(f"/v2/{repo}/blobs/{sha256(blob)}")
         assert r.status_code == 200 and r.content == blob
     children = [Image.random(), Image.random()]

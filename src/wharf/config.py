@@ -100,6 +100,12 @@ class Settings(Section):
     storage: StorageConfig = StorageConfig()
     database: DatabaseConfig = DatabaseConfig()
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # Distribution's files say `version: 0.1`, which YAML reads as a number.
+        return str(value) if isinstance(value, int | float) else value
+
     @property
     def database_url(self) -> str:
         if self.database.url:

@@ -1,0 +1,117 @@
+"""Uploads that outlive a server process, and the same content pushed by many clients at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import sqlalchemy as sa
+
+from wharf.meta import migrate
+from wharf.meta.schema import metadata
+
+from .oci import OCI_MANIFEST, Image, push_blob, push_manifest, sha256
+
+
+def test_chunked_upload_survives_server_restart(make_server):
+    server = make_server()
+    data = os.urandom(3 * 1024 * 1024)
+    third = len(data) // 3
+    with server.client() as client:
+        location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
+        response = client.patch(location, content=data[:third], headers={"Content-Range": f"0-{third - 1}"})
+        assert response.status_code == 202
+    # The hash state lived in the killed process; the next one must rebuild it from storage.
+    server.restart(signal.SIGKILL)
+    with server.client() as client:
+        assert client.get(location).headers["range"] == f"0-{third - 1}"
+        response = client.patch(
+            location, content=data[third : 2 * third], headers={"Content-Range": f"{third}-{2 * third - 1}"}
+        )
+        assert response.status_code == 202, response.text
+    server.restart()
+    with server.client() as client:
+        response = client.put(location, params={"digest": sha256(data)}, content=data[2 * third :])
+        assert response.status_code == 201, response.text
+        assert client.get(f"/v2/lib/app/blobs/{sha256(data)}").content == data
+
+
+def test_chunks_spread_over_several_workers_complete(make_server):
+    server = make_server({"http": {"workers": 2}})
+    data = os.urandom(2 * 1024 * 1024)
+    step = 128 * 1024
+    with server.client() as client:
+        location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
+    for offset in range(0, len(data), step):
+        # A new connection per chunk lands on whichever worker accepts it.
+        with server.client() as client:
+            chunk = data[offset : offset + step]
+            response = client.patch(
+                location, content=chunk, headers={"Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
+            )
+            assert response.status_code == 202, response.text
+    with server.client() as client:
+        assert client.put(location, params={"digest": sha256(data)}).status_code == 201
+        assert sha256(client.get(f"/v2/lib/app/blobs/{sha256(data)}").content) == sha256(data)
+
+
+def test_same_blob_pushed_by_many_clients_at_once(server, repo):
+    data = os.urandom(4 * 1024 * 1024)
+    digest = sha256(data)
+
+    def push(index: int) -> int:
+        with server.client() as client:
+            if index % 2:
+                return client.post(
+                    f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data
+                ).status_code
+            location = client.post(f"/v2/{repo}-{index}/blobs/uploads/").headers["location"]
+            half = len(data) // 2
+            client.patch(location, content=data[:half], headers={"Content-Range": f"0-{half - 1}"})
+            return client.put(location, params={"digest": digest}, content=data[half:]).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(push, range(8)))
+    assert statuses == [201] * 8
+    with server.client() as client:
+        assert sha256(client.get(f"/v2/{repo}/blobs/{digest}").content) == digest
+        for index in range(0, 8, 2):
+            assert client.head(f"/v2/{repo}-{index}/blobs/{digest}").headers["content-length"] == str(
+                len(data)
+            )
+
+
+def test_concurrent_tag_pushes_leave_one_consistent_tag(server, repo):
+    images = [Image.random(layers=1, size=64) for _ in range(6)]
+    with server.client() as client:
+        for image in images:
+            for blob in image.blobs:
+                push_blob(client, repo, blob)
+
+    def push(image: Image) -> int:
+        with server.client() as client:
+            return push_manifest(client, repo, "latest", image.manifest, OCI_MANIFEST).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(push, images)) == [201] * 6
+    with server.client() as client:
+        final = client.get(f"/v2/{repo}/manifests/latest", headers={"Accept": OCI_MANIFEST})
+        assert final.headers["docker-content-digest"] in {image.digest for image in images}
+        assert sha256(final.content) == final.headers["docker-content-digest"]
+        for image in images:
+            assert client.head(f"/v2/{repo}/manifests/{image.digest}").status_code == 200
+
+
+def test_migrations_build_exactly_the_models(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    migrate.upgrade(url)
+    assert migrate.current_revision(url) == migrate.head_revision()
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    engine.dispose()
+    assert diff == []
