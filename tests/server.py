@@ -89,7 +89,12 @@ class WharfServer:
         if self.process is None:
             return
         if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
+            # SIGTERM goes to the server alone, which stops its workers in order; anything
+            # harsher goes to the whole group, as a crash would take the workers too.
+            if sig == signal.SIGTERM:
+                self.process.send_signal(sig)
+            else:
+                os.killpg(self.process.pid, sig)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
