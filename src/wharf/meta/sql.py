@@ -12,6 +12,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from . import reads
 from . import schema as s
 from .store import Event, MissingReference, NewManifest, Referrer, StoredManifest, Upload
 
@@ -57,10 +58,15 @@ class SQLMetadataStore:
         self.url = url
         self.engine = create_async_engine(async_url(url))
         self.dialect = self.engine.dialect.name
+        self.reader: reads.Reader = reads.EngineReader(self.engine)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+            database = sa.engine.make_url(url).database
+            if database and database != ":memory:":
+                self.reader = reads.SQLiteReader(database)
 
     async def close(self) -> None:
+        self.reader.close()
         await self.engine.dispose()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -120,17 +126,12 @@ class SQLMetadataStore:
     # -- blobs ------------------------------------------------------------------------------
 
     async def blob_size(self, digest: str) -> int | None:
-        async with self._read() as conn:
-            return await conn.scalar(sa.select(s.blobs.c.size).where(s.blobs.c.digest == digest))
+        row = await self.reader.first(reads.BLOB_SIZE, digest=digest)
+        return None if row is None else int(row[0])
 
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
-        query = (
-            sa.select(s.blobs.c.size)
-            .select_from(s.repository_blobs.join(s.blobs).join(s.repositories))
-            .where(s.repositories.c.name == repository, s.repository_blobs.c.digest == digest)
-        )
-        async with self._read() as conn:
-            return await conn.scalar(query)
+        row = await self.reader.first(reads.LINKED_BLOB_SIZE, repository=repository, digest=digest)
+        return None if row is None else int(row[0])
 
     async def link_blob(self, repository: str, digest: str, size: int, event: Event | None = None) -> None:
         now = _now()
@@ -283,24 +284,11 @@ class SQLMetadataStore:
         await self._tag_history(conn, repo_id, tag, old, digest, actor)
 
     async def get_manifest(self, repository: str, reference: str) -> StoredManifest | None:
-        m, r = s.manifests, s.repositories
-        columns = (m.c.digest, m.c.media_type, m.c.payload)
         if ":" in reference:
-            query = sa.select(*columns).join(r).where(r.c.name == repository, m.c.digest == reference)
+            row = await self.reader.first(reads.MANIFEST_BY_DIGEST, repository=repository, digest=reference)
         else:
-            t = s.tags
-            query = (
-                sa.select(*columns)
-                .select_from(
-                    t.join(r).join(
-                        m, sa.and_(m.c.repository_id == t.c.repository_id, m.c.digest == t.c.digest)
-                    )
-                )
-                .where(r.c.name == repository, t.c.name == reference)
-            )
-        async with self._read() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else StoredManifest(row.digest, row.media_type, row.payload)
+            row = await self.reader.first(reads.MANIFEST_BY_TAG, repository=repository, tag=reference)
+        return None if row is None else StoredManifest(row[0], row[1], bytes(row[2]))
 
     async def delete_manifest(self, repository: str, digest: str, event: Event) -> list[str] | None:
         async with self._write() as conn:

@@ -1,0 +1,82 @@
+"""The hot reads (manifest and blob lookups), compiled once and run without the async engine.
+
+Every manifest GET and blob HEAD is one of these lookups, so they skip SQLAlchemy's per-call
+machinery: on SQLite a read-only connection of this process answers in microseconds, inline
+(WAL readers never wait for writers); other databases go through the async engine.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import schema as s
+
+_m, _r, _t, _b, _rb = s.manifests, s.repositories, s.tags, s.blobs, s.repository_blobs
+_manifest_columns = (_m.c.digest, _m.c.media_type, _m.c.payload)
+
+MANIFEST_BY_DIGEST = (
+    sa.select(*_manifest_columns)
+    .join(_r)
+    .where(_r.c.name == sa.bindparam("repository"), _m.c.digest == sa.bindparam("digest"))
+)
+MANIFEST_BY_TAG = (
+    sa.select(*_manifest_columns)
+    .select_from(_t.join(_r).join(_m, sa.and_(_m.c.repository_id == _t.c.repository_id, _m.c.digest == _t.c.digest)))
+    .where(_r.c.name == sa.bindparam("repository"), _t.c.name == sa.bindparam("tag"))
+)
+LINKED_BLOB_SIZE = (
+    sa.select(_b.c.size)
+    .select_from(_rb.join(_b).join(_r))
+    .where(_r.c.name == sa.bindparam("repository"), _rb.c.digest == sa.bindparam("digest"))
+)
+BLOB_SIZE = sa.select(_b.c.size).where(_b.c.digest == sa.bindparam("digest"))
+
+
+class Reader(Protocol):
+    async def first(self, query: sa.Select[Any], **params: Any) -> tuple[Any, ...] | None: ...
+
+    def close(self) -> None: ...
+
+
+class EngineReader:
+    """Reads through the async engine: any database SQLAlchemy speaks."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def first(self, query: sa.Select[Any], **params: Any) -> tuple[Any, ...] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query, params)).first()
+        return None if row is None else tuple(row)
+
+    def close(self) -> None:
+        pass
+
+
+class SQLiteReader:
+    """Reads on a read-only sqlite3 connection of this process, run inline."""
+
+    def __init__(self, path: str) -> None:
+        self._connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._connection.execute("PRAGMA busy_timeout=5000")
+        self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
+
+    def _compile(self, query: sa.Select[Any]) -> tuple[str, tuple[str, ...]]:
+        found = self._compiled.get(id(query))
+        if found is None:
+            compiled = query.compile(dialect=sa.dialects.sqlite.dialect())
+            found = (str(compiled), tuple(compiled.positiontup or ()))
+            self._compiled[id(query)] = found
+        return found
+
+    async def first(self, query: sa.Select[Any], **params: Any) -> tuple[Any, ...] | None:
+        sql, names = self._compile(query)
+        row: tuple[Any, ...] | None = self._connection.execute(sql, tuple(params[n] for n in names)).fetchone()
+        return row
+
+    def close(self) -> None:
+        self._connection.close()
