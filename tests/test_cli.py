@@ -48,7 +48,10 @@ def test_db_upgrade_brings_schema_to_head(tmp_path):
     config = tmp_path / "config.yml"
     config.write_text(f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "wharf", "db", "upgrade", str(config)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "wharf", "db", "upgrade", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert f"-> {migrate.head_revision()}" in result.stdout

@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import schema as s
@@ -25,7 +26,9 @@ MANIFEST_BY_DIGEST = (
 )
 MANIFEST_BY_TAG = (
     sa.select(*_manifest_columns)
-    .select_from(_t.join(_r).join(_m, sa.and_(_m.c.repository_id == _t.c.repository_id, _m.c.digest == _t.c.digest)))
+    .select_from(
+        _t.join(_r).join(_m, sa.and_(_m.c.repository_id == _t.c.repository_id, _m.c.digest == _t.c.digest))
+    )
     .where(_r.c.name == sa.bindparam("repository"), _t.c.name == sa.bindparam("tag"))
 )
 LINKED_BLOB_SIZE = (
@@ -68,14 +71,16 @@ class SQLiteReader:
     def _compile(self, query: sa.Select[Any]) -> tuple[str, tuple[str, ...]]:
         found = self._compiled.get(id(query))
         if found is None:
-            compiled = query.compile(dialect=sa.dialects.sqlite.dialect())
+            compiled = query.compile(dialect=sqlite_dialect.dialect())
             found = (str(compiled), tuple(compiled.positiontup or ()))
             self._compiled[id(query)] = found
         return found
 
     async def first(self, query: sa.Select[Any], **params: Any) -> tuple[Any, ...] | None:
         sql, names = self._compile(query)
-        row: tuple[Any, ...] | None = self._connection.execute(sql, tuple(params[n] for n in names)).fetchone()
+        row: tuple[Any, ...] | None = self._connection.execute(
+            sql, tuple(params[n] for n in names)
+        ).fetchone()
         return row
 
     def close(self) -> None:
