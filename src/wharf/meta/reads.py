@@ -37,6 +37,9 @@ LINKED_BLOB_SIZE = (
     .where(_r.c.name == sa.bindparam("repository"), _rb.c.digest == sa.bindparam("digest"))
 )
 BLOB_SIZE = sa.select(_b.c.size).where(_b.c.digest == sa.bindparam("digest"))
+UPLOAD = sa.select(s.uploads.c.id, s.uploads.c.repository, s.uploads.c.offset).where(
+    s.uploads.c.id == sa.bindparam("upload_id")
+)
 
 
 class Reader(Protocol):

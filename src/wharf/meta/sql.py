@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -59,8 +60,12 @@ class SQLMetadataStore:
         self.engine = create_async_engine(async_url(url))
         self.dialect = self.engine.dialect.name
         self.reader: reads.Reader = reads.EngineReader(self.engine)
+        # SQLite has one writer at a time: queueing writers here, rather than in
+        # busy_timeout, keeps a transaction that holds the lock from waiting behind others.
+        self._write_lock: asyncio.Lock | None = None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+            self._write_lock = asyncio.Lock()
             database = sa.engine.make_url(url).database
             if database and database != ":memory:":
                 self.reader = reads.SQLiteReader(database)
@@ -73,10 +78,18 @@ class SQLMetadataStore:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        async with self._serialised(), self.engine.connect() as conn:
             conn = await conn.execution_options(wharf_write=True)
             async with conn.begin():
                 yield conn
+
+    @asynccontextmanager
+    async def _serialised(self) -> AsyncIterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -133,9 +146,18 @@ class SQLMetadataStore:
         row = await self.reader.first(reads.LINKED_BLOB_SIZE, repository=repository, digest=digest)
         return None if row is None else int(row[0])
 
-    async def link_blob(self, repository: str, digest: str, size: int, event: Event | None = None) -> None:
+    async def link_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        event: Event | None = None,
+        finished_upload: str | None = None,
+    ) -> None:
         now = _now()
         async with self._write() as conn:
+            if finished_upload is not None:
+                await conn.execute(s.uploads.delete().where(s.uploads.c.id == finished_upload))
             repo_id = await self._repository_id(conn, repository, create=True)
             insert = self._insert(s.blobs).values(digest=digest, size=size, created_at=now, last_seen_at=now)
             await conn.execute(
@@ -173,14 +195,11 @@ class SQLMetadataStore:
                     id=upload_id, repository=repository, offset=0, started_at=now, updated_at=now
                 )
             )
-        return Upload(upload_id, repository, 0, now)
+        return Upload(upload_id, repository, 0)
 
     async def get_upload(self, upload_id: str) -> Upload | None:
-        async with self._read() as conn:
-            row = (await conn.execute(sa.select(s.uploads).where(s.uploads.c.id == upload_id))).first()
-        if row is None:
-            return None
-        return Upload(row.id, row.repository, row.offset, row.started_at)
+        row = await self.reader.first(reads.UPLOAD, upload_id=upload_id)
+        return None if row is None else Upload(row[0], row[1], int(row[2]))
 
     async def set_upload_offset(self, upload_id: str, expected: int, offset: int) -> bool:
         async with self._write() as conn:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -52,7 +51,6 @@ class Upload:
     id: str
     repository: str
     offset: int
-    started_at: datetime
 
 
 @dataclass(frozen=True)
@@ -72,8 +70,15 @@ class MetadataStore(Protocol):
     async def blob_size(self, digest: str) -> int | None: ...
     async def linked_blob_size(self, repository: str, digest: str) -> int | None: ...
     async def link_blob(
-        self, repository: str, digest: str, size: int, event: Event | None = None
-    ) -> None: ...
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        event: Event | None = None,
+        finished_upload: str | None = None,
+    ) -> None:
+        """Record the blob and link it into the repository; also drops ``finished_upload``'s row."""
+
     async def unlink_blob(self, repository: str, digest: str, event: Event) -> bool: ...
 
     # Uploads in progress.

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ..errors import RANGE_INVALID, RegistryError
-from ..services.blobs import blob_unknown
 from ..services.registry import Registry
 from .responses import empty, headers
 
@@ -59,32 +57,20 @@ async def head_or_get(registry: Registry, request: Request, name: str, digest: s
         )
     range_header = request.headers.get("range")
     selected = parse_range(range_header, info.size) if range_header else None
-    if selected is not None:
-        start, end = selected
+    if selected is None:
         return StreamingResponse(
-            registry.blobs.read(digest, start, end),
-            status_code=206,
-            media_type="application/octet-stream",
-            headers=headers(
-                {
-                    **base,
-                    "Content-Range": f"bytes {start}-{end - 1}/{info.size}",
-                    "Content-Length": str(end - start),
-                }
-            ),
-        )
-    path = registry.blobs.local_path(digest)
-    if path is None:
-        return StreamingResponse(
-            registry.blobs.read(digest),
+            await registry.blobs.open(digest),
             media_type="application/octet-stream",
             headers=headers({**base, "Content-Length": str(info.size)}),
         )
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        raise blob_unknown(digest) from None
-    return FileResponse(path, media_type="application/octet-stream", headers=headers(base), stat_result=stat)
+    start, end = selected
+    partial = {"Content-Range": f"bytes {start}-{end - 1}/{info.size}", "Content-Length": str(end - start)}
+    return StreamingResponse(
+        await registry.blobs.open(digest, start, end),
+        status_code=206,
+        media_type="application/octet-stream",
+        headers=headers({**base, **partial}),
+    )
 
 
 async def delete(registry: Registry, request: Request, name: str, digest: str) -> Response:

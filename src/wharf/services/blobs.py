@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import BLOB_UNKNOWN, RegistryError
 from ..meta.store import Event, MetadataStore
@@ -38,10 +37,10 @@ class BlobService:
             raise blob_unknown(digest)
         return BlobInfo(digest, size)
 
-    def local_path(self, digest: str) -> Path | None:
-        return self.blobs.local_path(digest)
-
-    def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def open(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The blob's bytes; checked to be on storage before the first byte is promised."""
+        if await self.blobs.stat(digest) is None:
+            raise blob_unknown(digest)
         return self.blobs.read(digest, start, end)
 
     async def delete(self, repository: str, digest: str, actor: str = ANONYMOUS) -> None:

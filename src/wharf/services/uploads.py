@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,14 +144,8 @@ class UploadService:
             )
         hasher = await self._hasher_at(upload.id, upload.offset)
 
-        async def hashed() -> AsyncIterator[bytes]:
-            async for chunk in chunks:
-                if chunk:
-                    hasher.update(chunk)
-                    yield chunk
-
         try:
-            new_offset = await self.blobs.append_upload(upload.id, upload.offset, hashed())
+            new_offset = await self.blobs.append_upload(upload.id, upload.offset, chunks, hasher.update)
         except UploadMissing:
             raise upload_unknown(upload.id) from None
         except OffsetMismatch as exc:
@@ -164,7 +158,7 @@ class UploadService:
                 {"expected": length, "received": written},
                 f"chunk declared {length} bytes but {written} arrived",
             )
-        if not await self.meta.set_upload_offset(upload.id, upload.offset, new_offset):
+        if written and not await self.meta.set_upload_offset(upload.id, upload.offset, new_offset):
             await self._rewind(upload)
             raise RegistryError(RANGE_INVALID, {"upload": upload.id}, "upload was written concurrently")
         self._hashers.keep(upload.id, new_offset, hasher)
@@ -209,26 +203,30 @@ class UploadService:
             algorithm = digest.split(":", 1)[0]
             if hasher is None or algorithm != STREAM_ALGORITHM:
                 hasher = await self._rehash(upload.id, algorithm)
-            actual = f"{algorithm}:{hasher.hexdigest()}"
-            if actual != digest:
-                await self._discard(upload.id)
-                raise RegistryError(
-                    DIGEST_INVALID,
-                    {"digest": digest, "actual": actual},
-                    f"provided digest {digest} does not match uploaded content ({actual}); upload discarded",
-                )
-            # Bytes first, then the row: a crash in between leaves a file no row knows
-            # (collected later), never a row without its bytes.
-            await self.blobs.commit_upload(upload.id, digest)
-            await self.meta.link_blob(
-                repository,
-                digest,
-                size,
-                Event(actor, "blob.push", repository, digest, digest, {"size": size}),
-            )
-            self._hashers.forget(upload.id)
-            await self.meta.delete_upload(upload.id)
+            await self._commit(repository, upload.id, digest, size, hasher, actor, session=True)
         return digest
+
+    async def _commit(
+        self, repository: str, upload_id: str, digest: str, size: int, hasher: Any, actor: str, session: bool
+    ) -> None:
+        """Verify the upload's digest, then make its bytes the blob and record it."""
+        actual = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+        if actual != digest:
+            if session:
+                await self._discard(upload_id)
+            raise RegistryError(
+                DIGEST_INVALID,
+                {"digest": digest, "actual": actual},
+                f"provided digest {digest} does not match uploaded content ({actual}); upload discarded",
+            )
+        # Bytes first, then the row: a crash in between leaves a file no row knows
+        # (collected later), never a row without its bytes.
+        await self.blobs.commit_upload(upload_id, digest)
+        event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
+        await self.meta.link_blob(
+            repository, digest, size, event, finished_upload=upload_id if session else None
+        )
+        self._hashers.forget(upload_id)
 
     async def _rehash(self, upload_id: str, algorithm: str) -> Any:
         hasher = hashlib.new(algorithm)
@@ -239,14 +237,20 @@ class UploadService:
     async def monolithic(
         self, repository: str, digest: str, chunks: AsyncIterable[bytes], actor: str = ANONYMOUS
     ) -> str:
+        """A whole blob in one request: no session row, since no client can address it."""
+        validate_name(repository)
         validate_digest(digest)
-        status = await self.start(repository)
+        self.policy.check_writable()
+        upload_id = str(uuid.uuid4())
+        await self.blobs.create_upload(upload_id)
         try:
-            return await self.finish(repository, status.id, digest, chunks, actor)
+            hasher = hashlib.new(digest.split(":", 1)[0])
+            size = await self.blobs.append_upload(upload_id, 0, chunks, hasher.update)
+            await self._commit(repository, upload_id, digest, size, hasher, actor, session=False)
         except BaseException:
-            if await self.meta.get_upload(status.id) is not None:
-                await self._discard(status.id)
+            await self.blobs.delete_upload(upload_id)
             raise
+        return digest
 
     async def mount(self, repository: str, digest: str, source: str, actor: str = ANONYMOUS) -> bool:
         """Link a blob that ``source`` holds into ``repository``; False when it cannot."""

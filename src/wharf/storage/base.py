@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Protocol
 
 
@@ -33,9 +32,6 @@ class BlobStore(Protocol):
     def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """The blob's bytes from ``start`` up to (not including) ``end``."""
 
-    def local_path(self, digest: str) -> Path | None:
-        """A file the server may send without copying through Python, when the backend has one."""
-
     async def delete(self, digest: str) -> bool: ...
 
     def list(self) -> AsyncIterator[str]:
@@ -46,8 +42,18 @@ class BlobStore(Protocol):
     async def upload_size(self, upload_id: str) -> int:
         """Bytes written so far; raises UploadMissing."""
 
-    async def append_upload(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        """Write ``chunks`` at ``offset`` (which must be the current end); returns the new size."""
+    async def append_upload(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], object] | None = None,
+    ) -> int:
+        """Write ``chunks`` at ``offset`` (which must be the current end); returns the new size.
+
+        ``observe`` sees every chunk, in order, as it is written (the caller hashes with it);
+        it may run on another thread. A body that fails half way leaves the upload at ``offset``.
+        """
 
     async def truncate_upload(self, upload_id: str, size: int) -> None:
         """Cut the upload back to ``size`` bytes, dropping what a failed request appended."""
