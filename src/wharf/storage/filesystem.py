@@ -7,15 +7,18 @@ import errno
 import os
 import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from .base import OffsetMismatch, UploadMissing
 from .paths import BLOBS, UPLOADS, blob_path, upload_path
 
-# Large reads: fewer thread hand-offs per blob (measured: 64 KiB reads pull at a fifth of 4 MiB's rate).
-READ_CHUNK = 4 << 20
+# Reads of 2 MiB: measured faster than 64 KiB (a thread hand-off each) and than 8 MiB (cache misses).
+READ_CHUNK = 2 << 20
 # Chunks received while the previous batch is still being hashed and written.
 PIPELINE_DEPTH = 8
+# An upload's bytes are flushed to disk in the background every this many bytes.
+FLUSH_EVERY = 32 << 20
 
 
 def _fsync_dir(path: Path) -> None:
@@ -57,6 +60,7 @@ class FilesystemBlobStore:
     def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
         self.root = Path(root).resolve()
         self.fsync = fsync
+        self._flusher = ThreadPoolExecutor(2, thread_name_prefix="wharf-flush")
         (self.root / BLOBS).mkdir(parents=True, exist_ok=True)
         (self.root / UPLOADS).mkdir(parents=True, exist_ok=True)
 
@@ -139,11 +143,20 @@ class FilesystemBlobStore:
             if size != offset:
                 raise OffsetMismatch(offset, size)
 
+            flushing: Future[None] | None = None
+            unflushed = 0
+
             def write(batch: list[bytes]) -> None:
+                nonlocal flushing, unflushed
                 for chunk in batch:
                     if observe is not None:
                         observe(chunk)
                     handle.write(chunk)
+                    unflushed += len(chunk)
+                # Start writing back to disk while more arrives, so the fsync that makes the
+                # blob durable at commit has only the tail left to wait for.
+                if self.fsync and unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
+                    flushing, unflushed = self._flusher.submit(os.fdatasync, handle.fileno()), 0
 
             try:
                 await _pipeline(chunks, write)
@@ -151,6 +164,9 @@ class FilesystemBlobStore:
                 # A body cut short leaves nothing behind: the upload stays where it was.
                 handle.truncate(offset)
                 raise
+            finally:
+                if flushing is not None:
+                    await asyncio.wrap_future(flushing)  # before the descriptor closes
             return handle.tell()
 
     async def truncate_upload(self, upload_id: str, size: int) -> None:
