@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .base import OffsetMismatch, UploadMissing
@@ -17,7 +17,8 @@ from .paths import BLOBS, UPLOADS, blob_path, upload_path
 READ_CHUNK = 2 << 20
 # Chunks received while the previous batch is still being hashed and written.
 PIPELINE_DEPTH = 8
-# An upload's bytes are flushed to disk in the background every this many bytes.
+# An upload's bytes are flushed to disk in the background every this many bytes, and after
+# each request that wrote to it.
 FLUSH_EVERY = 32 << 20
 
 
@@ -61,6 +62,7 @@ class FilesystemBlobStore:
         self.root = Path(root).resolve()
         self.fsync = fsync
         self._flusher = ThreadPoolExecutor(2, thread_name_prefix="wharf-flush")
+        self._flush_pending: set[Path] = set()
         (self.root / BLOBS).mkdir(parents=True, exist_ok=True)
         (self.root / UPLOADS).mkdir(parents=True, exist_ok=True)
 
@@ -143,20 +145,18 @@ class FilesystemBlobStore:
             if size != offset:
                 raise OffsetMismatch(offset, size)
 
-            flushing: Future[None] | None = None
             unflushed = 0
 
             def write(batch: list[bytes]) -> None:
-                nonlocal flushing, unflushed
+                nonlocal unflushed
                 for chunk in batch:
                     if observe is not None:
                         observe(chunk)
                     handle.write(chunk)
                     unflushed += len(chunk)
-                # Start writing back to disk while more arrives, so the fsync that makes the
-                # blob durable at commit has only the tail left to wait for.
-                if self.fsync and unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
-                    flushing, unflushed = self._flusher.submit(os.fdatasync, handle.fileno()), 0
+                if unflushed >= FLUSH_EVERY:
+                    self._flush_soon(path)
+                    unflushed = 0
 
             try:
                 await _pipeline(chunks, write)
@@ -164,10 +164,29 @@ class FilesystemBlobStore:
                 # A body cut short leaves nothing behind: the upload stays where it was.
                 handle.truncate(offset)
                 raise
-            finally:
-                if flushing is not None:
-                    await asyncio.wrap_future(flushing)  # before the descriptor closes
+            if unflushed:
+                self._flush_soon(path)
             return handle.tell()
+
+    def _flush_soon(self, path: Path) -> None:
+        """Start writing an upload's bytes back to disk while more arrive (or the next chunk
+        does), so the fsync that makes the blob durable at commit has only the tail left."""
+        if not self.fsync or path in self._flush_pending:
+            return
+        self._flush_pending.add(path)
+        self._flusher.submit(self._flush, path)
+
+    def _flush(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # committed or cancelled meanwhile: nothing left to flush here
+        finally:
+            self._flush_pending.discard(path)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     async def truncate_upload(self, upload_id: str, size: int) -> None:
         try:
