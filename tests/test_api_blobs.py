@@ -116,3 +116,14 @@ def test_readonly_refuses_writes_and_serves_reads(make_server):
             assert response.status_code == 405
             assert error_codes(response) == ["UNSUPPORTED"]
             assert "read-only" in response.json()["errors"][0]["message"]
+
+
+def test_blob_whose_bytes_are_gone_answers_404_not_a_broken_200(make_server):
+    server = make_server()
+    with server.client() as client:
+        digest = push_blob(client, "lib/app", b"bytes that will vanish")
+        hex_ = digest.split(":")[1]
+        (server.root / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data").unlink()
+        response = client.get(f"/v2/lib/app/blobs/{digest}")
+        assert response.status_code == 404
+        assert error_codes(response) == ["BLOB_UNKNOWN"]

@@ -38,6 +38,8 @@ UNAUTHORIZED = _register("UNAUTHORIZED", "authentication required", 401)
 DENIED = _register("DENIED", "requested access to the resource is denied", 403)
 UNSUPPORTED = _register("UNSUPPORTED", "the operation is unsupported", 405)
 TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
+# Distribution's code for failures that are the server's, not the request's.
+INTERNAL = _register("UNKNOWN", "unknown error", 500)
 
 
 class RegistryError(Exception):

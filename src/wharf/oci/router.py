@@ -6,6 +6,7 @@ whole path, most specific first; names and digests are validated by the services
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,12 +14,13 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..errors import NAME_UNKNOWN, UNSUPPORTED, RegistryError
+from ..errors import INTERNAL, NAME_UNKNOWN, UNSUPPORTED, RegistryError
 from ..services.registry import Registry
 from . import blobs, listing, manifests, uploads
 from .responses import empty, error_response, json_response
 
 Handler = Callable[..., Awaitable[Response]]
+log = logging.getLogger(__name__)
 
 ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
     (re.compile(r"/v2/_catalog"), {"GET": listing.catalog}),
@@ -79,3 +81,6 @@ async def dispatch(request: Request) -> Response:
     except ClientDisconnect:
         # The client is gone; nothing it sent was kept, and nobody reads this answer.
         return empty(400)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error_response(RegistryError(INTERNAL, None, "internal error; the server log has the details"))
