@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import sqlalchemy as sa
 
 from wharf.meta import migrate
@@ -115,3 +118,79 @@ def test_migrations_build_exactly_the_models(tmp_path):
         diff = compare_metadata(MigrationContext.configure(connection), metadata)
     engine.dispose()
     assert diff == []
+
+
+def _open_patch(port: int, location: str, extra: str = "") -> socket.socket:
+    """A PATCH whose body is still coming: it holds the upload until finished or dropped."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        f"PATCH {location} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode()
+        + b"5\r\naaaaa\r\n"
+    )
+    return sock
+
+
+def _finish_patch(sock: socket.socket, tail: bytes = b"") -> str:
+    body = (f"{len(tail):x}\r\n".encode() + tail + b"\r\n" if tail else b"") + b"0\r\n\r\n"
+    sock.sendall(body)
+    sock.settimeout(30)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(4096)
+    sock.close()
+    return answer.split(b"\r\n")[0].decode()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_second_writer_of_an_upload_is_refused_and_acknowledged_bytes_stay(make_server, workers):
+    server = make_server({"http": {"workers": workers}})
+    with server.client() as client:
+        location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
+        first = os.urandom(100)
+        assert client.patch(location, content=first, headers={"Content-Range": "0-99"}).status_code == 202
+    slow = _open_patch(server.port, location)
+    time.sleep(0.3)
+    for _ in range(4):  # new connections: with two workers some land on the other process
+        with server.client() as client:
+            response = client.patch(location, content=b"B" * 50)
+            assert response.status_code == 416, response.text
+            assert client.get(location).headers["range"] == "0-99"
+    assert _finish_patch(slow, b"bbbbb").endswith("202 Accepted")
+    with server.client() as client:
+        assert client.get(location).headers["range"] == "0-109"
+        data = first + b"aaaaabbbbb"
+        assert client.put(location, params={"digest": sha256(data)}).status_code == 201
+        assert client.get(f"/v2/lib/app/blobs/{sha256(data)}").content == data
+
+
+def test_failed_chunk_leaves_no_way_to_lose_acknowledged_bytes(make_server):
+    """A chunk that fails its length check must not let two later requests write at once."""
+    server = make_server()
+    with server.client() as client:
+        location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
+    short = _open_patch(server.port, location, "Content-Range: 0-9\r\n")  # declares 10, sends 5
+    time.sleep(0.2)
+    assert " 416 " in _finish_patch(short)
+    waiting = _open_patch(server.port, location)
+    time.sleep(0.2)
+    with server.client() as client:
+        refused = client.patch(location, content=b"B" * 100)
+        assert refused.status_code == 416
+    assert _finish_patch(waiting).endswith("202 Accepted")
+    with server.client() as client:
+        assert client.get(location).headers["range"] == "0-4"
+        assert client.put(location, params={"digest": sha256(b"aaaaa")}).status_code == 201
+
+
+def test_cancel_during_a_patch_leaves_nothing(make_server):
+    server = make_server()
+    with server.client() as client:
+        location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
+    writing = _open_patch(server.port, location)
+    time.sleep(0.2)
+    with server.client() as client:
+        assert client.delete(location).status_code == 204
+    assert " 404 " in _finish_patch(writing, b"more")
+    with server.client() as client:
+        assert client.get(location).status_code == 404
+    assert not any((server.root / "wharf/uploads").iterdir())

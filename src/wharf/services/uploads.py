@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BLOB_UPLOAD_INVALID, BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
 from ..meta.store import Event, MetadataStore, Upload
 from ..reference import validate_digest, validate_name
-from ..storage.base import BlobStore, OffsetMismatch, UploadMissing
+from ..storage.base import BlobStore, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
 from .policy import ANONYMOUS, Policy
 
 STREAM_ALGORITHM = "sha256"
@@ -33,6 +35,12 @@ class UploadStatus:
     offset: int
 
 
+def _busy(upload_id: str) -> RegistryError:
+    return RegistryError(
+        RANGE_INVALID, {"upload": upload_id}, "another request is writing this upload; retry when it is done"
+    )
+
+
 def upload_unknown(upload_id: str) -> RegistryError:
     return RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id}, f"blob upload unknown: {upload_id}")
 
@@ -42,10 +50,14 @@ class _Hashers:
 
     def __init__(self) -> None:
         self._states: OrderedDict[str, tuple[int, Any]] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        # A lock lives as long as a request holds it or waits for it, and no longer.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def lock(self, upload_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(upload_id, asyncio.Lock())
+        lock = self._locks.get(upload_id)
+        if lock is None:
+            lock = self._locks[upload_id] = asyncio.Lock()
+        return lock
 
     def take(self, upload_id: str, offset: int) -> Any | None:
         state = self._states.pop(upload_id, None)
@@ -60,7 +72,6 @@ class _Hashers:
 
     def forget(self, upload_id: str) -> None:
         self._states.pop(upload_id, None)
-        self._locks.pop(upload_id, None)
 
 
 class UploadService:
@@ -96,14 +107,26 @@ class UploadService:
             raise upload_unknown(upload_id)
         return upload
 
+    @asynccontextmanager
+    async def _claim(self, repository: str, upload_id: str) -> AsyncIterator[Upload]:
+        """The upload, held by this request alone within the process (storage guards across
+        processes); a second request answers at once instead of queueing behind a slow body."""
+        upload = await self._get(repository, upload_id)
+        lock = self._hashers.lock(upload.id)
+        if lock.locked():
+            raise _busy(upload.id)
+        async with lock:
+            yield await self._get(repository, upload_id)
+
     async def status(self, repository: str, upload_id: str) -> UploadStatus:
         upload = await self._get(repository, upload_id)
         return UploadStatus(upload.id, repository, upload.offset)
 
     async def cancel(self, repository: str, upload_id: str) -> None:
+        self.policy.check_writable()
         upload = await self._get(repository, upload_id)
-        async with self._hashers.lock(upload.id):
-            await self._discard(upload.id)
+        # No claim taken: a request still writing finds the row gone and fails cleanly.
+        await self._discard(upload.id)
 
     async def _discard(self, upload_id: str) -> None:
         self._hashers.forget(upload_id)
@@ -112,11 +135,13 @@ class UploadService:
 
     # -- data -------------------------------------------------------------------------------
 
-    async def _hasher_at(self, upload_id: str, offset: int) -> Any:
-        hasher = self._hashers.take(upload_id, offset)
-        if hasher is not None:
-            return hasher
-        hasher = hashlib.new(STREAM_ALGORITHM)
+    async def _hasher_at(self, upload_id: str, offset: int, algorithm: str = STREAM_ALGORITHM) -> Any:
+        """The hash state after the first ``offset`` bytes: kept in memory, or rebuilt from storage."""
+        if algorithm == STREAM_ALGORITHM:
+            hasher = self._hashers.take(upload_id, offset)
+            if hasher is not None:
+                return hasher
+        hasher = hashlib.new(algorithm)
         seen = 0
         try:
             async for chunk in self.blobs.read_upload(upload_id):
@@ -143,31 +168,25 @@ class UploadService:
                 f"chunk starts at {start} but the upload holds {upload.offset} bytes",
             )
         hasher = await self._hasher_at(upload.id, upload.offset)
-
         try:
-            new_offset = await self.blobs.append_upload(upload.id, upload.offset, chunks, hasher.update)
+            new_offset = await self.blobs.append_upload(
+                upload.id, upload.offset, chunks, hasher.update, length
+            )
         except UploadMissing:
             raise upload_unknown(upload.id) from None
-        except OffsetMismatch as exc:
-            raise RegistryError(RANGE_INVALID, {"offset": exc.actual}, str(exc)) from None
-        written = new_offset - upload.offset
-        if length is not None and written != length:
-            await self._rewind(upload)
-            raise RegistryError(
-                RANGE_INVALID,
-                {"expected": length, "received": written},
-                f"chunk declared {length} bytes but {written} arrived",
-            )
-        if written and not await self.meta.set_upload_offset(upload.id, upload.offset, new_offset):
-            await self._rewind(upload)
-            raise RegistryError(RANGE_INVALID, {"upload": upload.id}, "upload was written concurrently")
+        except UploadBusy:
+            raise _busy(upload.id) from None
+        except (OffsetMismatch, LengthMismatch) as exc:
+            self._hashers.forget(upload.id)
+            raise RegistryError(RANGE_INVALID, {"offset": upload.offset}, str(exc)) from None
+        if new_offset != upload.offset and not await self.meta.set_upload_offset(
+            upload.id, upload.offset, new_offset
+        ):
+            # Cancelled meanwhile: the storage claim keeps any other writer out, so only a
+            # vanished row can make the offset move under us.
+            raise upload_unknown(upload.id)
         self._hashers.keep(upload.id, new_offset, hasher)
         return new_offset
-
-    async def _rewind(self, upload: Upload) -> None:
-        """Drop bytes a failed request appended, so the upload stays at its acknowledged offset."""
-        await self.blobs.truncate_upload(upload.id, upload.offset)
-        self._hashers.forget(upload.id)
 
     async def append(
         self,
@@ -178,9 +197,7 @@ class UploadService:
         length: int | None = None,
     ) -> UploadStatus:
         self.policy.check_writable()
-        upload = await self._get(repository, upload_id)
-        async with self._hashers.lock(upload.id):
-            upload = await self._get(repository, upload_id)
+        async with self._claim(repository, upload_id) as upload:
             offset = await self._write(upload, chunks, start, length)
         return UploadStatus(upload.id, repository, offset)
 
@@ -195,14 +212,9 @@ class UploadService:
         """Append the last bytes (if any), verify the digest, and make the blob visible."""
         self.policy.check_writable()
         validate_digest(digest)
-        upload = await self._get(repository, upload_id)
-        async with self._hashers.lock(upload.id):
-            upload = await self._get(repository, upload_id)
+        async with self._claim(repository, upload_id) as upload:
             size = await self._write(upload, chunks, None, None)
-            hasher = self._hashers.take(upload.id, size)
-            algorithm = digest.split(":", 1)[0]
-            if hasher is None or algorithm != STREAM_ALGORITHM:
-                hasher = await self._rehash(upload.id, algorithm)
+            hasher = await self._hasher_at(upload.id, size, digest.split(":", 1)[0])
             await self._commit(repository, upload.id, digest, size, hasher, actor, session=True)
         return digest
 
@@ -221,18 +233,21 @@ class UploadService:
             )
         # Bytes first, then the row: a crash in between leaves a file no row knows
         # (collected later), never a row without its bytes.
-        await self.blobs.commit_upload(upload_id, digest)
+        try:
+            await self.blobs.commit_upload(upload_id, digest, size)
+        except UploadMissing:
+            raise upload_unknown(upload_id) from None
+        except UploadBusy:
+            raise _busy(upload_id) from None
+        except OffsetMismatch as exc:
+            raise RegistryError(
+                RANGE_INVALID, {"upload": upload_id}, f"upload changed while completing: {exc}"
+            ) from None
         event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
         await self.meta.link_blob(
             repository, digest, size, event, finished_upload=upload_id if session else None
         )
         self._hashers.forget(upload_id)
-
-    async def _rehash(self, upload_id: str, algorithm: str) -> Any:
-        hasher = hashlib.new(algorithm)
-        async for chunk in self.blobs.read_upload(upload_id):
-            hasher.update(chunk)
-        return hasher
 
     async def monolithic(
         self, repository: str, digest: str, chunks: AsyncIterable[bytes], actor: str = ANONYMOUS

@@ -19,6 +19,19 @@ class OffsetMismatch(Exception):
         super().__init__(f"upload holds {actual} bytes, write asked to start at {expected}")
 
 
+class UploadBusy(Exception):
+    """Another request (in this process or another) is writing or completing the upload."""
+
+
+class LengthMismatch(Exception):
+    """A request body's length differed from what it declared; nothing of it was kept."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"chunk declared {expected} bytes but {actual} arrived")
+
+
 class BlobStore(Protocol):
     """Content-addressed blobs plus the temporary uploads that become them.
 
@@ -39,29 +52,30 @@ class BlobStore(Protocol):
 
     async def create_upload(self, upload_id: str) -> None: ...
 
-    async def upload_size(self, upload_id: str) -> int:
-        """Bytes written so far; raises UploadMissing."""
-
     async def append_upload(
         self,
         upload_id: str,
         offset: int,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], object] | None = None,
+        length: int | None = None,
     ) -> int:
         """Write ``chunks`` at ``offset`` (which must be the current end); returns the new size.
 
+        Holds the upload exclusively while it writes (UploadBusy when another request does).
         ``observe`` sees every chunk, in order, as it is written (the caller hashes with it);
-        it may run on another thread. A body that fails half way leaves the upload at ``offset``.
+        it may run on another thread. A body that fails half way, or whose size is not
+        ``length`` (LengthMismatch), leaves the upload at ``offset``.
         """
-
-    async def truncate_upload(self, upload_id: str, size: int) -> None:
-        """Cut the upload back to ``size`` bytes, dropping what a failed request appended."""
 
     def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
         """The bytes written so far, to rebuild a hash state lost with a process."""
 
-    async def commit_upload(self, upload_id: str, digest: str) -> None:
-        """Make the upload's bytes the blob ``digest`` (already verified by the caller)."""
+    async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
+        """Make the upload's bytes the blob ``digest``, verified by the caller over ``size`` bytes.
+
+        Holds the upload exclusively, and refuses (OffsetMismatch) if it no longer holds
+        exactly ``size`` bytes: nothing written after the verification can reach the blob.
+        """
 
     async def delete_upload(self, upload_id: str) -> None: ...
