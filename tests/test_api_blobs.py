@@ -127,3 +127,19 @@ def test_blob_whose_bytes_are_gone_answers_404_not_a_broken_200(make_server):
         response = client.get(f"/v2/lib/app/blobs/{digest}")
         assert response.status_code == 404
         assert error_codes(response) == ["BLOB_UNKNOWN"]
+        # HEAD too: a stale "exists" would make clients skip the upload that repairs it.
+        assert client.head(f"/v2/lib/app/blobs/{digest}").status_code == 404
+        assert push_blob(client, "lib/app", b"bytes that will vanish") == digest
+        assert client.get(f"/v2/lib/app/blobs/{digest}").content == b"bytes that will vanish"
+
+
+def test_blob_named_by_a_manifest_stays_readable_after_its_link_is_deleted(client, repo):
+    from .oci import Image, push_image
+
+    image = Image.random(layers=1)
+    push_image(client, repo, image, "v1")
+    layer = sha256(image.layers[0])
+    assert client.delete(f"/v2/{repo}/blobs/{layer}").status_code == 202
+    assert client.get(f"/v2/{repo}/blobs/{layer}").content == image.layers[0]
+    assert client.delete(f"/v2/{repo}/manifests/{image.digest}").status_code == 202
+    assert client.get(f"/v2/{repo}/blobs/{layer}").status_code == 404

@@ -47,7 +47,7 @@ def test_tags_list_errors(client, repo):
     assert unknown.status_code == 404
     assert error_codes(unknown) == ["NAME_UNKNOWN"]
     push_image(client, repo, Image.random(), "v1")
-    for n in ("-1", "x", "1.5"):
+    for n in ("-1", "x", "1.5", "\u00b2"):
         response = client.get(f"/v2/{repo}/tags/list", params={"n": n})
         assert response.status_code == 400, n
         assert error_codes(response) == ["PAGINATION_NUMBER_INVALID"]

@@ -141,6 +141,7 @@ def test_malformed_manifests_are_manifest_invalid(client, repo):
         canonical({**good, "layers": "nope"}),
         canonical({**good, "config": {"digest": "sha256:zz", "size": 1}}),
         canonical({**good, "layers": [{"digest": sha256(b"x"), "size": -1}]}),
+        canonical({**good, "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:ab", "size": 1}}),
         canonical({k: v for k, v in good.items() if k != "config"}),
         canonical({**good, "mediaType": "application/x-unknown"}),
     ]

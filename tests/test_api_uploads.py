@@ -79,6 +79,9 @@ def test_out_of_order_chunk_is_refused_and_upload_unchanged(client, repo):
     skipped = client.patch(location, content=b"x" * 10, headers={"Content-Range": "2000-2009"})
     assert skipped.status_code == 416
     assert error_codes(skipped) == ["RANGE_INVALID"]
+    # The refusal says where the upload stands, so the client can resume from there.
+    assert skipped.headers["range"] == "0-999"
+    assert skipped.headers["location"] == location
     repeated = client.patch(location, content=first, headers={"Content-Range": "0-999"})
     assert repeated.status_code == 416
     assert client.get(location).headers["range"] == "0-999"

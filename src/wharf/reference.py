@@ -36,9 +36,13 @@ def validate_tag(tag: str) -> str:
     return tag
 
 
-def validate_digest(digest: str) -> str:
+def is_valid_digest(digest: str) -> bool:
     match = DIGEST_RE.fullmatch(digest)
-    if not match or len(match.group(2)) != DIGEST_ALGORITHMS[match.group(1)]:
+    return match is not None and len(match.group(2)) == DIGEST_ALGORITHMS[match.group(1)]
+
+
+def validate_digest(digest: str) -> str:
+    if not is_valid_digest(digest):
         raise RegistryError(DIGEST_INVALID, {"digest": digest}, f"invalid or unsupported digest: {digest!r}")
     return digest
 

@@ -60,6 +60,10 @@ def upgrade(url: str, revision: str = "head") -> None:
     _prepare_sqlite_dir(url)
     engine = sa.create_engine(sync_url(url))
     try:
+        if engine.dialect.name == "sqlite":
+            # WAL is a property of the file: set it once here, before workers race to.
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         with engine.begin() as connection:
             command.upgrade(_config(connection), revision)
     finally:

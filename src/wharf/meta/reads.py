@@ -31,12 +31,20 @@ MANIFEST_BY_TAG = (
     )
     .where(_r.c.name == sa.bindparam("repository"), _t.c.name == sa.bindparam("tag"))
 )
-LINKED_BLOB_SIZE = (
-    sa.select(_b.c.size)
-    .select_from(_rb.join(_b).join(_r))
+# Readable in a repository: linked there (pushed or mounted) or named by a manifest there.
+_linked = (
+    sa.select(_rb.c.digest)
+    .join(_r)
     .where(_r.c.name == sa.bindparam("repository"), _rb.c.digest == sa.bindparam("digest"))
 )
-BLOB_SIZE = sa.select(_b.c.size).where(_b.c.digest == sa.bindparam("digest"))
+_referenced = (
+    sa.select(s.manifest_blobs.c.digest)
+    .select_from(s.manifest_blobs.join(_m).join(_r))
+    .where(_r.c.name == sa.bindparam("repository"), s.manifest_blobs.c.digest == sa.bindparam("digest"))
+)
+LINKED_BLOB_SIZE = sa.select(_b.c.size).where(
+    _b.c.digest == sa.bindparam("digest"), sa.or_(_linked.exists(), _referenced.exists())
+)
 UPLOAD = sa.select(s.uploads.c.id, s.uploads.c.repository, s.uploads.c.offset).where(
     s.uploads.c.id == sa.bindparam("upload_id")
 )
@@ -67,9 +75,19 @@ class SQLiteReader:
     """Reads on a read-only sqlite3 connection of this process, run inline."""
 
     def __init__(self, path: str) -> None:
-        self._connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        self._connection.execute("PRAGMA busy_timeout=5000")
+        self._path = path
+        self._connection: sqlite3.Connection | None = None
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        # Opened on first use: the database may be created after the store is built.
+        # Each statement runs as its own snapshot (the cursor is dropped at once), so
+        # commits by other processes are seen by the next read.
+        if self._connection is None:
+            connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+            connection.execute("PRAGMA busy_timeout=5000")
+            self._connection = connection
+        return self._connection
 
     def _compile(self, query: sa.Select[Any]) -> tuple[str, tuple[str, ...]]:
         found = self._compiled.get(id(query))
@@ -81,10 +99,10 @@ class SQLiteReader:
 
     async def first(self, query: sa.Select[Any], **params: Any) -> tuple[Any, ...] | None:
         sql, names = self._compile(query)
-        row: tuple[Any, ...] | None = self._connection.execute(
-            sql, tuple(params[n] for n in names)
-        ).fetchone()
+        row: tuple[Any, ...] | None = self._connect().execute(sql, tuple(params[n] for n in names)).fetchone()
         return row
 
     def close(self) -> None:
-        self._connection.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

@@ -38,10 +38,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Transactions are begun by hand below, so that writers take the lock up front.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")  # first: the others may need to wait
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @sa_event.listens_for(engine.sync_engine, "begin")
@@ -137,10 +137,6 @@ class SQLMetadataStore:
         )
 
     # -- blobs ------------------------------------------------------------------------------
-
-    async def blob_size(self, digest: str) -> int | None:
-        row = await self.reader.first(reads.BLOB_SIZE, digest=digest)
-        return None if row is None else int(row[0])
 
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
         row = await self.reader.first(reads.LINKED_BLOB_SIZE, repository=repository, digest=digest)
@@ -267,12 +263,16 @@ class SQLMetadataStore:
     async def _check_references(self, conn: AsyncConnection, repo_id: int, manifest: NewManifest) -> None:
         wanted = set(manifest.blobs)
         if wanted:
-            rows = await conn.execute(
-                sa.select(s.repository_blobs.c.digest).where(
-                    s.repository_blobs.c.repository_id == repo_id, s.repository_blobs.c.digest.in_(wanted)
-                )
+            linked = sa.select(s.repository_blobs.c.digest).where(
+                s.repository_blobs.c.repository_id == repo_id, s.repository_blobs.c.digest.in_(wanted)
             )
-            missing = wanted - {row.digest for row in rows}
+            referenced = (
+                sa.select(s.manifest_blobs.c.digest)
+                .join(s.manifests)
+                .where(s.manifests.c.repository_id == repo_id, s.manifest_blobs.c.digest.in_(wanted))
+            )
+            rows = await conn.execute(sa.union(linked, referenced))
+            missing = wanted - {row[0] for row in rows}
             if missing:
                 raise MissingReference("blob", next(d for d in manifest.blobs if d in missing))
         children = set(manifest.children)

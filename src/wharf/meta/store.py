@@ -67,8 +67,9 @@ class MetadataStore(Protocol):
     async def close(self) -> None: ...
 
     # Blobs and their links to repositories.
-    async def blob_size(self, digest: str) -> int | None: ...
-    async def linked_blob_size(self, repository: str, digest: str) -> int | None: ...
+    async def linked_blob_size(self, repository: str, digest: str) -> int | None:
+        """The blob's size when the repository may read it: linked there, or named by a manifest there."""
+
     async def link_blob(
         self,
         repository: str,

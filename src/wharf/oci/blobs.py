@@ -59,14 +59,14 @@ async def head_or_get(registry: Registry, request: Request, name: str, digest: s
     selected = parse_range(range_header, info.size) if range_header else None
     if selected is None:
         return StreamingResponse(
-            await registry.blobs.open(digest),
+            registry.blobs.read(digest),
             media_type="application/octet-stream",
             headers=headers({**base, "Content-Length": str(info.size)}),
         )
     start, end = selected
     partial = {"Content-Range": f"bytes {start}-{end - 1}/{info.size}", "Content-Length": str(end - start)}
     return StreamingResponse(
-        await registry.blobs.open(digest, start, end),
+        registry.blobs.read(digest, start, end),
         status_code=206,
         media_type="application/octet-stream",
         headers=headers({**base, **partial}),

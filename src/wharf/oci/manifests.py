@@ -22,7 +22,7 @@ def _too_big(size: int | str) -> RegistryError:
 async def read_limited(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_big(int(declared))
     body = bytearray()
     async for chunk in request.stream():

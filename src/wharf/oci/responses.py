@@ -42,6 +42,6 @@ def query_int(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise RegistryError(PAGINATION_NUMBER_INVALID, {name: raw}, f"{name} must be a non-negative integer")
     return int(raw)

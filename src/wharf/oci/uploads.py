@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from starlette.requests import Request
@@ -15,15 +16,27 @@ from .responses import empty
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
 
 
+def _session_headers(name: str, status: UploadStatus) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{name}/blobs/uploads/{status.id}",
+        "Range": f"0-{max(status.offset - 1, 0)}",
+        "Docker-Upload-UUID": status.id,
+    }
+
+
 def _session(name: str, status: UploadStatus, code: int) -> Response:
-    return empty(
-        code,
-        {
-            "Location": f"/v2/{name}/blobs/uploads/{status.id}",
-            "Range": f"0-{max(status.offset - 1, 0)}",
-            "Docker-Upload-UUID": status.id,
-        },
-    )
+    return empty(code, _session_headers(name, status))
+
+
+async def _with_progress(
+    registry: Registry, name: str, upload_id: str, error: RegistryError
+) -> RegistryError:
+    """A refused chunk says where the upload stands, so the client can resume from there."""
+    if error.code is RANGE_INVALID:
+        # If the upload is gone meanwhile, the original error says enough.
+        with contextlib.suppress(RegistryError):
+            error.headers.update(_session_headers(name, await registry.uploads.status(name, upload_id)))
+    return error
 
 
 def _created(name: str, digest: str) -> Response:
@@ -32,7 +45,7 @@ def _created(name: str, digest: str) -> Response:
 
 def _content_length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
+    return int(raw) if raw and raw.isascii() and raw.isdigit() else None
 
 
 async def start(registry: Registry, request: Request, name: str) -> Response:
@@ -70,7 +83,10 @@ async def patch(registry: Registry, request: Request, name: str, upload_id: str)
                 f"Content-Range covers {declared} bytes but Content-Length is {length}",
             )
         length = declared
-    status = await registry.uploads.append(name, upload_id, request.stream(), start_at, length)
+    try:
+        status = await registry.uploads.append(name, upload_id, request.stream(), start_at, length)
+    except RegistryError as error:
+        raise await _with_progress(registry, name, upload_id, error) from None
     return _session(name, status, 202)
 
 
@@ -80,7 +96,10 @@ async def finish(registry: Registry, request: Request, name: str, upload_id: str
         raise RegistryError(
             DIGEST_INVALID, None, "the digest query parameter is required to complete an upload"
         )
-    await registry.uploads.finish(name, upload_id, digest, request.stream())
+    try:
+        await registry.uploads.finish(name, upload_id, digest, request.stream())
+    except RegistryError as error:
+        raise await _with_progress(registry, name, upload_id, error) from None
     return _created(name, digest)
 
 

@@ -33,14 +33,14 @@ class BlobService:
         validate_name(repository)
         validate_digest(digest)
         size = await self.meta.linked_blob_size(repository, digest)
-        if size is None:
+        # The bytes are checked too: a HEAD that said "exists" for lost bytes would make
+        # clients skip the upload that could repair them.
+        if size is None or await self.blobs.stat(digest) is None:
             raise blob_unknown(digest)
         return BlobInfo(digest, size)
 
-    async def open(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """The blob's bytes; checked to be on storage before the first byte is promised."""
-        if await self.blobs.stat(digest) is None:
-            raise blob_unknown(digest)
+    def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes of a blob that ``stat`` has just found."""
         return self.blobs.read(digest, start, end)
 
     async def delete(self, repository: str, digest: str, actor: str = ANONYMOUS) -> None:

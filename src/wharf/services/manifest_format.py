@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MANIFEST_INVALID, RegistryError
-from ..reference import DIGEST_RE
+from ..reference import is_valid_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -56,7 +56,7 @@ def _descriptor(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _invalid(f"{where} must be a descriptor object")
     digest = value.get("digest")
-    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+    if not isinstance(digest, str) or not is_valid_digest(digest):
         raise _invalid(f"{where}.digest is missing or not a valid digest")
     size = value.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:

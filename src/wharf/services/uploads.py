@@ -149,6 +149,8 @@ class UploadService:
                 seen += len(chunk)
         except UploadMissing:
             raise upload_unknown(upload_id) from None
+        except UploadBusy:
+            raise _busy(upload_id) from None
         if seen != offset:
             raise RegistryError(
                 BLOB_UPLOAD_INVALID,

@@ -75,11 +75,11 @@ async def _settle(future: asyncio.Future[None]) -> None:
     future.result()
 
 
-def _claim(handle: BinaryIO, path: Path, upload_id: str) -> None:
-    """Hold the upload file exclusively, across processes, and make sure it is still the
-    upload (not a file renamed into a blob since we opened it)."""
+def _claim(handle: BinaryIO, path: Path, upload_id: str, shared: bool = False) -> None:
+    """Hold the upload file exclusively (or, to read it, shared), across processes, and make
+    sure it is still the upload (not a file renamed into a blob since we opened it)."""
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         raise UploadBusy(upload_id) from None
     try:
@@ -115,9 +115,13 @@ class FilesystemBlobStore:
         async for chunk in self._read_file(self._blob(digest), start, end):
             yield chunk
 
-    async def _read_file(self, path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
+    async def _read_file(
+        self, path: Path, start: int, end: int | None, upload_id: str | None = None
+    ) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         with path.open("rb") as handle:
+            if upload_id is not None:
+                _claim(handle, path, upload_id, shared=True)
             handle.seek(start)
             remaining = None if end is None else end - start
             while remaining is None or remaining > 0:
@@ -221,10 +225,12 @@ class FilesystemBlobStore:
 
     async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
         path = self._upload(upload_id)
-        if not path.exists():
-            raise UploadMissing(upload_id)
-        async for chunk in self._read_file(path, 0, None):
-            yield chunk
+        try:
+            # Shared claim: no writer can be half way through what is read back.
+            async for chunk in self._read_file(path, 0, None, upload_id):
+                yield chunk
+        except FileNotFoundError:
+            raise UploadMissing(upload_id) from None
 
     async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
         source = self._upload(upload_id)
