@@ -67,3 +67,14 @@ def test_check_current_refuses_a_database_behind(tmp_path):
         assert "wharf db upgrade" in str(exc)
     else:
         raise AssertionError("an empty database was accepted")
+
+
+def test_serve_on_uvicorn_speaks_the_same_api(make_server):
+    server = make_server(server="uvicorn")
+    with server.client() as client:
+        digest = push_blob(client, "lib/app", b"on uvicorn")
+        response = client.get(f"/v2/lib/app/blobs/{digest}")
+        assert response.content == b"on uvicorn"
+        assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+        ranged = client.get(f"/v2/lib/app/blobs/{digest}", headers={"Range": "bytes=3-"})
+        assert ranged.status_code == 206 and ranged.content == b"uvicorn"

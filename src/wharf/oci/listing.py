@@ -12,16 +12,17 @@ from ..services.manifests import Page
 from ..services.registry import Registry
 from .responses import json_response, query_int
 
+# The most names one answer carries; with no `n`, longer lists are paged with a Link header.
 MAX_PAGE = 10_000
 
 
-def _limit(request: Request) -> int | None:
+def _limit(request: Request) -> int:
     n = query_int(request, "n")
-    return None if n is None else min(n, MAX_PAGE)
+    return MAX_PAGE if n is None else min(n, MAX_PAGE)
 
 
-def _next_link(path: str, page: Page, limit: int | None) -> dict[str, str]:
-    if not page.more or limit is None or not page.items:
+def _next_link(path: str, page: Page, limit: int) -> dict[str, str]:
+    if not page.more or not page.items:
         return {}
     return {"Link": f'<{path}?{urlencode({"n": limit, "last": page.items[-1]})}>; rel="next"'}
 

@@ -6,7 +6,7 @@ Pure functions over bytes, so they are tested on their own.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MANIFEST_INVALID, RegistryError
@@ -45,7 +45,6 @@ class ParsedManifest:
     artifact_type: str | None
     blobs: tuple[str, ...]
     children: tuple[str, ...]
-    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def _invalid(reason: str) -> RegistryError:
@@ -118,8 +117,8 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
     artifact_type = document.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise _invalid("artifactType must be a string")
-    annotations = document.get("annotations") or {}
-    if not isinstance(annotations, dict):
+    annotations = document.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
         raise _invalid("annotations must be an object")
 
     if media_type in INDEX_TYPES:
@@ -131,7 +130,6 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
             artifact_type=artifact_type,
             blobs=(),
             children=tuple(d["digest"] for d in children),
-            annotations=annotations,
         )
 
     config = _descriptor(document.get("config"), "config")
@@ -146,7 +144,6 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
         artifact_type=artifact_type,
         blobs=(config["digest"], *(d["digest"] for d in layers if _stored_in_registry(d))),
         children=(),
-        annotations=annotations,
     )
 
 
