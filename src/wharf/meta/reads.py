@@ -8,6 +8,7 @@ machinery: on SQLite a read-only connection of this process answers in microseco
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -66,6 +67,24 @@ class EngineReader:
         async with self.engine.connect() as conn:
             row = (await conn.execute(query, params)).first()
         return None if row is None else tuple(row)
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadReader:
+    """Reads through a function that runs work on a connection (an in-memory SQLite database)."""
+
+    def __init__(self, run: Callable[[Callable[[sa.Connection], Any]], Awaitable[Any]]) -> None:
+        self.run = run
+
+    async def first(self, query: sa.Select[Any], **params: Any) -> tuple[Any, ...] | None:
+        def work(conn: sa.Connection) -> tuple[Any, ...] | None:
+            row = conn.execute(query, params).first()
+            return None if row is None else tuple(row)
+
+        result: tuple[Any, ...] | None = await self.run(work)
+        return result
 
     def close(self) -> None:
         pass

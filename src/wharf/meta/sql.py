@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from . import reads
 from . import schema as s
 from .store import Event, MissingReference, NewManifest, Referrer, StoredManifest, Upload
+
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -32,8 +34,8 @@ def async_url(url: str) -> str:
     raise ValueError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @sa_event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @sa_event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Transactions are begun by hand below, so that writers take the lock up front.
         dbapi_connection.isolation_level = None
@@ -44,7 +46,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @sa_event.listens_for(engine.sync_engine, "begin")
+    @sa_event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         # A writer that began deferred could fail to upgrade its lock (SQLITE_BUSY without
         # waiting); BEGIN IMMEDIATE makes it wait its turn instead.
@@ -52,49 +54,94 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class _Database(Protocol):
+    """Runs a transaction, written as a plain function over a connection, off the event loop."""
+
+    async def write(self, work: Callable[[sa.Connection], T]) -> T: ...
+
+    async def read(self, work: Callable[[sa.Connection], T]) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class _ThreadedSQLite:
+    """SQLite through its own driver on threads: a transaction is one hand-off, not one per
+    statement (measured: 0.5 ms for a blob's link instead of 4 ms through aiosqlite). One
+    thread writes, since SQLite has one writer at a time anyway; two threads read."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine(url)
+        _configure_sqlite(self.engine)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="wharf-db-write")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="wharf-db-read")
+
+    def _write(self, work: Callable[[sa.Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(wharf_write=True)
+            with conn.begin():
+                return work(conn)
+
+    def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            return work(conn)
+
+    async def write(self, work: Callable[[sa.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, work)
+
+    async def read(self, work: Callable[[sa.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, work)
+
+    async def close(self) -> None:
+        self._writer.shutdown()
+        self._readers.shutdown()
+        self.engine.dispose()
+
+
+class _AsyncEngine:
+    """Any other database through SQLAlchemy's async engine (asyncpg for PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_async_engine(async_url(url))
+
+    async def write(self, work: Callable[[sa.Connection], T]) -> T:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def read(self, work: Callable[[sa.Connection], T]) -> T:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(work)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
 class SQLMetadataStore:
-    """MetadataStore over an async SQLAlchemy engine."""
+    """MetadataStore over SQLAlchemy Core; transactions are plain functions over a connection."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = create_async_engine(async_url(url))
-        self.dialect = self.engine.dialect.name
-        self.reader: reads.Reader = reads.EngineReader(self.engine)
-        # SQLite has one writer at a time: queueing writers here, rather than in
-        # busy_timeout, keeps a transaction that holds the lock from waiting behind others.
-        self._write_lock: asyncio.Lock | None = None
+        parsed = sa.engine.make_url(url)
+        self.dialect = parsed.get_backend_name()
+        self._db: _Database
+        self.reader: reads.Reader
         if self.dialect == "sqlite":
-            _configure_sqlite(self.engine)
-            self._write_lock = asyncio.Lock()
-            database = sa.engine.make_url(url).database
+            threaded = _ThreadedSQLite(str(parsed.set(drivername="sqlite")))
+            self._db = threaded
+            database = parsed.database
             if database and database != ":memory:":
                 self.reader = reads.SQLiteReader(database)
+            else:
+                self.reader = reads.ThreadReader(threaded.read)
+        else:
+            engine = _AsyncEngine(url)
+            self._db = engine
+            self.reader = reads.EngineReader(engine.engine)
 
     async def close(self) -> None:
         self.reader.close()
-        await self.engine.dispose()
+        await self._db.close()
 
     # -- plumbing ---------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._serialised(), self.engine.connect() as conn:
-            conn = await conn.execution_options(wharf_write=True)
-            async with conn.begin():
-                yield conn
-
-    @asynccontextmanager
-    async def _serialised(self) -> AsyncIterator[None]:
-        if self._write_lock is None:
-            yield
-            return
-        async with self._write_lock:
-            yield
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield conn
 
     def _insert(self, table: sa.Table) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -103,19 +150,19 @@ class SQLMetadataStore:
         # Byte order, whatever the database's locale: the spec asks for lexical order.
         return column.collate("C") if self.dialect == "postgresql" else column
 
-    async def _repository_id(self, conn: AsyncConnection, name: str, create: bool = False) -> int | None:
-        found = await conn.scalar(sa.select(s.repositories.c.id).where(s.repositories.c.name == name))
+    def _repository_id(self, conn: sa.Connection, name: str, create: bool = False) -> int | None:
+        found = conn.scalar(sa.select(s.repositories.c.id).where(s.repositories.c.name == name))
         if found is not None or not create:
             return found
-        await conn.execute(
+        conn.execute(
             self._insert(s.repositories)
             .values(name=name, created_at=_now())
             .on_conflict_do_nothing(index_elements=["name"])
         )
-        return await conn.scalar(sa.select(s.repositories.c.id).where(s.repositories.c.name == name))
+        return conn.scalar(sa.select(s.repositories.c.id).where(s.repositories.c.name == name))
 
-    async def _record(self, conn: AsyncConnection, event: Event) -> None:
-        await conn.execute(
+    def _record(self, conn: sa.Connection, event: Event) -> None:
+        conn.execute(
             s.events.insert().values(
                 at=_now(),
                 actor=event.actor,
@@ -127,10 +174,10 @@ class SQLMetadataStore:
             )
         )
 
-    async def _tag_history(
-        self, conn: AsyncConnection, repo_id: int, name: str, old: str | None, new: str | None, actor: str
+    def _tag_history(
+        self, conn: sa.Connection, repo_id: int, name: str, old: str | None, new: str | None, actor: str
     ) -> None:
-        await conn.execute(
+        conn.execute(
             s.tag_history.insert().values(
                 repository_id=repo_id, name=name, old_digest=old, new_digest=new, actor=actor, at=_now()
             )
@@ -151,46 +198,52 @@ class SQLMetadataStore:
         finished_upload: str | None = None,
     ) -> None:
         now = _now()
-        async with self._write() as conn:
+
+        def tx(conn: sa.Connection) -> None:
             if finished_upload is not None:
-                await conn.execute(s.uploads.delete().where(s.uploads.c.id == finished_upload))
-            repo_id = await self._repository_id(conn, repository, create=True)
+                conn.execute(s.uploads.delete().where(s.uploads.c.id == finished_upload))
+            repo_id = self._repository_id(conn, repository, create=True)
             insert = self._insert(s.blobs).values(digest=digest, size=size, created_at=now, last_seen_at=now)
-            await conn.execute(
-                insert.on_conflict_do_update(index_elements=["digest"], set_={"last_seen_at": now})
-            )
-            await conn.execute(
+            conn.execute(insert.on_conflict_do_update(index_elements=["digest"], set_={"last_seen_at": now}))
+            conn.execute(
                 self._insert(s.repository_blobs)
                 .values(repository_id=repo_id, digest=digest, created_at=now)
                 .on_conflict_do_nothing()
             )
             if event is not None:
-                await self._record(conn, event)
+                self._record(conn, event)
+
+        return await self._db.write(tx)
 
     async def unlink_blob(self, repository: str, digest: str, event: Event) -> bool:
-        async with self._write() as conn:
-            repo_id = await self._repository_id(conn, repository)
+        def tx(conn: sa.Connection) -> bool:
+            repo_id = self._repository_id(conn, repository)
             if repo_id is None:
                 return False
-            result = await conn.execute(
+            result = conn.execute(
                 s.repository_blobs.delete().where(
                     s.repository_blobs.c.repository_id == repo_id, s.repository_blobs.c.digest == digest
                 )
             )
             if result.rowcount:
-                await self._record(conn, event)
+                self._record(conn, event)
             return bool(result.rowcount)
+
+        return await self._db.write(tx)
 
     # -- uploads ----------------------------------------------------------------------------
 
     async def create_upload(self, upload_id: str, repository: str) -> Upload:
         now = _now()
-        async with self._write() as conn:
-            await conn.execute(
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(
                 s.uploads.insert().values(
                     id=upload_id, repository=repository, offset=0, started_at=now, updated_at=now
                 )
             )
+
+        await self._db.write(tx)
         return Upload(upload_id, repository, 0)
 
     async def get_upload(self, upload_id: str) -> Upload | None:
@@ -198,36 +251,40 @@ class SQLMetadataStore:
         return None if row is None else Upload(row[0], row[1], int(row[2]))
 
     async def set_upload_offset(self, upload_id: str, expected: int, offset: int) -> bool:
-        async with self._write() as conn:
-            result = await conn.execute(
+        def tx(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 s.uploads.update()
                 .where(s.uploads.c.id == upload_id, s.uploads.c.offset == expected)
                 .values(offset=offset, updated_at=_now())
             )
             return bool(result.rowcount)
 
+        return await self._db.write(tx)
+
     async def delete_upload(self, upload_id: str) -> bool:
-        async with self._write() as conn:
-            result = await conn.execute(s.uploads.delete().where(s.uploads.c.id == upload_id))
+        def tx(conn: sa.Connection) -> bool:
+            result = conn.execute(s.uploads.delete().where(s.uploads.c.id == upload_id))
             return bool(result.rowcount)
+
+        return await self._db.write(tx)
 
     # -- manifests and tags -----------------------------------------------------------------
 
     async def put_manifest(
         self, repository: str, manifest: NewManifest, tag: str | None, event: Event
     ) -> None:
-        async with self._write() as conn:
-            repo_id = await self._repository_id(conn, repository, create=True)
+        def tx(conn: sa.Connection) -> None:
+            repo_id = self._repository_id(conn, repository, create=True)
             assert repo_id is not None
-            await self._check_references(conn, repo_id, manifest)
-            existing = await conn.scalar(
+            self._check_references(conn, repo_id, manifest)
+            existing = conn.scalar(
                 sa.select(s.manifests.c.id).where(
                     s.manifests.c.repository_id == repo_id, s.manifests.c.digest == manifest.digest
                 )
             )
             if existing is None:
                 manifest_id = (
-                    await conn.execute(
+                    conn.execute(
                         s.manifests.insert()
                         .values(
                             repository_id=repo_id,
@@ -244,12 +301,12 @@ class SQLMetadataStore:
                     )
                 ).scalar_one()
                 if manifest.blobs:
-                    await conn.execute(
+                    conn.execute(
                         s.manifest_blobs.insert(),
                         [{"manifest_id": manifest_id, "digest": d} for d in dict.fromkeys(manifest.blobs)],
                     )
                 if manifest.children:
-                    await conn.execute(
+                    conn.execute(
                         s.manifest_children.insert(),
                         [
                             {"parent_id": manifest_id, "child_digest": d}
@@ -257,10 +314,12 @@ class SQLMetadataStore:
                         ],
                     )
             if tag is not None:
-                await self._set_tag(conn, repo_id, tag, manifest.digest, event.actor)
-            await self._record(conn, event)
+                self._set_tag(conn, repo_id, tag, manifest.digest, event.actor)
+            self._record(conn, event)
 
-    async def _check_references(self, conn: AsyncConnection, repo_id: int, manifest: NewManifest) -> None:
+        return await self._db.write(tx)
+
+    def _check_references(self, conn: sa.Connection, repo_id: int, manifest: NewManifest) -> None:
         wanted = set(manifest.blobs)
         if wanted:
             linked = sa.select(s.repository_blobs.c.digest).where(
@@ -271,13 +330,13 @@ class SQLMetadataStore:
                 .join(s.manifests)
                 .where(s.manifests.c.repository_id == repo_id, s.manifest_blobs.c.digest.in_(wanted))
             )
-            rows = await conn.execute(sa.union(linked, referenced))
+            rows = conn.execute(sa.union(linked, referenced))
             missing = wanted - {row[0] for row in rows}
             if missing:
                 raise MissingReference("blob", next(d for d in manifest.blobs if d in missing))
         children = set(manifest.children)
         if children:
-            rows = await conn.execute(
+            rows = conn.execute(
                 sa.select(s.manifests.c.digest).where(
                     s.manifests.c.repository_id == repo_id, s.manifests.c.digest.in_(children)
                 )
@@ -286,21 +345,21 @@ class SQLMetadataStore:
             if missing:
                 raise MissingReference("manifest", next(d for d in manifest.children if d in missing))
 
-    async def _set_tag(self, conn: AsyncConnection, repo_id: int, tag: str, digest: str, actor: str) -> None:
+    def _set_tag(self, conn: sa.Connection, repo_id: int, tag: str, digest: str, actor: str) -> None:
         now = _now()
-        old = await conn.scalar(
+        old = conn.scalar(
             sa.select(s.tags.c.digest).where(s.tags.c.repository_id == repo_id, s.tags.c.name == tag)
         )
         if old == digest:
             return
-        await conn.execute(
+        conn.execute(
             self._insert(s.tags)
             .values(repository_id=repo_id, name=tag, digest=digest, updated_at=now)
             .on_conflict_do_update(
                 index_elements=["repository_id", "name"], set_={"digest": digest, "updated_at": now}
             )
         )
-        await self._tag_history(conn, repo_id, tag, old, digest, actor)
+        self._tag_history(conn, repo_id, tag, old, digest, actor)
 
     async def get_manifest(self, repository: str, reference: str) -> StoredManifest | None:
         if ":" in reference:
@@ -310,47 +369,51 @@ class SQLMetadataStore:
         return None if row is None else StoredManifest(row[0], row[1], bytes(row[2]))
 
     async def delete_manifest(self, repository: str, digest: str, event: Event) -> list[str] | None:
-        async with self._write() as conn:
-            repo_id = await self._repository_id(conn, repository)
+        def tx(conn: sa.Connection) -> list[str] | None:
+            repo_id = self._repository_id(conn, repository)
             if repo_id is None:
                 return None
-            result = await conn.execute(
+            result = conn.execute(
                 s.manifests.delete().where(
                     s.manifests.c.repository_id == repo_id, s.manifests.c.digest == digest
                 )
             )
             if not result.rowcount:
                 return None
-            tag_rows = await conn.execute(
+            tag_rows = conn.execute(
                 s.tags.delete()
                 .where(s.tags.c.repository_id == repo_id, s.tags.c.digest == digest)
                 .returning(s.tags.c.name)
             )
             removed = sorted(row.name for row in tag_rows)
             for name in removed:
-                await self._tag_history(conn, repo_id, name, digest, None, event.actor)
-            await self._record(conn, Event(**{**event.__dict__, "detail": {"tags": removed}}))
+                self._tag_history(conn, repo_id, name, digest, None, event.actor)
+            self._record(conn, Event(**{**event.__dict__, "detail": {"tags": removed}}))
             return removed
 
+        return await self._db.write(tx)
+
     async def delete_tag(self, repository: str, tag: str, event: Event) -> bool:
-        async with self._write() as conn:
-            repo_id = await self._repository_id(conn, repository)
+        def tx(conn: sa.Connection) -> bool:
+            repo_id = self._repository_id(conn, repository)
             if repo_id is None:
                 return False
-            digest = await conn.scalar(
+            digest = conn.scalar(
                 s.tags.delete()
                 .where(s.tags.c.repository_id == repo_id, s.tags.c.name == tag)
                 .returning(s.tags.c.digest)
             )
             if digest is None:
                 return False
-            await self._tag_history(conn, repo_id, tag, digest, None, event.actor)
-            await self._record(conn, Event(**{**event.__dict__, "digest": digest}))
+            self._tag_history(conn, repo_id, tag, digest, None, event.actor)
+            self._record(conn, Event(**{**event.__dict__, "digest": digest}))
             return True
 
+        return await self._db.write(tx)
+
     async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str] | None:
-        async with self._read() as conn:
-            repo_id = await self._repository_id(conn, repository)
+        def tx(conn: sa.Connection) -> list[str] | None:
+            repo_id = self._repository_id(conn, repository)
             if repo_id is None:
                 return None
             name = self._ordered(s.tags.c.name)
@@ -359,7 +422,9 @@ class SQLMetadataStore:
                 query = query.where(name > last)
             if limit is not None:
                 query = query.limit(limit)
-            return list((await conn.scalars(query)).all())
+            return list((conn.scalars(query)).all())
+
+        return await self._db.read(tx)
 
     async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
         name = self._ordered(s.repositories.c.name)
@@ -368,8 +433,11 @@ class SQLMetadataStore:
             query = query.where(name > last)
         if limit is not None:
             query = query.limit(limit)
-        async with self._read() as conn:
-            return list((await conn.scalars(query)).all())
+
+        def tx(conn: sa.Connection) -> list[str]:
+            return list((conn.scalars(query)).all())
+
+        return await self._db.read(tx)
 
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[Referrer]:
         m, r = s.manifests, s.repositories
@@ -381,13 +449,19 @@ class SQLMetadataStore:
         )
         if artifact_type is not None:
             query = query.where(m.c.artifact_type == artifact_type)
-        async with self._read() as conn:
-            rows = await conn.execute(query)
+
+        def tx(conn: sa.Connection) -> list[Referrer]:
+            rows = conn.execute(query)
             return [
                 Referrer(row.digest, row.media_type, row.size, row.artifact_type, row.payload) for row in rows
             ]
 
+        return await self._db.read(tx)
+
     async def events(self, limit: int = 100) -> list[dict[str, Any]]:
         query = sa.select(s.events).order_by(s.events.c.id.desc()).limit(limit)
-        async with self._read() as conn:
-            return [dict(row._mapping) for row in await conn.execute(query)]
+
+        def tx(conn: sa.Connection) -> list[dict[str, Any]]:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+        return await self._db.read(tx)
