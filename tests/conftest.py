@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,12 +13,29 @@ import pytest
 from .server import WharfServer
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfServer]:
-    """One registry on the embedded defaults, shared by the tests that only need a registry."""
-    instance = WharfServer(tmp_path_factory.mktemp("wharf")).start()
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfServer]:
+    """One registry per metadata backend, shared by the tests that only need a registry:
+    every test taking it runs on SQLite and on PostgreSQL."""
+    config: dict[str, Any] = {}
+    created: tuple[str, str] | None = None
+    if request.param == "postgresql":
+        from wharf.meta import migrate
+
+        from .postgres import create_database
+
+        postgres = request.getfixturevalue("postgres_server")
+        url = create_database(postgres)
+        migrate.upgrade(url)
+        config = {"database": {"url": url}}
+        created = (postgres, url)
+    instance = WharfServer(tmp_path_factory.mktemp("wharf"), config).start()
     yield instance
     instance.stop()
+    if created is not None:
+        from .postgres import drop_database
+
+        drop_database(*created)
 
 
 @pytest.fixture
@@ -48,3 +66,41 @@ def repo(request: pytest.FixtureRequest) -> str:
     """A repository name of the test's own, so tests sharing a server never collide."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60]
     return f"test/{slug}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server for the session: WHARF_TEST_POSTGRES_URL, or a throwaway cluster."""
+    from .postgres import PostgresCluster
+
+    given = os.environ.get("WHARF_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+    except Exception as exc:  # a missing PostgreSQL fails the run; it is never skipped
+        cluster.stop()
+        raise RuntimeError(f"cannot start a throwaway PostgreSQL: {exc}") from exc
+    yield cluster.url
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated database of each backend: tests taking it run once per backend."""
+    from wharf.meta import migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'wharf.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    from .postgres import create_database, drop_database
+
+    server = request.getfixturevalue("postgres_server")
+    url = create_database(server)
+    migrate.upgrade(url)
+    yield url
+    drop_database(server, url)

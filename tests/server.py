@@ -55,6 +55,10 @@ class WharfServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def database_url(self) -> str:
+        return str(self.config.get("database", {}).get("url") or f"sqlite:///{self.root / 'wharf.db'}")
+
+    @property
     def root(self) -> Path:
         return Path(self.config["storage"]["filesystem"]["rootdirectory"])
 

@@ -78,3 +78,29 @@ def test_serve_on_uvicorn_speaks_the_same_api(make_server):
         assert response.headers["docker-distribution-api-version"] == "registry/2.0"
         ranged = client.get(f"/v2/lib/app/blobs/{digest}", headers={"Range": "bytes=3-"})
         assert ranged.status_code == 206 and ranged.content == b"uvicorn"
+
+
+def test_serve_refuses_a_postgresql_database_whose_schema_is_behind(tmp_path, postgres_server):
+    from .postgres import create_database, drop_database
+
+    url = create_database(postgres_server)
+    try:
+        config = tmp_path / "config.yml"
+        config.write_text(
+            f"database: {{url: '{url}'}}\nstorage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "wharf", "serve", str(config)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode != 0
+        assert "wharf db upgrade" in result.stderr
+        upgraded = subprocess.run(
+            [sys.executable, "-m", "wharf", "db", "upgrade", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert migrate.current_revision(url) == migrate.head_revision()
+    finally:
+        drop_database(postgres_server, url)

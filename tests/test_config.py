@@ -74,6 +74,7 @@ def test_environment_overrides_file(tmp_path):
         ("", {"WHARF_STORAGE_DELET_ENABLED": "true"}, "storage.delet"),
         ("", {"WHARF_LOG_LEVEL": "loud"}, "log.level"),
         ("- a list\n", {}, "mapping"),
+        ("database: {url: 'mysql://x/y'}\n", {}, "database.url"),
         ("http: [unclosed\n", {}, "not valid YAML"),
     ],
 )

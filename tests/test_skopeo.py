@@ -10,12 +10,15 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+
+from wharf.meta.migrate import sync_url
+from wharf.meta.schema import events
 
 from .layout import Layout, LayoutImage, blob_digests, make_image, make_index, read_blob, ref_descriptor
 from .oci import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, error_codes, sha256
@@ -216,14 +219,14 @@ def test_delete_by_digest_removes_image_and_its_tags(run, client, registry, repo
 
 def recorded_events(server: WharfServer, action: str, repository: str) -> set[str]:
     """Digests of the registry's own audit events ``action`` in ``repository``."""
-    db = server.root / "wharf.db"
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    engine = sa.create_engine(sync_url(server.database_url))
     try:
-        rows = conn.execute(
-            "SELECT digest FROM events WHERE action = ? AND repository = ?", (action, repository)
-        ).fetchall()
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(events.c.digest).where(events.c.action == action, events.c.repository == repository)
+            ).all()
     finally:
-        conn.close()
+        engine.dispose()
     return {digest for (digest,) in rows}
 
 

@@ -92,6 +92,13 @@ class DatabaseConfig(Section):
     # Empty means SQLite in the storage root directory: <rootdirectory>/wharf.db.
     url: str = ""
 
+    @field_validator("url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
 
 class Settings(Section):
     version: str = "0.1"

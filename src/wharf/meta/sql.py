@@ -27,8 +27,6 @@ def _now() -> datetime:
 def async_url(url: str) -> str:
     parsed = sa.engine.make_url(url)
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return str(parsed.set(drivername="sqlite+aiosqlite"))
     if backend == "postgresql":
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     raise ValueError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
@@ -66,7 +64,7 @@ class _Database(Protocol):
 
 class _ThreadedSQLite:
     """SQLite through its own driver on threads: a transaction is one hand-off, not one per
-    statement (measured: 0.5 ms for a blob's link instead of 4 ms through aiosqlite). One
+    statement (measured: 0.9 ms to link a blob, 3.9 ms through aiosqlite). One
     thread writes, since SQLite has one writer at a time anyway; two threads read."""
 
     def __init__(self, url: str) -> None:
@@ -277,29 +275,25 @@ class SQLMetadataStore:
             repo_id = self._repository_id(conn, repository, create=True)
             assert repo_id is not None
             self._check_references(conn, repo_id, manifest)
-            existing = conn.scalar(
-                sa.select(s.manifests.c.id).where(
-                    s.manifests.c.repository_id == repo_id, s.manifests.c.digest == manifest.digest
+            # A concurrent push of the same manifest may win the insert: then it records the
+            # references, and this one only tags.
+            manifest_id = conn.scalar(
+                self._insert(s.manifests)
+                .values(
+                    repository_id=repo_id,
+                    digest=manifest.digest,
+                    media_type=manifest.media_type,
+                    payload=manifest.payload,
+                    config_digest=manifest.config_digest,
+                    subject_digest=manifest.subject_digest,
+                    artifact_type=manifest.artifact_type,
+                    size=len(manifest.payload),
+                    created_at=_now(),
                 )
+                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+                .returning(s.manifests.c.id)
             )
-            if existing is None:
-                manifest_id = (
-                    conn.execute(
-                        s.manifests.insert()
-                        .values(
-                            repository_id=repo_id,
-                            digest=manifest.digest,
-                            media_type=manifest.media_type,
-                            payload=manifest.payload,
-                            config_digest=manifest.config_digest,
-                            subject_digest=manifest.subject_digest,
-                            artifact_type=manifest.artifact_type,
-                            size=len(manifest.payload),
-                            created_at=_now(),
-                        )
-                        .returning(s.manifests.c.id)
-                    )
-                ).scalar_one()
+            if manifest_id is not None:
                 if manifest.blobs:
                     conn.execute(
                         s.manifest_blobs.insert(),

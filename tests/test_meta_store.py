@@ -1,0 +1,145 @@
+"""The metadata store protocol, one suite run on every backend (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from wharf.meta.sql import SQLMetadataStore
+from wharf.meta.store import Event, MissingReference, NewManifest
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+EVENT = Event("tester", "test")
+
+
+def digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def manifest(
+    name: str, blobs: tuple[str, ...] = (), children: tuple[str, ...] = (), subject: str | None = None
+):
+    payload = f'{{"name":"{name}"}}'.encode()
+    return NewManifest(
+        digest=digest(name),
+        media_type=INDEX if children else MANIFEST,
+        payload=payload,
+        config_digest=blobs[0] if blobs else None,
+        subject_digest=subject,
+        artifact_type="application/vnd.example" if subject else None,
+        blobs=blobs,
+        children=children,
+    )
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SQLMetadataStore]:
+    instance = SQLMetadataStore(database_url)
+    yield instance
+    await instance.close()
+
+
+async def test_blob_is_readable_only_where_linked(store):
+    await store.link_blob("a/one", digest("x"), 10)
+    assert await store.linked_blob_size("a/one", digest("x")) == 10
+    assert await store.linked_blob_size("a/two", digest("x")) is None
+    await store.link_blob("a/two", digest("x"), 10)
+    assert await store.unlink_blob("a/one", digest("x"), EVENT)
+    assert await store.linked_blob_size("a/one", digest("x")) is None
+    assert await store.linked_blob_size("a/two", digest("x")) == 10
+    assert not await store.unlink_blob("a/one", digest("x"), EVENT)
+
+
+async def test_upload_offset_moves_only_from_the_expected_value(store):
+    upload = await store.create_upload("u1", "a/one")
+    assert upload.offset == 0
+    assert await store.set_upload_offset("u1", 0, 100)
+    assert not await store.set_upload_offset("u1", 0, 200)
+    assert (await store.get_upload("u1")).offset == 100
+    await store.link_blob("a/one", digest("done"), 100, finished_upload="u1")
+    assert await store.get_upload("u1") is None
+
+
+async def test_manifest_push_checks_every_reference(store):
+    layer, config = digest("layer"), digest("config")
+    await store.link_blob("a/one", config, 1)
+    with pytest.raises(MissingReference) as missing:
+        await store.put_manifest("a/one", manifest("m", (config, layer)), "v1", EVENT)
+    assert missing.value.digest == layer
+    assert await store.get_manifest("a/one", "v1") is None
+    await store.link_blob("a/one", layer, 1)
+    await store.put_manifest("a/one", manifest("m", (config, layer)), "v1", EVENT)
+    got = await store.get_manifest("a/one", "v1")
+    assert got is not None and got.digest == digest("m") and got.payload == b'{"name":"m"}'
+    with pytest.raises(MissingReference) as child:
+        await store.put_manifest(
+            "a/one", manifest("i", children=(digest("m"), digest("absent"))), "multi", EVENT
+        )
+    assert child.value.kind == "manifest" and child.value.digest == digest("absent")
+
+
+async def test_delete_by_digest_takes_its_tags_and_delete_tag_only_the_tag(store):
+    await store.link_blob("a/one", digest("c"), 1)
+    await store.put_manifest("a/one", manifest("m", (digest("c"),)), "v1", EVENT)
+    await store.put_manifest("a/one", manifest("m", (digest("c"),)), "v2", EVENT)
+    await store.put_manifest("a/one", manifest("n", (digest("c"),)), "v3", EVENT)
+    assert await store.delete_tag("a/one", "v3", EVENT)
+    assert await store.get_manifest("a/one", digest("n")) is not None
+    assert await store.delete_manifest("a/one", digest("m"), EVENT) == ["v1", "v2"]
+    assert await store.list_tags("a/one", None, None) == []
+    assert await store.delete_manifest("a/one", digest("m"), EVENT) is None
+
+
+async def test_tags_and_repositories_in_byte_order(store):
+    await store.link_blob("b", digest("c"), 1)
+    await store.put_manifest("b", manifest("m", (digest("c"),)), "a", EVENT)
+    for tag in ["B", "b", "_x", "a1", "Z9", "v10", "v2"]:
+        await store.put_manifest("b", manifest("m", (digest("c"),)), tag, EVENT)
+    expected = sorted(["a", "B", "b", "_x", "a1", "Z9", "v10", "v2"])
+    assert await store.list_tags("b", None, None) == expected
+    assert await store.list_tags("b", 3, expected[2]) == expected[3:6]
+    assert await store.list_tags("nothing", None, None) is None
+    for name in ["z", "a/b", "a-b", "a"]:
+        await store.link_blob(name, digest("c"), 1)
+    assert await store.list_repositories(None, None) == sorted(["z", "a/b", "a-b", "a", "b"])
+
+
+async def test_referrers_filter_by_artifact_type(store):
+    await store.link_blob("a", digest("c"), 1)
+    subject = digest("subject")
+    await store.put_manifest("a", manifest("sig", (digest("c"),), subject=subject), None, EVENT)
+    found = await store.referrers("a", subject, None)
+    assert [r.digest for r in found] == [digest("sig")]
+    assert await store.referrers("a", subject, "application/other") == []
+
+
+async def test_concurrent_pushes_lose_no_tag_and_duplicate_no_row(store):
+    """Many writers at once, as several replicas would be: every write lands exactly once."""
+    config = digest("shared")
+    await asyncio.gather(*(store.link_blob(f"r{i % 3}", config, 5) for i in range(12)))
+    names = [f"m{i}" for i in range(10)]
+    await asyncio.gather(*(store.put_manifest("r0", manifest(n, (config,)), n, EVENT) for n in names))
+    await asyncio.gather(
+        *(store.put_manifest("r0", manifest("same", (config,)), "same", EVENT) for _ in range(6))
+    )
+    assert await store.list_tags("r0", None, None) == sorted([*names, "same"])
+    assert sorted(await store.list_repositories(None, None)) == ["r0", "r1", "r2"]
+
+
+async def test_events_record_who_did_what(store):
+    await store.link_blob("a", digest("c"), 1, Event("alice", "blob.push", "a", digest("c"), digest("c")))
+    await store.put_manifest(
+        "a", manifest("m", (digest("c"),)), "v1", Event("bob", "manifest.push", "a", "v1")
+    )
+    await store.delete_tag("a", "v1", Event("carol", "tag.delete", "a", "v1"))
+    events = await store.events()
+    assert [(e["actor"], e["action"]) for e in events] == [
+        ("carol", "tag.delete"),
+        ("bob", "manifest.push"),
+        ("alice", "blob.push"),
+    ]
+    assert events[0]["digest"] == digest("m")
