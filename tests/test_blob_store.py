@@ -1,0 +1,133 @@
+"""The blob store protocol, one suite for every backend (a backend plugs in with a fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from wharf.storage.base import BlobStore, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
+from wharf.storage.filesystem import FilesystemBlobStore
+
+
+@pytest.fixture(params=["filesystem"])
+def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    yield FilesystemBlobStore(tmp_path / "root", fsync=True)
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def body(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def read_all(stream: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+async def store_blob(store: BlobStore, data: bytes, upload_id: str = "u") -> str:
+    await store.create_upload(upload_id)
+    size = await store.append_upload(upload_id, 0, body(data))
+    await store.commit_upload(upload_id, digest(data), size)
+    return digest(data)
+
+
+async def test_blob_is_visible_only_after_commit(blob_store):
+    data = os.urandom(300_000)
+    await blob_store.create_upload("u1")
+    await blob_store.append_upload("u1", 0, body(data[:1000], data[1000:]))
+    assert await blob_store.stat(digest(data)) is None
+    await blob_store.commit_upload("u1", digest(data), len(data))
+    assert await blob_store.stat(digest(data)) == len(data)
+    assert await read_all(blob_store.read(digest(data))) == data
+    with pytest.raises(UploadMissing):
+        await read_all(blob_store.read_upload("u1"))
+
+
+async def test_ranges_and_listing_and_delete(blob_store):
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    blob = await store_blob(blob_store, data)
+    assert await read_all(blob_store.read(blob, 10, 20)) == data[10:20]
+    assert await read_all(blob_store.read(blob, len(data) - 5)) == data[-5:]
+    other = await store_blob(blob_store, b"other", "u2")
+    assert sorted([d async for d in blob_store.list()]) == sorted([blob, other])
+    assert await blob_store.delete(blob)
+    assert await blob_store.stat(blob) is None
+    assert not await blob_store.delete(blob)
+    assert [d async for d in blob_store.list()] == [other]
+
+
+async def test_appends_must_start_where_the_upload_ends(blob_store):
+    await blob_store.create_upload("u1")
+    assert await blob_store.append_upload("u1", 0, body(b"abc")) == 3
+    with pytest.raises(OffsetMismatch):
+        await blob_store.append_upload("u1", 0, body(b"xyz"))
+    assert await blob_store.append_upload("u1", 3, body(b"def")) == 6
+    assert await read_all(blob_store.read_upload("u1")) == b"abcdef"
+
+
+async def test_a_body_shorter_than_declared_or_broken_leaves_nothing(blob_store):
+    await blob_store.create_upload("u1")
+    await blob_store.append_upload("u1", 0, body(b"keep"))
+    with pytest.raises(LengthMismatch):
+        await blob_store.append_upload("u1", 4, body(b"short"), length=10)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise ConnectionError("client went away")
+
+    with pytest.raises(ConnectionError):
+        await blob_store.append_upload("u1", 4, broken())
+    assert await read_all(blob_store.read_upload("u1")) == b"keep"
+
+
+async def test_observer_sees_every_byte_in_order(blob_store):
+    parts = [os.urandom(n) for n in (10, 100_000, 1, 70_000)]
+    seen = hashlib.sha256()
+    await blob_store.create_upload("u1")
+    await blob_store.append_upload("u1", 0, body(*parts), seen.update)
+    assert "sha256:" + seen.hexdigest() == digest(b"".join(parts))
+
+
+async def test_commit_refuses_bytes_that_were_not_verified(blob_store):
+    await blob_store.create_upload("u1")
+    await blob_store.append_upload("u1", 0, body(b"verified"))
+    with pytest.raises(OffsetMismatch):
+        await blob_store.commit_upload("u1", digest(b"verified"), 3)
+    assert await blob_store.stat(digest(b"verified")) is None
+
+
+async def test_one_writer_at_a_time(blob_store):
+    await blob_store.create_upload("u1")
+    release = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"first"
+        await release.wait()
+        yield b"rest"
+
+    writing = asyncio.create_task(blob_store.append_upload("u1", 0, slow()))
+    await asyncio.sleep(0.1)
+    with pytest.raises((UploadBusy, OffsetMismatch)):
+        await blob_store.append_upload("u1", 0, body(b"intruder"))
+    with pytest.raises((UploadBusy, OffsetMismatch)):
+        await blob_store.commit_upload("u1", digest(b"first"), 5)
+    release.set()
+    assert await writing == 9
+    assert await read_all(blob_store.read_upload("u1")) == b"firstrest"
+
+
+async def test_cancelled_upload_is_gone(blob_store):
+    await blob_store.create_upload("u1")
+    await blob_store.append_upload("u1", 0, body(b"abc"))
+    await blob_store.delete_upload("u1")
+    await blob_store.delete_upload("u1")  # twice is fine
+    with pytest.raises(UploadMissing):
+        await blob_store.append_upload("u1", 3, body(b"d"))
