@@ -13,13 +13,13 @@ import pytest
 from .server import WharfServer
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=["sqlite+filesystem", "postgresql+s3"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfServer]:
-    """One registry per metadata backend, shared by the tests that only need a registry:
-    every test taking it runs on SQLite and on PostgreSQL."""
+    """One registry per stack, shared by the tests that only need a registry: every test
+    taking it runs on the embedded defaults and on PostgreSQL with S3 (SeaweedFS)."""
     config: dict[str, Any] = {}
     created: tuple[str, str] | None = None
-    if request.param == "postgresql":
+    if request.param == "postgresql+s3":
         from wharf.meta import migrate
 
         from .postgres import create_database
@@ -27,7 +27,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         postgres = request.getfixturevalue("postgres_server")
         url = create_database(postgres)
         migrate.upgrade(url)
-        config = {"database": {"url": url}}
+        s3 = request.getfixturevalue("s3_server")
+        storage = {"s3": s3.storage_config(f"api/{uuid.uuid4().hex}")}
+        config = {"database": {"url": url}, "storage": storage}
         created = (postgres, url)
     instance = WharfServer(tmp_path_factory.mktemp("wharf"), config).start()
     yield instance
@@ -104,3 +106,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     migrate.upgrade(url)
     yield url
     drop_database(server, url)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A SeaweedFS S3 server for the session; a missing one fails the run, never skips it."""
+    from .seaweed import SeaweedS3
+
+    instance = SeaweedS3().start()
+    yield instance
+    instance.stop()

@@ -40,11 +40,10 @@ class WharfServer:
         self.directory = directory
         self.port = free_port()
         self.server = server
-        base = {
-            "http": {"addr": f"127.0.0.1:{self.port}"},
-            "storage": {"filesystem": {"rootdirectory": str(directory / "data")}, "fsync": False},
-            "log": {"level": "warning"},
-        }
+        storage: dict[str, Any] = {"fsync": False}
+        if "s3" not in (config or {}).get("storage", {}):
+            storage["filesystem"] = {"rootdirectory": str(directory / "data")}
+        base = {"http": {"addr": f"127.0.0.1:{self.port}"}, "storage": storage, "log": {"level": "warning"}}
         self.config = deep_merge(base, config or {})
         self.config_path = directory / "config.yml"
         self.log_path = directory / "server.log"
@@ -60,7 +59,9 @@ class WharfServer:
 
     @property
     def root(self) -> Path:
-        return Path(self.config["storage"]["filesystem"]["rootdirectory"])
+        """The filesystem storage root (the default SQLite database lives there too)."""
+        filesystem = self.config["storage"].get("filesystem", {})
+        return Path(filesystem.get("rootdirectory", self.directory / "data"))
 
     def start(self) -> WharfServer:
         self.config_path.write_text(yaml.safe_dump(self.config))

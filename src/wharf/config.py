@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "WHARF_"
 # Environment variables with the prefix that are not configuration keys.
@@ -81,8 +81,24 @@ class MaintenanceConfig(Section):
     uploadpurging: UploadPurgingConfig = UploadPurgingConfig()
 
 
+class S3Config(Section):
+    """Distribution's s3 driver keys (the ones Wharf acts on), plus ``spooldirectory``."""
+
+    bucket: str
+    region: str = "us-east-1"
+    regionendpoint: str = ""
+    accesskey: str = ""
+    secretkey: str = ""
+    rootdirectory: str = ""
+    forcepathstyle: bool = False
+    skipverify: bool = False
+    # Wharf's own: where request bodies wait on local disk before they go to the bucket.
+    spooldirectory: str = ""
+
+
 class StorageConfig(Section):
     filesystem: FilesystemConfig = FilesystemConfig()
+    s3: S3Config | None = None
     delete: DeleteConfig = DeleteConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     fsync: bool = True
@@ -106,6 +122,12 @@ class Settings(Section):
     http: HTTPConfig = HTTPConfig()
     storage: StorageConfig = StorageConfig()
     database: DatabaseConfig = DatabaseConfig()
+
+    @model_validator(mode="after")
+    def _one_storage_driver(self) -> Settings:
+        if self.storage.s3 is not None and "filesystem" in self.storage.model_fields_set:
+            raise ValueError("storage: configure one driver, filesystem or s3, not both")
+        return self
 
     @field_validator("version", mode="before")
     @classmethod

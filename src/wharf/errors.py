@@ -31,6 +31,7 @@ NAME_UNKNOWN = _register("NAME_UNKNOWN", "repository name not known to registry"
 SIZE_INVALID = _register("SIZE_INVALID", "provided length did not match content length", 400)
 # Not in the spec's table; the spec names the status (413) and Distribution the code.
 MANIFEST_TOO_BIG = _register("SIZE_INVALID", "manifest exceeds the size limit", 413)
+BODY_TOO_BIG = _register("SIZE_INVALID", "request body exceeds the size limit", 413)
 RANGE_INVALID = _register("RANGE_INVALID", "invalid content range", 416)
 PAGINATION_NUMBER_INVALID = _register("PAGINATION_NUMBER_INVALID", "invalid number of results requested", 400)
 TAG_INVALID = _register("TAG_INVALID", "manifest tag did not match URI", 400)

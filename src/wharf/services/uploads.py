@@ -18,10 +18,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BLOB_UPLOAD_INVALID, BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
+from ..errors import (
+    BLOB_UPLOAD_INVALID,
+    BLOB_UPLOAD_UNKNOWN,
+    BODY_TOO_BIG,
+    DIGEST_INVALID,
+    RANGE_INVALID,
+    RegistryError,
+)
 from ..meta.store import Event, MetadataStore, Upload
 from ..reference import validate_digest, validate_name
-from ..storage.base import BlobStore, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
+from ..storage.base import BlobStore, BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
 from .policy import ANONYMOUS, Policy
 
 STREAM_ALGORITHM = "sha256"
@@ -39,6 +46,10 @@ def _busy(upload_id: str) -> RegistryError:
     return RegistryError(
         RANGE_INVALID, {"upload": upload_id}, "another request is writing this upload; retry when it is done"
     )
+
+
+def _too_large(exc: BodyTooLarge) -> RegistryError:
+    return RegistryError(BODY_TOO_BIG, {"limit": exc.limit}, str(exc))
 
 
 def upload_unknown(upload_id: str) -> RegistryError:
@@ -178,6 +189,8 @@ class UploadService:
             raise upload_unknown(upload.id) from None
         except UploadBusy:
             raise _busy(upload.id) from None
+        except BodyTooLarge as exc:
+            raise _too_large(exc) from None
         except (OffsetMismatch, LengthMismatch) as exc:
             self._hashers.forget(upload.id)
             raise RegistryError(RANGE_INVALID, {"offset": upload.offset}, str(exc)) from None
@@ -262,7 +275,10 @@ class UploadService:
         await self.blobs.create_upload(upload_id)
         try:
             hasher = hashlib.new(digest.split(":", 1)[0])
-            size = await self.blobs.append_upload(upload_id, 0, chunks, hasher.update)
+            try:
+                size = await self.blobs.append_upload(upload_id, 0, chunks, hasher.update)
+            except BodyTooLarge as exc:
+                raise _too_large(exc) from None
             await self._commit(repository, upload_id, digest, size, hasher, actor, session=False)
         except BaseException:
             await self.blobs.delete_upload(upload_id)

@@ -32,6 +32,14 @@ class LengthMismatch(Exception):
         super().__init__(f"chunk declared {expected} bytes but {actual} arrived")
 
 
+class BodyTooLarge(Exception):
+    """One request carried more than the backend can store as one piece."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"a request body over {limit} bytes cannot be stored at once; send it in chunks")
+
+
 class BlobStore(Protocol):
     """Content-addressed blobs plus the temporary uploads that become them.
 

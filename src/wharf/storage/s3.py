@@ -1,0 +1,292 @@
+"""The S3 blob store: Distribution's key layout in a bucket, uploads resumable on any replica.
+
+Layout under ``rootdirectory`` (see paths.py for the blob keys)::
+
+    docker/registry/v2/blobs/sha256/ab/<hex>/data      the blob
+    wharf/uploads/<id>/startedat                       marks the upload as existing
+    wharf/uploads/<id>/parts/<offset, 20 digits>       one object per request that wrote to it
+
+Each write request spools its body to a local file (hashed as it arrives), then stores it
+as the part at the upload's current end with ``If-None-Match: *``: when two replicas write
+at the same offset only one part lands and the other request is told the upload is busy.
+Nothing of a failed or short request reaches the bucket. Completing copies the parts into
+the blob key inside the bucket (server-side when the parts allow it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from .base import BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
+from .paths import BLOBS, UPLOADS, blob_path
+from .streams import pipeline
+
+T = TypeVar("T")
+Parts = list[tuple[int, int, str]]  # (offset, size, key); named here, where `list` is still the builtin
+Objects = list[dict[str, Any]]
+READ_CHUNK = 2 << 20
+MAX_SINGLE_PUT = 5 << 30
+MIN_MULTIPART = 5 << 20
+COPY_PART = 64 << 20
+
+
+def _missing(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}
+
+
+class S3BlobStore:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        region: str = "us-east-1",
+        endpoint: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        root: str = "",
+        path_style: bool = False,
+        verify: bool = True,
+        spool_directory: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.root = root.strip("/")
+        self.spool_directory = spool_directory or tempfile.gettempdir()
+        self.client = boto3.client(
+            "s3",
+            region_name=region,
+            endpoint_url=endpoint or None,
+            aws_access_key_id=access_key or None,
+            aws_secret_access_key=secret_key or None,
+            verify=verify,
+            config=Config(
+                s3={"addressing_style": "path" if path_style else "auto"},
+                max_pool_connections=32,
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
+        )
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="wharf-s3")
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _key(self, relative: object) -> str:
+        return f"{self.root}/{relative}" if self.root else str(relative)
+
+    def _blob(self, digest: str) -> str:
+        return self._key(blob_path(digest))
+
+    def _upload(self, upload_id: str) -> str:
+        return self._key(UPLOADS / upload_id)
+
+    async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(call, *args, **kwargs))
+
+    async def _size(self, key: str) -> int | None:
+        try:
+            head = await self._run(self.client.head_object, Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    def _list(self, prefix: str) -> Objects:
+        objects: Objects = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            objects.extend(page.get("Contents", []))
+        return objects
+
+    async def _parts(self, upload_id: str) -> Parts:
+        """(offset, size, key) of the upload's parts, in order; raises UploadMissing."""
+        if await self._size(f"{self._upload(upload_id)}/startedat") is None:
+            raise UploadMissing(upload_id)
+        listed = await self._run(self._list, f"{self._upload(upload_id)}/parts/")
+        parts = sorted((int(o["Key"].rsplit("/", 1)[1]), int(o["Size"]), o["Key"]) for o in listed)
+        expected = 0
+        for offset, size, _key in parts:
+            if offset != expected:  # a gap means a part was lost: never hand out such an upload
+                raise UploadMissing(upload_id)
+            expected += size
+        return parts
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def stat(self, digest: str) -> int | None:
+        return await self._size(self._blob(digest))
+
+    async def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        async for chunk in self._read_key(self._blob(digest), start, end):
+            yield chunk
+
+    async def _read_key(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if start or end is not None:
+            request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        response = await self._run(self.client.get_object, **request)
+        body = response["Body"]
+        try:
+            while chunk := await self._run(body.read, READ_CHUNK):
+                yield chunk
+        finally:
+            body.close()
+
+    async def delete(self, digest: str) -> bool:
+        key = self._blob(digest)
+        if await self._size(key) is None:
+            return False
+        await self._run(self.client.delete_object, Bucket=self.bucket, Key=key)
+        return True
+
+    async def list(self) -> AsyncIterator[str]:
+        prefix = self._key(BLOBS) + "/"
+        for item in await self._run(self._list, prefix):
+            parts = item["Key"][len(prefix) :].split("/")
+            if len(parts) == 4 and parts[3] == "data":
+                yield f"{parts[0]}:{parts[2]}"
+
+    # -- uploads ----------------------------------------------------------------------------
+
+    async def create_upload(self, upload_id: str) -> None:
+        await self._run(
+            self.client.put_object, Bucket=self.bucket, Key=f"{self._upload(upload_id)}/startedat", Body=b""
+        )
+
+    async def append_upload(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], object] | None = None,
+        length: int | None = None,
+    ) -> int:
+        parts = await self._parts(upload_id)
+        size = sum(part[1] for part in parts)
+        if size != offset:
+            raise OffsetMismatch(offset, size)
+        with tempfile.TemporaryFile(dir=self.spool_directory) as spool:
+
+            def write(batch: list[bytes]) -> None:
+                for chunk in batch:
+                    if observe is not None:
+                        observe(chunk)
+                    spool.write(chunk)
+
+            await pipeline(chunks, write)
+            written = spool.tell()
+            if length is not None and written != length:
+                raise LengthMismatch(length, written)
+            if not written:
+                return offset
+            if written > MAX_SINGLE_PUT:
+                raise BodyTooLarge(MAX_SINGLE_PUT)
+            spool.seek(0)
+            key = f"{self._upload(upload_id)}/parts/{offset:020d}"
+            try:
+                await self._run(
+                    self.client.put_object,
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=spool,
+                    ContentLength=written,
+                    IfNoneMatch="*",
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
+                    raise UploadBusy(upload_id) from None
+                raise
+        return offset + written
+
+    async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
+        for _offset, _size, key in await self._parts(upload_id):
+            async for chunk in self._read_key(key):
+                yield chunk
+
+    async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
+        parts = await self._parts(upload_id)
+        total = sum(part[1] for part in parts)
+        if total != size:
+            raise OffsetMismatch(size, total)
+        target = self._blob(digest)
+        if await self._size(target) != size:
+            await self._assemble(parts, target)
+        await self.delete_upload(upload_id)
+
+    async def _assemble(self, parts: Parts, target: str) -> None:
+        if not parts:
+            await self._run(self.client.put_object, Bucket=self.bucket, Key=target, Body=b"")
+            return
+        if len(parts) == 1 and parts[0][1] <= MAX_SINGLE_PUT:
+            source = {"Bucket": self.bucket, "Key": parts[0][2]}
+            await self._run(self.client.copy_object, Bucket=self.bucket, Key=target, CopySource=source)
+            return
+        upload = await self._run(self.client.create_multipart_upload, Bucket=self.bucket, Key=target)
+        upload_id = upload["UploadId"]
+        try:
+            done = await self._copy_parts(parts, target, upload_id)
+            await self._run(
+                self.client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=target,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": done},
+            )
+        except BaseException:
+            await self._run(
+                self.client.abort_multipart_upload, Bucket=self.bucket, Key=target, UploadId=upload_id
+            )
+            raise
+
+    async def _copy_parts(self, parts: Parts, target: str, upload_id: str) -> Objects:
+        """Server-side copies when every part but the last is big enough for S3; otherwise
+        the bytes pass through here, in pieces of at least the minimum part size."""
+        done: Objects = []
+        if all(size >= MIN_MULTIPART for _offset, size, _key in parts[:-1]):
+            for _offset, _size, key in parts:
+                result = await self._run(
+                    self.client.upload_part_copy,
+                    Bucket=self.bucket,
+                    Key=target,
+                    UploadId=upload_id,
+                    PartNumber=len(done) + 1,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                )
+                done.append({"PartNumber": len(done) + 1, "ETag": result["CopyPartResult"]["ETag"]})
+            return done
+        buffer = bytearray()
+
+        async def flush() -> None:
+            result = await self._run(
+                self.client.upload_part,
+                Bucket=self.bucket,
+                Key=target,
+                UploadId=upload_id,
+                PartNumber=len(done) + 1,
+                Body=bytes(buffer),
+            )
+            done.append({"PartNumber": len(done) + 1, "ETag": result["ETag"]})
+            buffer.clear()
+
+        for _offset, _size, key in parts:
+            async for chunk in self._read_key(key):
+                buffer += chunk
+                if len(buffer) >= COPY_PART:
+                    await flush()
+        if buffer or not done:
+            await flush()
+        return done
+
+    async def delete_upload(self, upload_id: str) -> None:
+        keys = [item["Key"] for item in await self._run(self._list, f"{self._upload(upload_id)}/")]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            await self._run(
+                self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
