@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,3 +118,27 @@ def s3_server() -> Iterator[Any]:
     instance = SeaweedS3().start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="session")
+def skopeo() -> str:
+    """Debian's skopeo, installed with apt-get when missing. Never skips: a missing tool fails."""
+    path = shutil.which("skopeo")
+    if path is None:
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "skopeo"]):
+            result = subprocess.run(
+                command,
+                capture_output=True,
+                timeout=600,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+            if result.returncode != 0:
+                pytest.fail(
+                    f"{' '.join(command)} failed with {result.returncode} (CI={os.environ.get('CI')}):\n"
+                    f"{result.stderr.decode(errors='replace')[-4000:]}",
+                    pytrace=False,
+                )
+        path = shutil.which("skopeo")
+        if path is None:
+            pytest.fail("apt-get install -y skopeo succeeded but skopeo is not on PATH", pytrace=False)
+    return path

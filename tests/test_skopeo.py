@@ -7,9 +7,7 @@ digests of every manifest and blob are known before skopeo touches them.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,30 +23,6 @@ from .oci import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_INDEX, OCI_MA
 from .server import WharfServer
 
 TIMEOUT = 120
-
-
-@pytest.fixture(scope="session")
-def skopeo() -> str:
-    """Debian's skopeo, installed with apt-get when missing. Never skips: a missing tool fails."""
-    path = shutil.which("skopeo")
-    if path is None:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "skopeo"]):
-            result = subprocess.run(
-                command,
-                capture_output=True,
-                timeout=600,
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            )
-            if result.returncode != 0:
-                pytest.fail(
-                    f"{' '.join(command)} failed with {result.returncode} (CI={os.environ.get('CI')}):\n"
-                    f"{result.stderr.decode(errors='replace')[-4000:]}",
-                    pytrace=False,
-                )
-        path = shutil.which("skopeo")
-        if path is None:
-            pytest.fail("apt-get install -y skopeo succeeded but skopeo is not on PATH", pytrace=False)
-    return path
 
 
 @pytest.fixture
