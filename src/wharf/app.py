@@ -47,6 +47,7 @@ def build_registry(settings: Settings) -> Registry:
     policy = Policy(
         delete_enabled=settings.storage.delete.enabled,
         readonly=settings.storage.maintenance.readonly.enabled,
+        redirect=not settings.storage.redirect.disable,
     )
     return Registry.build(meta, storage, policy)
 

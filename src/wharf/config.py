@@ -96,9 +96,14 @@ class S3Config(Section):
     spooldirectory: str = ""
 
 
+class RedirectConfig(Section):
+    disable: bool = False
+
+
 class StorageConfig(Section):
     filesystem: FilesystemConfig = FilesystemConfig()
     s3: S3Config | None = None
+    redirect: RedirectConfig = RedirectConfig()
     delete: DeleteConfig = DeleteConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     fsync: bool = True

@@ -55,6 +55,10 @@ async def head_or_get(registry: Registry, request: Request, name: str, digest: s
                 {**base, "Content-Length": str(info.size), "Content-Type": "application/octet-stream"}
             ),
         )
+    redirect = await registry.blobs.redirect_url(digest)
+    if redirect is not None:
+        # The object store serves the bytes (and the client's Range) itself.
+        return empty(307, {**base, "Location": redirect})
     range_header = request.headers.get("range")
     selected = parse_range(range_header, info.size) if range_header else None
     if selected is None:

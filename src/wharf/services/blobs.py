@@ -11,6 +11,9 @@ from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore
 from .policy import ANONYMOUS, Policy
 
+# How long a redirect to the object store stays valid (Distribution uses 20 minutes).
+REDIRECT_SECONDS = 20 * 60
+
 
 @dataclass(frozen=True)
 class BlobInfo:
@@ -38,6 +41,12 @@ class BlobService:
         if size is None or await self.blobs.stat(digest) is None:
             raise blob_unknown(digest)
         return BlobInfo(digest, size)
+
+    async def redirect_url(self, digest: str) -> str | None:
+        """Where a client may fetch the blob from the object store directly, when allowed."""
+        if not self.policy.redirect:
+            return None
+        return await self.blobs.url(digest, REDIRECT_SECONDS)
 
     def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """The bytes of a blob that ``stat`` has just found."""

@@ -13,6 +13,7 @@ ANONYMOUS = "anonymous"
 class Policy:
     delete_enabled: bool = True
     readonly: bool = False
+    redirect: bool = True  # send blob GETs to the object store when it can serve them
     readonly_reason: str = "the registry is in read-only maintenance mode (storage.maintenance.readonly)"
 
     def check_writable(self) -> None:

@@ -53,6 +53,9 @@ class BlobStore(Protocol):
     def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """The blob's bytes from ``start`` up to (not including) ``end``."""
 
+    async def url(self, digest: str, expires: int) -> str | None:
+        """A URL the client may GET the blob from directly for ``expires`` seconds, or None."""
+
     async def delete(self, digest: str) -> bool: ...
 
     def list(self) -> AsyncIterator[str]:

@@ -89,6 +89,9 @@ class FilesystemBlobStore:
                     remaining -= len(chunk)
                 yield chunk
 
+    async def url(self, digest: str, expires: int) -> str | None:
+        return None  # the files are only reachable through this server
+
     async def delete(self, digest: str) -> bool:
         path = self._blob(digest)
         try:

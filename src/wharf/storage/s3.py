@@ -138,6 +138,14 @@ class S3BlobStore:
         finally:
             body.close()
 
+    async def url(self, digest: str, expires: int) -> str | None:
+        return await self._run(
+            self.client.generate_presigned_url,
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self._blob(digest)},
+            ExpiresIn=expires,
+        )
+
     async def delete(self, digest: str) -> bool:
         key = self._blob(digest)
         if await self._size(key) is None:
