@@ -28,7 +28,10 @@ def replicas(
     migrate.upgrade(url)
     config = {
         "database": {"url": url},
-        "storage": {"s3": s3_server.storage_config(f"replicas/{uuid.uuid4().hex}")},
+        "storage": {
+            "s3": s3_server.storage_config(f"replicas/{uuid.uuid4().hex}"),
+            "redirect": {"disable": True},
+        },
     }
     yield make_server(config), make_server(config)
     drop_database(postgres_server, url)
