@@ -143,3 +143,39 @@ async def test_events_record_who_did_what(store):
         ("alice", "blob.push"),
     ]
     assert events[0]["digest"] == digest("m")
+
+
+async def test_postgresql_writers_that_deadlock_are_run_again(postgres_server):
+    """Two transactions that lock rows in opposite orders: PostgreSQL kills one, the store
+    runs it again, and both land."""
+    import sqlalchemy as sa
+
+    from wharf.meta import migrate
+
+    from .postgres import create_database, drop_database
+
+    url = create_database(postgres_server)
+    try:
+        migrate.upgrade(url)
+        store = SQLMetadataStore(url)
+        for name in ("first", "second"):
+            await store.link_blob(name, digest(name), 1)
+        runs: list[str] = []
+
+        def crossing(a: str, b: str):
+            def work(conn: sa.Connection) -> None:
+                runs.append(a)
+                update = sa.text("UPDATE repositories SET created_at = now() WHERE name = :name")
+                conn.execute(update, {"name": a})
+                conn.execute(sa.text("SELECT pg_sleep(0.3)"))
+                conn.execute(update, {"name": b})
+
+            return work
+
+        await asyncio.gather(
+            store._db.write(crossing("first", "second")), store._db.write(crossing("second", "first"))
+        )
+        assert len(runs) == 3  # one of the two ran twice
+        await store.close()
+    finally:
+        drop_database(postgres_server, url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -95,15 +96,33 @@ class _ThreadedSQLite:
         self.engine.dispose()
 
 
+WRITE_ATTEMPTS = 5
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def _sqlstate(error: sa.exc.DBAPIError) -> str | None:
+    original = error.orig
+    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+
+
 class _AsyncEngine:
     """Any other database through SQLAlchemy's async engine (asyncpg for PostgreSQL)."""
 
     def __init__(self, url: str) -> None:
-        self.engine = create_async_engine(async_url(url))
+        self.engine = create_async_engine(async_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
 
     async def write(self, work: Callable[[sa.Connection], T]) -> T:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
+        # Transactions are short and touch few rows, but two replicas can still cross: a
+        # deadlock or serialization failure rolls back whole, so the transaction runs again.
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(work)
+            except sa.exc.DBAPIError as error:
+                if attempt == WRITE_ATTEMPTS or _sqlstate(error) not in RETRYABLE_SQLSTATES:
+                    raise
+                await asyncio.sleep(random.uniform(0.005, 0.05) * attempt)
+        raise AssertionError("unreachable")
 
     async def read(self, work: Callable[[sa.Connection], T]) -> T:
         async with self.engine.connect() as conn:
