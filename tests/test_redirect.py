@@ -20,6 +20,7 @@ def test_blob_get_redirects_to_the_object_store(make_server, s3_server):
         assert response.headers["docker-content-digest"] == digest
         location = response.headers["location"]
         assert location.startswith(s3_server.endpoint)
+        assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in location  # SigV4: what every region accepts
         assert client.head(f"/v2/lib/app/blobs/{digest}").status_code == 200  # HEAD stays here
     with httpx.Client(follow_redirects=True, timeout=60) as follower:
         assert sha256(follower.get(f"{server.url}/v2/lib/app/blobs/{digest}").content) == digest
