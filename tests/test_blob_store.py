@@ -171,3 +171,24 @@ async def test_upload_written_in_several_requests_commits_whole(blob_store, size
     await blob_store.commit_upload("u1", digest(data), len(data))
     assert await blob_store.stat(digest(data)) == len(data)
     assert digest(await read_all(blob_store.read(digest(data)))) == digest(data)
+
+
+@pytest.mark.parametrize("size", [0, 1000, 40 << 20])
+async def test_whole_blob_with_known_digest_is_visible_only_when_accepted(blob_store, size):
+    data = os.urandom(size)
+    pieces = [data[i : i + 300_000] for i in range(0, len(data), 300_000)]
+    seen = hashlib.sha256()
+    stored = await blob_store.store_blob(
+        digest(data), body(*pieces), seen.update, lambda n: "sha256:" + seen.hexdigest() == digest(data)
+    )
+    assert stored == size
+    assert await blob_store.stat(digest(data)) == size
+    assert digest(await read_all(blob_store.read(digest(data)))) == digest(data)
+
+
+async def test_whole_blob_refused_leaves_nothing(blob_store):
+    data = os.urandom(20 << 20)
+    claimed = digest(b"something else")
+    assert await blob_store.store_blob(claimed, body(data), lambda chunk: None, lambda n: False) is None
+    assert await blob_store.stat(claimed) is None
+    assert [d async for d in blob_store.list()] == []

@@ -228,6 +228,12 @@ class UploadService:
         self.policy.check_writable()
         validate_digest(digest)
         async with self._claim(repository, upload_id) as upload:
+            if upload.offset == 0:
+                # Nothing written yet: the whole blob is in this request, and its digest is
+                # known, so it goes straight to where blobs live (no copy on S3).
+                await self._store_whole(repository, digest, chunks, actor, finished_upload=upload.id)
+                await self._discard(upload.id)
+                return digest
             size = await self._write(upload, chunks, None, None)
             hasher = await self._hasher_at(upload.id, size, digest.split(":", 1)[0])
             await self._commit(repository, upload.id, digest, size, hasher, actor, session=True)
@@ -271,19 +277,37 @@ class UploadService:
         validate_name(repository)
         validate_digest(digest)
         self.policy.check_writable()
-        upload_id = str(uuid.uuid4())
-        await self.blobs.create_upload(upload_id)
-        try:
-            hasher = hashlib.new(digest.split(":", 1)[0])
-            try:
-                size = await self.blobs.append_upload(upload_id, 0, chunks, hasher.update)
-            except BodyTooLarge as exc:
-                raise _too_large(exc) from None
-            await self._commit(repository, upload_id, digest, size, hasher, actor, session=False)
-        except BaseException:
-            await self.blobs.delete_upload(upload_id)
-            raise
+        await self._store_whole(repository, digest, chunks, actor)
         return digest
+
+    async def _store_whole(
+        self,
+        repository: str,
+        digest: str,
+        chunks: AsyncIterable[bytes],
+        actor: str,
+        finished_upload: str | None = None,
+    ) -> None:
+        algorithm = digest.split(":", 1)[0]
+        hasher = hashlib.new(algorithm)
+        try:
+            size = await self.blobs.store_blob(
+                digest, chunks, hasher.update, lambda _size: f"{algorithm}:{hasher.hexdigest()}" == digest
+            )
+        except BodyTooLarge as exc:
+            raise _too_large(exc) from None
+        if size is None:
+            if finished_upload is not None:
+                await self._discard(finished_upload)
+            actual = f"{algorithm}:{hasher.hexdigest()}"
+            raise RegistryError(
+                DIGEST_INVALID,
+                {"digest": digest, "actual": actual},
+                f"provided digest {digest} does not match uploaded content ({actual}); nothing stored",
+            )
+        # The bytes are in place before the row names them (see _commit).
+        event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
+        await self.meta.link_blob(repository, digest, size, event, finished_upload=finished_upload)
 
     async def mount(self, repository: str, digest: str, source: str, actor: str = ANONYMOUS) -> bool:
         """Link a blob that ``source`` holds into ``repository``; False when it cannot."""

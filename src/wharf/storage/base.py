@@ -61,6 +61,20 @@ class BlobStore(Protocol):
     def list(self) -> AsyncIterator[str]:
         """Every stored blob digest."""
 
+    async def store_blob(
+        self,
+        digest: str,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], object],
+        accept: Callable[[int], bool],
+    ) -> int | None:
+        """Receive a whole blob whose digest is known before its first byte.
+
+        ``observe`` sees every chunk in order; after the last one ``accept(size)`` decides.
+        The blob becomes visible, complete and at once, only if it says yes; otherwise
+        nothing is left behind and the answer is None.
+        """
+
     async def create_upload(self, upload_id: str) -> None: ...
 
     async def append_upload(

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,6 +113,24 @@ class FilesystemBlobStore:
                 for entry in sorted(prefix.iterdir()):
                     if (entry / "data").is_file():
                         yield f"{algorithm}:{entry.name}"
+
+    async def store_blob(
+        self,
+        digest: str,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], object],
+        accept: Callable[[int], bool],
+    ) -> int | None:
+        upload_id = f"whole-{uuid.uuid4()}"
+        await self.create_upload(upload_id)
+        try:
+            size = await self.append_upload(upload_id, 0, chunks, observe)
+            if not accept(size):
+                return None
+            await self.commit_upload(upload_id, digest, size)
+            return size
+        finally:
+            await self.delete_upload(upload_id)  # gone already when committed
 
     async def create_upload(self, upload_id: str) -> None:
         path = self._upload(upload_id)

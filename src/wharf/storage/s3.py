@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
@@ -37,6 +38,14 @@ READ_CHUNK = 2 << 20
 MAX_SINGLE_PUT = 5 << 30
 MIN_MULTIPART = 5 << 20
 COPY_PART = 64 << 20
+# Parts of a blob streamed to its key: big enough for S3's 5 MiB minimum and its 10,000-part
+# limit up to 160 GiB; a few in flight at once per upload (memory: their sum).
+STREAM_PART = 16 << 20
+PARTS_IN_FLIGHT = 3
+
+
+class _Rejected(Exception):
+    """The caller did not accept the bytes received (wrong digest)."""
 
 
 def _missing(error: ClientError) -> bool:
@@ -167,6 +176,75 @@ class S3BlobStore:
                 yield f"{parts[0]}:{parts[2]}"
 
     # -- uploads ----------------------------------------------------------------------------
+
+    async def store_blob(
+        self,
+        digest: str,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], object],
+        accept: Callable[[int], bool],
+    ) -> int | None:
+        """Streamed straight into a multipart upload of the blob's own key, parts sent while
+        the next bytes arrive; only completing it makes the object exist, so a blob whose
+        digest does not match is aborted and never seen."""
+        key = self._blob(digest)
+        started = await self._run(self.client.create_multipart_upload, Bucket=self.bucket, Key=key)
+        multipart = started["UploadId"]
+        sent: deque[Future[dict[str, Any]]] = deque()
+        buffer = bytearray()
+        size = 0
+
+        def send(number: int, data: bytes) -> dict[str, Any]:
+            result = self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=multipart, PartNumber=number, Body=data
+            )
+            return {"PartNumber": number, "ETag": result["ETag"]}
+
+        def flush() -> None:
+            while len(sent) >= PARTS_IN_FLIGHT:
+                sent[0].result()
+                done.append(sent.popleft().result())
+            sent.append(self._pool.submit(send, len(done) + len(sent) + 1, bytes(buffer)))
+            buffer.clear()
+
+        def work(batch: list[bytes]) -> None:
+            nonlocal size
+            for chunk in batch:
+                observe(chunk)
+                buffer.extend(chunk)
+                size += len(chunk)
+                if len(buffer) >= STREAM_PART:
+                    flush()
+
+        def finish() -> None:
+            if buffer or not (done or sent):
+                flush()
+            while sent:
+                done.append(sent.popleft().result())
+
+        done: list[dict[str, Any]] = []
+        try:
+            await pipeline(chunks, work)
+            await asyncio.get_running_loop().run_in_executor(None, finish)
+            if not accept(size):
+                raise _Rejected
+            await self._run(
+                self.client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=multipart,
+                MultipartUpload={"Parts": done},
+            )
+            return size
+        except BaseException as error:
+            for pending in sent:
+                pending.cancel()
+            await self._run(
+                self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=multipart
+            )
+            if isinstance(error, _Rejected):
+                return None
+            raise
 
     async def create_upload(self, upload_id: str) -> None:
         await self._run(
