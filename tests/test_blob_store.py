@@ -44,7 +44,8 @@ async def body(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def read_all(stream: AsyncIterator[bytes]) -> bytes:
+async def read_all(stream: AsyncIterator[bytes] | None) -> bytes:
+    assert stream is not None
     return b"".join([chunk async for chunk in stream])
 
 
@@ -62,7 +63,7 @@ async def test_blob_is_visible_only_after_commit(blob_store):
     assert await blob_store.stat(digest(data)) is None
     await blob_store.commit_upload("u1", digest(data), len(data))
     assert await blob_store.stat(digest(data)) == len(data)
-    assert await read_all(blob_store.read(digest(data))) == data
+    assert await read_all(await blob_store.open(digest(data))) == data
     with pytest.raises(UploadMissing):
         await read_all(blob_store.read_upload("u1"))
 
@@ -70,8 +71,8 @@ async def test_blob_is_visible_only_after_commit(blob_store):
 async def test_ranges_and_listing_and_delete(blob_store):
     data = os.urandom(5 * 1024 * 1024 + 3)
     blob = await store_blob(blob_store, data)
-    assert await read_all(blob_store.read(blob, 10, 20)) == data[10:20]
-    assert await read_all(blob_store.read(blob, len(data) - 5)) == data[-5:]
+    assert await read_all(await blob_store.open(blob, 10, 20)) == data[10:20]
+    assert await read_all(await blob_store.open(blob, len(data) - 5)) == data[-5:]
     other = await store_blob(blob_store, b"other", "u2")
     assert sorted([d async for d in blob_store.list()]) == sorted([blob, other])
     assert await blob_store.delete(blob)
@@ -170,7 +171,7 @@ async def test_upload_written_in_several_requests_commits_whole(blob_store, size
     data = b"".join(parts)
     await blob_store.commit_upload("u1", digest(data), len(data))
     assert await blob_store.stat(digest(data)) == len(data)
-    assert digest(await read_all(blob_store.read(digest(data)))) == digest(data)
+    assert digest(await read_all(await blob_store.open(digest(data)))) == digest(data)
 
 
 @pytest.mark.parametrize("size", [0, 1000, 40 << 20])
@@ -183,7 +184,7 @@ async def test_whole_blob_with_known_digest_is_visible_only_when_accepted(blob_s
     )
     assert stored == size
     assert await blob_store.stat(digest(data)) == size
-    assert digest(await read_all(blob_store.read(digest(data)))) == digest(data)
+    assert digest(await read_all(await blob_store.open(digest(data)))) == digest(data)
 
 
 async def test_whole_blob_refused_leaves_nothing(blob_store):
@@ -192,3 +193,7 @@ async def test_whole_blob_refused_leaves_nothing(blob_store):
     assert await blob_store.store_blob(claimed, body(data), lambda chunk: None, lambda n: False) is None
     assert await blob_store.stat(claimed) is None
     assert [d async for d in blob_store.list()] == []
+
+
+async def test_opening_a_missing_blob_says_so_before_any_byte(blob_store):
+    assert await blob_store.open(digest(b"never stored")) is None

@@ -46,7 +46,7 @@ def _unsatisfiable(header: str, size: int) -> RegistryError:
 
 
 async def head_or_get(registry: Registry, request: Request, name: str, digest: str) -> Response:
-    info = await registry.blobs.stat(name, digest)
+    info = await registry.blobs.stat(name, digest, check_storage=request.method == "HEAD")
     base = {"Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
     if request.method == "HEAD":
         return Response(
@@ -63,14 +63,14 @@ async def head_or_get(registry: Registry, request: Request, name: str, digest: s
     selected = parse_range(range_header, info.size) if range_header else None
     if selected is None:
         return StreamingResponse(
-            registry.blobs.read(digest),
+            await registry.blobs.open(digest),
             media_type="application/octet-stream",
             headers=headers({**base, "Content-Length": str(info.size)}),
         )
     start, end = selected
     partial = {"Content-Range": f"bytes {start}-{end - 1}/{info.size}", "Content-Length": str(end - start)}
     return StreamingResponse(
-        registry.blobs.read(digest, start, end),
+        await registry.blobs.open(digest, start, end),
         status_code=206,
         media_type="application/octet-stream",
         headers=headers({**base, **partial}),

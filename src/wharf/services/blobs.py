@@ -31,14 +31,15 @@ class BlobService:
         self.blobs = blobs
         self.policy = policy
 
-    async def stat(self, repository: str, digest: str) -> BlobInfo:
-        """The blob as the repository sees it: linked there, or unknown."""
+    async def stat(self, repository: str, digest: str, check_storage: bool = True) -> BlobInfo:
+        """The blob as the repository sees it: linked there, or unknown. A GET passes
+        ``check_storage=False``: opening the bytes (or the redirect) finds them missing."""
         validate_name(repository)
         validate_digest(digest)
         size = await self.meta.linked_blob_size(repository, digest)
         # The bytes are checked too: a HEAD that said "exists" for lost bytes would make
         # clients skip the upload that could repair them.
-        if size is None or await self.blobs.stat(digest) is None:
+        if size is None or (check_storage and await self.blobs.stat(digest) is None):
             raise blob_unknown(digest)
         return BlobInfo(digest, size)
 
@@ -48,9 +49,12 @@ class BlobService:
             return None
         return await self.blobs.url(digest, REDIRECT_SECONDS)
 
-    def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """The bytes of a blob that ``stat`` has just found."""
-        return self.blobs.read(digest, start, end)
+    async def open(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes of a blob that ``stat`` has just found in the metadata."""
+        stream = await self.blobs.open(digest, start, end)
+        if stream is None:
+            raise blob_unknown(digest)
+        return stream
 
     async def delete(self, repository: str, digest: str, actor: str = ANONYMOUS) -> None:
         """Drop the blob's link from the repository; its bytes wait for garbage collection."""

@@ -50,8 +50,9 @@ class BlobStore(Protocol):
     async def stat(self, digest: str) -> int | None:
         """The blob's size, or None when it is not stored."""
 
-    def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """The blob's bytes from ``start`` up to (not including) ``end``."""
+    async def open(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes] | None:
+        """The blob's bytes from ``start`` up to (not including) ``end``, or None when it is
+        not stored: found missing before the first byte is promised to anyone."""
 
     async def url(self, digest: str, expires: int) -> str | None:
         """A URL the client may GET the blob from directly for ``expires`` seconds, or None."""

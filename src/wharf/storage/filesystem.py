@@ -68,17 +68,29 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             return None
 
-    async def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        async for chunk in self._read_file(self._blob(digest), start, end):
-            yield chunk
+    async def open(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes] | None:
+        try:
+            handle = self._blob(digest).open("rb")
+        except FileNotFoundError:
+            return None
+        return self._stream(handle, start, end)
 
     async def _read_file(
         self, path: Path, start: int, end: int | None, upload_id: str | None = None
     ) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        with path.open("rb") as handle:
-            if upload_id is not None:
+        handle = path.open("rb")
+        if upload_id is not None:
+            try:
                 _claim(handle, path, upload_id, shared=True)
+            except BaseException:
+                handle.close()
+                raise
+        async for chunk in self._stream(handle, start, end):
+            yield chunk
+
+    async def _stream(self, handle: BinaryIO, start: int, end: int | None) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        with handle:
             handle.seek(start)
             remaining = None if end is None else end - start
             while remaining is None or remaining > 0:

@@ -137,16 +137,27 @@ class S3BlobStore:
     async def stat(self, digest: str) -> int | None:
         return await self._size(self._blob(digest))
 
-    async def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        async for chunk in self._read_key(self._blob(digest), start, end):
-            yield chunk
+    async def open(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes] | None:
+        # The GET itself tells whether the blob is there: no HEAD before it.
+        try:
+            body = await self._get(self._blob(digest), start, end)
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
+        return self._stream(body)
 
-    async def _read_key(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def _get(self, key: str, start: int = 0, end: int | None = None) -> Any:
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if start or end is not None:
             request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        response = await self._run(self.client.get_object, **request)
-        body = response["Body"]
+        return (await self._run(self.client.get_object, **request))["Body"]
+
+    async def _read_key(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        async for chunk in self._stream(await self._get(key, start, end)):
+            yield chunk
+
+    async def _stream(self, body: Any) -> AsyncIterator[bytes]:
         try:
             while chunk := await self._run(body.read, READ_CHUNK):
                 yield chunk
