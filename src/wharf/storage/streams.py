@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, Callable
+from typing import Any
 
 # Chunks received while the previous batch is still being worked on.
 PIPELINE_DEPTH = 8
@@ -36,7 +37,7 @@ async def pipeline(chunks: AsyncIterable[bytes], work: Callable[[list[bytes]], N
         await loop.run_in_executor(None, work, pending)
 
 
-async def settle(future: asyncio.Future[None]) -> None:
+async def settle(future: asyncio.Future[Any]) -> None:
     """Wait until a thread's work is over, even through repeated cancellation: the caller
     is about to truncate or close the file that thread writes."""
     cancelled = False
