@@ -612,7 +612,7 @@ class Bench:
 
     def presign(self, target: Target, blob: Blob) -> str:
         """A presigned GET for the blob's object in the target's part of the bucket."""
-        from seaweed import BUCKET
+        from wharf.testing.seaweed import BUCKET
 
         params = {"Bucket": BUCKET, "Key": target.server.blob_key(blob.digest)}
         return str(self.store.generate_presigned_url("get_object", Params=params, ExpiresIn=1200))
@@ -1023,7 +1023,7 @@ def wharf_revision() -> str:
 
 def seaweed_version() -> str:
     try:
-        import seaweed
+        from wharf.testing import seaweed
 
         out = subprocess.run(
             [seaweed.weed_binary(), "version"], capture_output=True, text=True, timeout=10
@@ -1147,7 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args, workdir, datadir)
         wharf_s3 = distribution_s3 = None
         if args.storage == "s3":
-            import seaweed
+            from wharf.testing import seaweed
 
             store = seaweed.SeaweedS3(workdir / "seaweedfs")
             log(f"starting SeaweedFS (weed mini) S3 on {store.endpoint}")

