@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from wharf.testing.seaweed import end_process_group
+
 MiB = 1 << 20
 BIG_SIZE = 512 * MiB
 MANY_COUNT, MANY_SIZE, MANY_CONCURRENCY = 64, 8 * MiB, 4
@@ -371,17 +373,7 @@ class Server:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            except ProcessLookupError:
-                pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # workers left behind by a leader that died first
+        end_process_group(process)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

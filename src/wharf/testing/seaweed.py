@@ -42,6 +42,22 @@ def weed_binary() -> str:
     return found
 
 
+def end_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it started:
+    SIGTERM, then SIGKILL after 15 s, then SIGKILL for whatever its leader left behind."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 class SeaweedS3:
     def __init__(self, directory: Path | None = None) -> None:
         self._owns_directory = directory is None
@@ -148,23 +164,9 @@ class SeaweedS3:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None:
-            self._end(process)
+            end_process_group(process)
         if self._owns_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-    @staticmethod
-    def _end(process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            except ProcessLookupError:
-                pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
 
     def storage_config(self, root: str) -> dict[str, Any]:
         """Wharf's `storage.s3` section for a key prefix of this server's bucket."""
