@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -91,3 +92,23 @@ def test_skopeo_copies_in_through_one_and_out_through_the_other(replicas, skopeo
         run("inspect", "--tls-verify=false", f"docker://127.0.0.1:{second.port}/lib/app:v1")
     )
     assert inspected["Digest"] == image.digest
+
+
+def test_chunked_upload_survives_a_killed_replica(replicas):
+    first, _second = replicas
+    data = os.urandom(2 * 1024 * 1024)
+    half = len(data) // 2
+    with first.client() as client:
+        location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
+        assert (
+            client.patch(
+                location, content=data[:half], headers={"Content-Range": f"0-{half - 1}"}
+            ).status_code
+            == 202
+        )
+    first.restart(signal.SIGKILL)
+    with first.client() as client:
+        assert client.get(location).headers["range"] == f"0-{half - 1}"
+        response = client.put(location, params={"digest": sha256(data)}, content=data[half:])
+        assert response.status_code == 201, response.text
+        assert client.get(f"/v2/lib/app/blobs/{sha256(data)}").content == data
