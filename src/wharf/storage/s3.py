@@ -16,7 +16,6 @@ the blob key inside the bucket (server-side when the parts allow it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -30,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from .base import BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
 from .paths import BLOBS, UPLOADS, blob_path
-from .streams import pipeline, settle
+from .streams import pipeline, result, settle, submit
 
 T = TypeVar("T")
 Parts = list[tuple[int, int, str]]  # (offset, size, key); named here, where `list` is still the builtin
@@ -160,16 +159,16 @@ class S3BlobStore:
 
     async def _stream(self, body: Any) -> AsyncIterator[bytes]:
         # The next block is read from the store while this one goes to the client.
-        loop = asyncio.get_running_loop()
-        reading = loop.run_in_executor(self._pool, body.read, READ_CHUNK)
+        reading = submit(body.read, READ_CHUNK)
         try:
-            while chunk := await reading:
-                reading = loop.run_in_executor(self._pool, body.read, READ_CHUNK)
+            while chunk := await result(reading):
+                reading = submit(body.read, READ_CHUNK)
                 yield chunk
         finally:
-            with contextlib.suppress(Exception):  # a read that failed after the client left
-                await settle(reading)
-            body.close()
+            try:
+                await settle(reading)  # before the body closes under the reading thread
+            finally:
+                body.close()
 
     async def url(self, digest: str, expires: int) -> str | None:
         return await self._run(

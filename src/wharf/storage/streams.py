@@ -1,13 +1,48 @@
-"""Receiving a request body while a thread works on what has arrived: shared by the stores."""
+"""Thread work over streamed bytes, shared by the stores: receiving a request body while a
+thread works on what has arrived, and reading ahead while a response goes out.
+
+Work is handed to threads as `concurrent.futures.Future`s, never awaited directly: a
+cancelled request must still wait for the thread before the file or body it uses is
+truncated or closed (`settle`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import AsyncIterable, Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Chunks received while the previous batch is still being worked on.
 PIPELINE_DEPTH = 8
+_threads = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="wharf-io")
+
+
+def submit(call: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    return _threads.submit(call, *args)
+
+
+async def result(future: concurrent.futures.Future[T]) -> T:
+    """The thread's result; a cancelled caller stops waiting but the thread's work goes on
+    (unless it had not started), so whoever cleans up must `settle` it first."""
+    return await asyncio.wrap_future(future)
+
+
+async def settle(future: concurrent.futures.Future[Any]) -> None:
+    """Wait until the thread's work is over, even through repeated cancellation of the
+    caller (re-raised once it is over). The work's own error is not raised here."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def pipeline(chunks: AsyncIterable[bytes], work: Callable[[list[bytes]], None]) -> None:
@@ -17,8 +52,7 @@ async def pipeline(chunks: AsyncIterable[bytes], work: Callable[[list[bytes]], N
     receives. Measured on a 512 MiB push: hashing and writing overlap the receiving instead
     of taking turns with it.
     """
-    loop = asyncio.get_running_loop()
-    in_flight: asyncio.Future[None] | None = None
+    in_flight: concurrent.futures.Future[None] | None = None
     pending: list[bytes] = []
     try:
         async for chunk in chunks:
@@ -28,26 +62,16 @@ async def pipeline(chunks: AsyncIterable[bytes], work: Callable[[list[bytes]], N
             if in_flight is not None and not in_flight.done() and len(pending) < PIPELINE_DEPTH:
                 continue
             if in_flight is not None:
-                await in_flight
-            in_flight, pending = loop.run_in_executor(None, work, pending), []
+                await asyncio.shield(asyncio.wrap_future(in_flight))
+                in_flight.result()
+            in_flight, pending = submit(work, pending), []
+        if in_flight is not None:
+            await asyncio.shield(asyncio.wrap_future(in_flight))
+            in_flight.result()
+        if pending:
+            in_flight = submit(work, pending)
+            await asyncio.shield(asyncio.wrap_future(in_flight))
+            in_flight.result()
     finally:
         if in_flight is not None:
             await settle(in_flight)
-    if pending:
-        await loop.run_in_executor(None, work, pending)
-
-
-async def settle(future: asyncio.Future[Any]) -> None:
-    """Wait until a thread's work is over, even through repeated cancellation: the caller
-    is about to truncate or close the file that thread writes."""
-    cancelled = False
-    while not future.done():
-        try:
-            await asyncio.shield(future)
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception:
-            break
-    if cancelled:
-        raise asyncio.CancelledError
-    future.result()
