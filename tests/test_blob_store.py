@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -197,3 +198,26 @@ async def test_whole_blob_refused_leaves_nothing(blob_store):
 
 async def test_opening_a_missing_blob_says_so_before_any_byte(blob_store):
     assert await blob_store.open(digest(b"never stored")) is None
+
+
+async def test_a_cancelled_write_leaves_the_upload_where_it_was(blob_store):
+    await blob_store.create_upload("u1")
+    await blob_store.append_upload("u1", 0, body(b"keep"))
+
+    def slow(chunk: bytes) -> None:
+        time.sleep(0.4)  # the thread is still at work when the request is cancelled
+
+    async def stalled() -> AsyncIterator[bytes]:
+        for _ in range(20):  # more than the pipeline holds: the request waits on the thread
+            yield b"x" * 100
+        await asyncio.sleep(30)
+        yield b"never"
+
+    writing = asyncio.create_task(blob_store.append_upload("u1", 4, stalled(), slow))
+    await asyncio.sleep(0.1)
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    await asyncio.sleep(0.5)  # had the thread outlived the cleanup, its bytes would land now
+    assert await blob_store.append_upload("u1", 4, body(b"more")) == 8
+    assert await read_all(blob_store.read_upload("u1")) == b"keepmore"
