@@ -194,3 +194,24 @@ def test_cancel_during_a_patch_leaves_nothing(make_server):
     with server.client() as client:
         assert client.get(location).status_code == 404
     assert not any((server.root / "wharf/uploads").iterdir())
+
+
+def test_bytes_stored_but_never_acknowledged_are_adopted(make_server):
+    """A request stored its bytes and died before the row said so: the client is told where
+    the upload really ends and resumes there, instead of being stuck."""
+    server = make_server()
+    first, lost, rest = os.urandom(1000), os.urandom(500), os.urandom(300)
+    with server.client() as client:
+        location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
+        assert client.patch(location, content=first, headers={"Content-Range": "0-999"}).status_code == 202
+        upload_id = location.rsplit("/", 1)[1]
+        with (server.root / "wharf/uploads" / upload_id / "data").open("ab") as data:
+            data.write(lost)  # what the dead request had written
+        refused = client.patch(location, content=rest, headers={"Content-Range": "1000-1299"})
+        assert refused.status_code == 416
+        assert refused.headers["range"] == "0-1499"
+        resumed = client.patch(location, content=rest, headers={"Content-Range": "1500-1799"})
+        assert resumed.status_code == 202, resumed.text
+        whole = first + lost + rest
+        assert client.put(location, params={"digest": sha256(whole)}).status_code == 201
+        assert client.get(f"/v2/lib/app/blobs/{sha256(whole)}").content == whole

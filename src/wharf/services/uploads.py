@@ -162,6 +162,8 @@ class UploadService:
             raise upload_unknown(upload_id) from None
         except UploadBusy:
             raise _busy(upload_id) from None
+        if seen > offset:
+            raise await self._catch_up(upload_id, offset, seen)
         if seen != offset:
             raise RegistryError(
                 BLOB_UPLOAD_INVALID,
@@ -169,6 +171,18 @@ class UploadService:
                 f"upload data holds {seen} bytes but {offset} were acknowledged; start the upload again",
             )
         return hasher
+
+    async def _catch_up(self, upload_id: str, offset: int, stored: int) -> RegistryError:
+        """Storage holds bytes past the row: a request stored them whole, and its answer or
+        row update was lost (a crash, a retried write). They are the client's bytes, so the
+        row moves to them, and the client is told where to resume."""
+        self._hashers.forget(upload_id)
+        await self.meta.set_upload_offset(upload_id, offset, stored)
+        return RegistryError(
+            RANGE_INVALID,
+            {"offset": stored},
+            f"the upload holds {stored} bytes, more than acknowledged; resume from byte {stored}",
+        )
 
     async def _write(
         self, upload: Upload, chunks: AsyncIterable[bytes], start: int | None, length: int | None
@@ -191,15 +205,28 @@ class UploadService:
             raise _busy(upload.id) from None
         except BodyTooLarge as exc:
             raise _too_large(exc) from None
-        except (OffsetMismatch, LengthMismatch) as exc:
+        except OffsetMismatch as exc:
+            if exc.actual > exc.expected:
+                raise await self._catch_up(upload.id, exc.expected, exc.actual) from None
+            self._hashers.forget(upload.id)
+            raise RegistryError(RANGE_INVALID, {"offset": upload.offset}, str(exc)) from None
+        except LengthMismatch as exc:
             self._hashers.forget(upload.id)
             raise RegistryError(RANGE_INVALID, {"offset": upload.offset}, str(exc)) from None
         if new_offset != upload.offset and not await self.meta.set_upload_offset(
             upload.id, upload.offset, new_offset
         ):
-            # Cancelled meanwhile: the storage claim keeps any other writer out, so only a
-            # vanished row can make the offset move under us.
-            raise upload_unknown(upload.id)
+            current = await self.meta.get_upload(upload.id)
+            if current is None:
+                # Cancelled or completed meanwhile: what this request stored goes too.
+                await self.blobs.delete_upload(upload.id)
+                raise upload_unknown(upload.id)
+            if current.offset != new_offset:
+                self._hashers.forget(upload.id)
+                raise RegistryError(
+                    RANGE_INVALID, {"offset": current.offset}, "upload was written concurrently"
+                )
+            # Another request caught the row up to these very bytes (see _catch_up).
         self._hashers.keep(upload.id, new_offset, hasher)
         return new_offset
 

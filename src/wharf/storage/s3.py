@@ -16,6 +16,7 @@ the blob key inside the bucket (server-side when the parts allow it).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -34,6 +35,7 @@ from .streams import pipeline, result, settle, submit
 T = TypeVar("T")
 Parts = list[tuple[int, int, str]]  # (offset, size, key); named here, where `list` is still the builtin
 Objects = list[dict[str, Any]]
+Keys = list[str]
 READ_CHUNK = 2 << 20
 MAX_SINGLE_PUT = 5 << 30
 MIN_MULTIPART = 5 << 20
@@ -153,8 +155,15 @@ class S3BlobStore:
             request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         return (await self._run(self.client.get_object, **request))["Body"]
 
-    async def _read_key(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        async for chunk in self._stream(await self._get(key, start, end)):
+    async def _read_part(self, upload_id: str, key: str) -> AsyncIterator[bytes]:
+        """An upload's part; gone (a cancel on another replica) means the upload is gone."""
+        try:
+            body = await self._get(key)
+        except ClientError as error:
+            if _missing(error):
+                raise UploadMissing(upload_id) from None
+            raise
+        async for chunk in self._stream(body):
             yield chunk
 
     async def _stream(self, body: Any) -> AsyncIterator[bytes]:
@@ -254,8 +263,9 @@ class S3BlobStore:
             )
             return size
         except BaseException as error:
-            for pending in sent:
-                pending.cancel()
+            # Parts still being sent could outlive an abort: wait for them first.
+            in_flight = list(sent)
+            await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, in_flight)
             await self._run(
                 self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=multipart
             )
@@ -280,6 +290,8 @@ class S3BlobStore:
         size = sum(part[1] for part in parts)
         if size != offset:
             raise OffsetMismatch(offset, size)
+        if length is not None and length > MAX_SINGLE_PUT:
+            raise BodyTooLarge(MAX_SINGLE_PUT)
         with tempfile.TemporaryFile(dir=self.spool_directory) as spool:
 
             def write(batch: list[bytes]) -> None:
@@ -287,6 +299,8 @@ class S3BlobStore:
                     if observe is not None:
                         observe(chunk)
                     spool.write(chunk)
+                if spool.tell() > MAX_SINGLE_PUT:
+                    raise BodyTooLarge(MAX_SINGLE_PUT)
 
             await pipeline(chunks, write)
             written = spool.tell()
@@ -315,7 +329,7 @@ class S3BlobStore:
 
     async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
         for _offset, _size, key in await self._parts(upload_id):
-            async for chunk in self._read_key(key):
+            async for chunk in self._read_part(upload_id, key):
                 yield chunk
 
     async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
@@ -325,10 +339,18 @@ class S3BlobStore:
             raise OffsetMismatch(size, total)
         target = self._blob(digest)
         if await self._size(target) != size:
-            await self._assemble(parts, target)
-        await self.delete_upload(upload_id)
+            try:
+                await self._assemble(upload_id, parts, target)
+            except ClientError as error:
+                if _missing(error):
+                    raise UploadMissing(upload_id) from None
+                raise
+        # Only what was verified and copied goes, then the marker: a part another replica
+        # stored meanwhile is its request's to clean up (it finds the row gone).
+        await self._delete_keys([key for _offset, _size, key in parts])
+        await self._delete_keys([f"{self._upload(upload_id)}/startedat"])
 
-    async def _assemble(self, parts: Parts, target: str) -> None:
+    async def _assemble(self, upload_id: str, parts: Parts, target: str) -> None:
         if not parts:
             await self._run(self.client.put_object, Bucket=self.bucket, Key=target, Body=b"")
             return
@@ -336,24 +358,24 @@ class S3BlobStore:
             source = {"Bucket": self.bucket, "Key": parts[0][2]}
             await self._run(self.client.copy_object, Bucket=self.bucket, Key=target, CopySource=source)
             return
-        upload = await self._run(self.client.create_multipart_upload, Bucket=self.bucket, Key=target)
-        upload_id = upload["UploadId"]
+        started = await self._run(self.client.create_multipart_upload, Bucket=self.bucket, Key=target)
+        multipart = started["UploadId"]
         try:
-            done = await self._copy_parts(parts, target, upload_id)
+            done = await self._copy_parts(upload_id, parts, target, multipart)
             await self._run(
                 self.client.complete_multipart_upload,
                 Bucket=self.bucket,
                 Key=target,
-                UploadId=upload_id,
+                UploadId=multipart,
                 MultipartUpload={"Parts": done},
             )
         except BaseException:
             await self._run(
-                self.client.abort_multipart_upload, Bucket=self.bucket, Key=target, UploadId=upload_id
+                self.client.abort_multipart_upload, Bucket=self.bucket, Key=target, UploadId=multipart
             )
             raise
 
-    async def _copy_parts(self, parts: Parts, target: str, upload_id: str) -> Objects:
+    async def _copy_parts(self, upload_id: str, parts: Parts, target: str, multipart: str) -> Objects:
         """Server-side copies when every part but the last is big enough for S3; otherwise
         the bytes pass through here, in pieces of at least the minimum part size."""
         done: Objects = []
@@ -363,7 +385,7 @@ class S3BlobStore:
                     self.client.upload_part_copy,
                     Bucket=self.bucket,
                     Key=target,
-                    UploadId=upload_id,
+                    UploadId=multipart,
                     PartNumber=len(done) + 1,
                     CopySource={"Bucket": self.bucket, "Key": key},
                 )
@@ -376,7 +398,7 @@ class S3BlobStore:
                 self.client.upload_part,
                 Bucket=self.bucket,
                 Key=target,
-                UploadId=upload_id,
+                UploadId=multipart,
                 PartNumber=len(done) + 1,
                 Body=bytes(buffer),
             )
@@ -384,7 +406,7 @@ class S3BlobStore:
             buffer.clear()
 
         for _offset, _size, key in parts:
-            async for chunk in self._read_key(key):
+            async for chunk in self._read_part(upload_id, key):
                 buffer += chunk
                 if len(buffer) >= COPY_PART:
                     await flush()
@@ -393,7 +415,11 @@ class S3BlobStore:
         return done
 
     async def delete_upload(self, upload_id: str) -> None:
-        keys = [item["Key"] for item in await self._run(self._list, f"{self._upload(upload_id)}/")]
+        await self._delete_keys(
+            [item["Key"] for item in await self._run(self._list, f"{self._upload(upload_id)}/")]
+        )
+
+    async def _delete_keys(self, keys: Keys) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             await self._run(
