@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -179,3 +180,36 @@ async def test_postgresql_writers_that_deadlock_are_run_again(postgres_server):
         await store.close()
     finally:
         drop_database(postgres_server, url)
+
+
+async def test_tag_history_is_one_chain_under_concurrent_moves(database_url):
+    """Replicas moving one tag at once: each move starts where the previous one ended."""
+    import sqlalchemy as sa
+
+    from wharf.meta.migrate import sync_url
+    from wharf.meta.schema import tag_history
+
+    stores = [SQLMetadataStore(database_url) for _ in range(3)]
+    try:
+        await stores[0].link_blob("a", digest("c"), 1)
+        names = [f"m{i}" for i in range(24)]
+        await asyncio.gather(
+            *(
+                stores[i % 3].put_manifest("a", manifest(n, (digest("c"),)), "latest", EVENT)
+                for i, n in enumerate(names)
+            )
+        )
+    finally:
+        for store in stores:
+            await store.close()
+    engine = sa.create_engine(sync_url(database_url))
+    with engine.connect() as conn:
+        moves = conn.execute(
+            sa.select(tag_history.c.old_digest, tag_history.c.new_digest)
+            .where(tag_history.c.name == "latest")
+            .order_by(tag_history.c.id)
+        ).all()
+    engine.dispose()
+    assert moves[0].old_digest is None
+    for before, after in itertools.pairwise(moves):
+        assert after.old_digest == before.new_digest

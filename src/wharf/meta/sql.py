@@ -97,6 +97,8 @@ class _ThreadedSQLite:
 
 
 WRITE_ATTEMPTS = 5
+# A row another transaction deletes between our two statements: try again this many times.
+ROW_RACE_ATTEMPTS = 3
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
@@ -295,23 +297,9 @@ class SQLMetadataStore:
             assert repo_id is not None
             self._check_references(conn, repo_id, manifest)
             # A concurrent push of the same manifest may win the insert: then it records the
-            # references, and this one only tags.
-            manifest_id = conn.scalar(
-                self._insert(s.manifests)
-                .values(
-                    repository_id=repo_id,
-                    digest=manifest.digest,
-                    media_type=manifest.media_type,
-                    payload=manifest.payload,
-                    config_digest=manifest.config_digest,
-                    subject_digest=manifest.subject_digest,
-                    artifact_type=manifest.artifact_type,
-                    size=len(manifest.payload),
-                    created_at=_now(),
-                )
-                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-                .returning(s.manifests.c.id)
-            )
+            # references, and this one only tags, holding the row (FOR SHARE) so that a
+            # concurrent delete either waits for this tag or came first and the insert reruns.
+            manifest_id = self._claim_manifest(conn, repo_id, manifest)
             if manifest_id is not None:
                 if manifest.blobs:
                     conn.execute(
@@ -349,30 +337,72 @@ class SQLMetadataStore:
                 raise MissingReference("blob", next(d for d in manifest.blobs if d in missing))
         children = set(manifest.children)
         if children:
+            # Held until this transaction ends: a child cannot be deleted under its new index.
             rows = conn.execute(
-                sa.select(s.manifests.c.digest).where(
-                    s.manifests.c.repository_id == repo_id, s.manifests.c.digest.in_(children)
-                )
+                sa.select(s.manifests.c.digest)
+                .where(s.manifests.c.repository_id == repo_id, s.manifests.c.digest.in_(children))
+                .with_for_update(read=True)
             )
             missing = children - {row.digest for row in rows}
             if missing:
                 raise MissingReference("manifest", next(d for d in manifest.children if d in missing))
 
-    def _set_tag(self, conn: sa.Connection, repo_id: int, tag: str, digest: str, actor: str) -> None:
-        now = _now()
-        old = conn.scalar(
-            sa.select(s.tags.c.digest).where(s.tags.c.repository_id == repo_id, s.tags.c.name == tag)
-        )
-        if old == digest:
-            return
-        conn.execute(
-            self._insert(s.tags)
-            .values(repository_id=repo_id, name=tag, digest=digest, updated_at=now)
-            .on_conflict_do_update(
-                index_elements=["repository_id", "name"], set_={"digest": digest, "updated_at": now}
+    def _claim_manifest(self, conn: sa.Connection, repo_id: int, manifest: NewManifest) -> int | None:
+        """Insert the manifest row; its id when this transaction created it, None when it
+        exists already (then it is locked against deletion until this transaction ends)."""
+        m = s.manifests
+        for _attempt in range(ROW_RACE_ATTEMPTS):
+            created: int | None = conn.scalar(
+                self._insert(m)
+                .values(
+                    repository_id=repo_id,
+                    digest=manifest.digest,
+                    media_type=manifest.media_type,
+                    payload=manifest.payload,
+                    config_digest=manifest.config_digest,
+                    subject_digest=manifest.subject_digest,
+                    artifact_type=manifest.artifact_type,
+                    size=len(manifest.payload),
+                    created_at=_now(),
+                )
+                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+                .returning(m.c.id)
             )
-        )
-        self._tag_history(conn, repo_id, tag, old, digest, actor)
+            if created is not None:
+                return created
+            held = conn.scalar(
+                sa.select(m.c.id)
+                .where(m.c.repository_id == repo_id, m.c.digest == manifest.digest)
+                .with_for_update(read=True)
+            )
+            if held is not None:
+                return None
+        raise RuntimeError(f"manifest {manifest.digest} kept changing under this transaction")
+
+    def _set_tag(self, conn: sa.Connection, repo_id: int, tag: str, digest: str, actor: str) -> None:
+        """Point the tag at ``digest``, recording the move. The tag row is locked before it is
+        read, so two replicas moving one tag at once record m1 -> m2 -> m3, not two moves from m1."""
+        now = _now()
+        t = s.tags
+        where = (t.c.repository_id == repo_id, t.c.name == tag)
+        for _attempt in range(ROW_RACE_ATTEMPTS):
+            created = conn.scalar(
+                self._insert(t)
+                .values(repository_id=repo_id, name=tag, digest=digest, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["repository_id", "name"])
+                .returning(t.c.name)
+            )
+            if created is not None:
+                self._tag_history(conn, repo_id, tag, None, digest, actor)
+                return
+            old = conn.scalar(sa.select(t.c.digest).where(*where).with_for_update())
+            if old is None:
+                continue  # deleted between the two statements: insert again
+            if old != digest:
+                conn.execute(t.update().where(*where).values(digest=digest, updated_at=now))
+                self._tag_history(conn, repo_id, tag, old, digest, actor)
+            return
+        raise RuntimeError(f"tag {tag} kept changing under this transaction")
 
     async def get_manifest(self, repository: str, reference: str) -> StoredManifest | None:
         if ":" in reference:
