@@ -259,7 +259,9 @@ class UploadService:
                 # Nothing written yet: the whole blob is in this request, and its digest is
                 # known, so it goes straight to where blobs live (no copy on S3).
                 await self._store_whole(repository, digest, chunks, actor, finished_upload=upload.id)
-                await self._discard(upload.id)
+                # The row went with the blob's link; only the session's empty storage is left.
+                self._hashers.forget(upload.id)
+                await self.blobs.delete_upload(upload.id)
                 return digest
             size = await self._write(upload, chunks, None, None)
             hasher = await self._hasher_at(upload.id, size, digest.split(":", 1)[0])
