@@ -180,9 +180,11 @@ async def test_whole_blob_with_known_digest_is_visible_only_when_accepted(blob_s
     data = os.urandom(size)
     pieces = [data[i : i + 300_000] for i in range(0, len(data), 300_000)]
     seen = hashlib.sha256()
-    stored = await blob_store.store_blob(
-        digest(data), body(*pieces), seen.update, lambda n: "sha256:" + seen.hexdigest() == digest(data)
-    )
+
+    async def accept(n: int) -> bool:
+        return "sha256:" + seen.hexdigest() == digest(data)
+
+    stored = await blob_store.store_blob(digest(data), body(*pieces), seen.update, accept)
     assert stored == size
     assert await blob_store.stat(digest(data)) == size
     assert digest(await read_all(await blob_store.open(digest(data)))) == digest(data)
@@ -191,7 +193,11 @@ async def test_whole_blob_with_known_digest_is_visible_only_when_accepted(blob_s
 async def test_whole_blob_refused_leaves_nothing(blob_store):
     data = os.urandom(20 << 20)
     claimed = digest(b"something else")
-    assert await blob_store.store_blob(claimed, body(data), lambda chunk: None, lambda n: False) is None
+
+    async def refuse(n: int) -> bool:
+        return False
+
+    assert await blob_store.store_blob(claimed, body(data), lambda chunk: None, refuse) is None
     assert await blob_store.stat(claimed) is None
     assert [d async for d in blob_store.list()] == []
 

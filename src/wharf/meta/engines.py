@@ -4,14 +4,21 @@ event loop. SQLite gets its own driver on threads; other databases SQLAlchemy's 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import fcntl
+import hashlib
+import os
 import random
-from collections.abc import Callable
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 T = TypeVar("T")
 
@@ -51,7 +58,68 @@ class Database(Protocol):
 
     async def read(self, work: Callable[[sa.Connection], T]) -> T: ...
 
+    def section(self, keys: Iterable[str]) -> AbstractAsyncContextManager[None]:
+        """Hold every key's lock (across processes and, on a server database, across
+        machines) until the block ends. Writes inside the block may rely on it."""
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Try to become the only holder of ``name``; yields False at once when another is."""
+
     async def close(self) -> None: ...
+
+
+# How long a waiter sleeps between tries at most: locks here are held for milliseconds.
+LOCK_POLL_MAX = 0.02
+
+
+class FileLocks:
+    """Key locks for one machine: flock(2) on one of 256 files per key, which every
+    process (and every open of the file within one process) contends for."""
+
+    SHARDS = 256
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="wharf-locks-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _shard(self, key: str) -> str:
+        return f"{hashlib.blake2b(key.encode(), digest_size=2).digest()[0]:02x}"
+
+    @asynccontextmanager
+    async def section(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        # Always in the same order, so two holders of several keys cannot deadlock.
+        shards = sorted({self._shard(key) for key in keys})
+        held: list[int] = []
+        try:
+            for shard in shards:
+                fd = os.open(self.directory / shard, os.O_RDWR | os.O_CREAT, 0o644)
+                held.append(fd)
+                # Polled, not blocked on a thread: a cancelled waiter must leave nothing behind.
+                delay = 0.0005
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, LOCK_POLL_MAX)
+            yield
+        finally:
+            for fd in held:
+                os.close(fd)  # releases the lock with the file
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
 
 class ThreadedSQLite:
@@ -59,11 +127,18 @@ class ThreadedSQLite:
     statement (measured: 0.9 ms to link a blob, 3.9 ms through aiosqlite). One
     thread writes, since SQLite has one writer at a time anyway; two threads read."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lock_directory: Path | None = None) -> None:
         self.engine = sa.create_engine(url)
         _configure_sqlite(self.engine)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wharf-db-write")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="wharf-db-read")
+        self._locks = FileLocks(lock_directory)
+
+    def section(self, keys: Iterable[str]) -> AbstractAsyncContextManager[None]:
+        return self._locks.section(keys)
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        return self._locks.exclusive(name)
 
     def _write(self, work: Callable[[sa.Connection], T]) -> T:
         with self.engine.connect() as conn:
@@ -96,17 +171,73 @@ def _sqlstate(error: sa.exc.DBAPIError) -> str | None:
     return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
 
 
+def _advisory_key(key: str) -> int:
+    """A key's PostgreSQL advisory lock id (the one-bigint key space; ``exclusive`` uses
+    the two-integer space, which PostgreSQL keeps apart)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+# The connection a section holds its locks on, for the writes inside the section.
+_section_connection: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar(
+    "wharf_section_connection", default=None
+)
+# ``exclusive`` names, as the second integer of a two-integer advisory lock.
+EXCLUSIVE_CLASS = 0x57484652  # "WHFR"
+EXCLUSIVE_IDS = {"gc": 1}
+
+
 class AsyncEngineDatabase:
     """Any other database through SQLAlchemy's async engine (asyncpg for PostgreSQL)."""
 
     def __init__(self, url: str) -> None:
         self.engine = create_async_engine(async_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
 
+    @asynccontextmanager
+    async def section(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        """Session advisory locks, taken in one order on a connection of the section's own;
+        writes inside the section run on that connection (so a section costs one
+        connection, not two), and the locks go with it if the process dies."""
+        ids = sorted({_advisory_key(key) for key in keys})
+        async with self.engine.connect() as conn:
+            await conn.execute(
+                sa.text(
+                    "SELECT pg_advisory_lock(k) FROM "
+                    "(SELECT k FROM unnest(CAST(:ids AS bigint[])) AS k ORDER BY k OFFSET 0) AS ordered"
+                ),
+                {"ids": ids},
+            )
+            await conn.commit()
+            token = _section_connection.set(conn)
+            try:
+                yield
+            finally:
+                _section_connection.reset(token)
+                await conn.rollback()
+                await conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                await conn.commit()
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        async with self.engine.connect() as conn:
+            params = {"c": EXCLUSIVE_CLASS, "i": EXCLUSIVE_IDS[name]}
+            got = bool(await conn.scalar(sa.text("SELECT pg_try_advisory_lock(:c, :i)"), params))
+            await conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(sa.text("SELECT pg_advisory_unlock(:c, :i)"), params)
+                    await conn.commit()
+
     async def write(self, work: Callable[[sa.Connection], T]) -> T:
         # Transactions are short and touch few rows, but two replicas can still cross: a
         # deadlock or serialization failure rolls back whole, so the transaction runs again.
+        held = _section_connection.get()
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
+                if held is not None:
+                    async with held.begin():
+                        return await held.run_sync(work)
                 async with self.engine.begin() as conn:
                     return await conn.run_sync(work)
             except sa.exc.DBAPIError as error:

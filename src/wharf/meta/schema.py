@@ -59,6 +59,9 @@ manifests = sa.Table(
     sa.Column("artifact_type", sa.String(255), nullable=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Refreshed when the manifest is pushed again: an untagged manifest's grace period counts
+    # from here (NULL: from created_at, for rows older than the column).
+    sa.Column("last_seen_at", Timestamp, nullable=True),
     sa.UniqueConstraint("repository_id", "digest"),
     sa.Index(None, "repository_id", "subject_digest"),
 )
@@ -129,4 +132,28 @@ events = sa.Table(
     sa.Column("detail", sa.JSON, nullable=True),
     sa.Index(None, "at"),
     sa.Index(None, "repository", "at"),
+)
+
+# What each garbage collection found and freed, and how it ended.
+gc_runs = sa.Table(
+    "gc_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp, nullable=True),
+    # running, done, stopped (asked to, or out of time), failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("delete_untagged", sa.Boolean, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("grace_seconds", sa.Float, nullable=False),
+    sa.Column("blobs_marked", sa.BigInteger, nullable=False, default=0),
+    sa.Column("blobs_eligible", sa.BigInteger, nullable=False, default=0),
+    sa.Column("manifests_eligible", sa.BigInteger, nullable=False, default=0),
+    sa.Column("blobs_deleted", sa.BigInteger, nullable=False, default=0),
+    sa.Column("manifests_deleted", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_freed", sa.BigInteger, nullable=False, default=0),
+    sa.Column("files_deleted", sa.BigInteger, nullable=False, default=0),
+    sa.Index(None, "started_at"),
 )

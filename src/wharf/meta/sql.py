@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -11,15 +14,51 @@ from sqlalchemy.dialects import postgresql, sqlite
 from . import reads
 from . import schema as s
 from .engines import AsyncEngineDatabase, Database, ThreadedSQLite
-from .store import Event, MissingReference, NewManifest, Referrer, StoredManifest, Upload
+from .store import (
+    Event,
+    GCManifest,
+    GCRun,
+    MissingReference,
+    NewManifest,
+    Referrer,
+    StoredManifest,
+    Upload,
+)
+
+T = TypeVar("T")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; every one stored is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 # A row another transaction deletes between our two statements: try again this many times.
 ROW_RACE_ATTEMPTS = 3
+# Rows per statement when a set of keys goes into IN (...): under every driver's parameter limit.
+IN_BATCH = 2000
+
+
+def _batches(items: Sequence[T], size: int = IN_BATCH) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _readable_in(repo_id: int, digest: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """A blob the repository may read: linked there, or named by one of its manifests."""
+    linked = sa.select(s.repository_blobs.c.digest).where(
+        s.repository_blobs.c.repository_id == repo_id, s.repository_blobs.c.digest == digest
+    )
+    referenced = (
+        sa.select(s.manifest_blobs.c.digest)
+        .join(s.manifests)
+        .where(s.manifests.c.repository_id == repo_id, s.manifest_blobs.c.digest == digest)
+    )
+    return sa.or_(linked.exists(), referenced.exists())
 
 
 class SQLMetadataStore:
@@ -32,10 +71,13 @@ class SQLMetadataStore:
         self._db: Database
         self.reader: reads.Reader
         if self.dialect == "sqlite":
-            threaded = ThreadedSQLite(str(parsed.set(drivername="sqlite")))
-            self._db = threaded
             database = parsed.database
-            if database and database != ":memory:":
+            on_disk = bool(database and database != ":memory:")
+            # Every process on this database finds the same lock files beside it.
+            locks = Path(f"{database}-locks") if on_disk else None
+            threaded = ThreadedSQLite(str(parsed.set(drivername="sqlite")), locks)
+            self._db = threaded
+            if database and on_disk:
                 self.reader = reads.SQLiteReader(database)
             else:
                 self.reader = reads.ThreadReader(threaded.read)
@@ -47,6 +89,12 @@ class SQLMetadataStore:
     async def close(self) -> None:
         self.reader.close()
         await self._db.close()
+
+    def digest_section(self, digests: Collection[str]) -> AbstractAsyncContextManager[None]:
+        return self._db.section(digests)
+
+    def gc_lock(self) -> AbstractAsyncContextManager[bool]:
+        return self._db.exclusive("gc")
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -138,6 +186,49 @@ class SQLMetadataStore:
 
         return await self._db.write(tx)
 
+    async def touch_blob(self, repository: str, digest: str) -> int | None:
+        def tx(conn: sa.Connection) -> int | None:
+            repo_id = self._repository_id(conn, repository)
+            if repo_id is None:
+                return None
+            b = s.blobs
+            size: int | None = conn.scalar(
+                b.update()
+                .where(b.c.digest == digest, _readable_in(repo_id, b.c.digest))
+                .values(last_seen_at=_now())
+                .returning(b.c.size)
+            )
+            return size
+
+        return await self._db.write(tx)
+
+    async def mount_blob(self, repository: str, source: str, digest: str, event: Event) -> int | None:
+        def tx(conn: sa.Connection) -> int | None:
+            source_id = self._repository_id(conn, source)
+            if source_id is None:
+                return None
+            b = s.blobs
+            # Held until the link is in: a collection of this blob waits, then sees it.
+            size: int | None = conn.scalar(
+                sa.select(b.c.size)
+                .where(b.c.digest == digest, _readable_in(source_id, b.c.digest))
+                .with_for_update(read=True)
+            )
+            if size is None:
+                return None
+            now = _now()
+            repo_id = self._repository_id(conn, repository, create=True)
+            conn.execute(b.update().where(b.c.digest == digest).values(last_seen_at=now))
+            conn.execute(
+                self._insert(s.repository_blobs)
+                .values(repository_id=repo_id, digest=digest, created_at=now)
+                .on_conflict_do_nothing()
+            )
+            self._record(conn, event)
+            return size
+
+        return await self._db.write(tx)
+
     # -- uploads ----------------------------------------------------------------------------
 
     async def create_upload(self, upload_id: str, repository: str) -> Upload:
@@ -185,7 +276,7 @@ class SQLMetadataStore:
             assert repo_id is not None
             self._check_references(conn, repo_id, manifest)
             # A concurrent push of the same manifest may win the insert: then it records the
-            # references, and this one only tags, holding the row (FOR SHARE) so that a
+            # references, and this one only tags, holding the row (locked by an update) so that a
             # concurrent delete either waits for this tag or came first and the insert reruns.
             manifest_id = self._claim_manifest(conn, repo_id, manifest)
             if manifest_id is not None:
@@ -206,7 +297,12 @@ class SQLMetadataStore:
                 self._set_tag(conn, repo_id, tag, manifest.digest, event.actor)
             self._record(conn, event)
 
-        return await self._db.write(tx)
+        try:
+            return await self._db.write(tx)
+        except sa.exc.IntegrityError:
+            # A blob checked above was collected before its reference went in (PostgreSQL
+            # checks the foreign key at the insert): once more, the check now names it.
+            return await self._db.write(tx)
 
     def _check_references(self, conn: sa.Connection, repo_id: int, manifest: NewManifest) -> None:
         wanted = set(manifest.blobs)
@@ -252,16 +348,20 @@ class SQLMetadataStore:
                     artifact_type=manifest.artifact_type,
                     size=len(manifest.payload),
                     created_at=_now(),
+                    last_seen_at=_now(),
                 )
                 .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
                 .returning(m.c.id)
             )
             if created is not None:
                 return created
+            # Pushed again: an untagged manifest's grace period starts over. The update
+            # also locks the row (one statement: no shared lock to upgrade, no deadlock).
             held = conn.scalar(
-                sa.select(m.c.id)
+                m.update()
                 .where(m.c.repository_id == repo_id, m.c.digest == manifest.digest)
-                .with_for_update(read=True)
+                .values(last_seen_at=_now())
+                .returning(m.c.id)
             )
             if held is not None:
                 return None
@@ -386,6 +486,194 @@ class SQLMetadataStore:
             return [
                 Referrer(row.digest, row.media_type, row.size, row.artifact_type, row.payload) for row in rows
             ]
+
+        return await self._db.read(tx)
+
+    # -- garbage collection -----------------------------------------------------------------
+
+    async def gc_manifests(self) -> list[GCManifest]:
+        m, r, t, c = s.manifests, s.repositories, s.tags, s.manifest_children
+        tagged = sa.select(t.c.name).where(t.c.repository_id == m.c.repository_id, t.c.digest == m.c.digest)
+        rows_query = sa.select(
+            m.c.id,
+            r.c.name,
+            m.c.digest,
+            m.c.subject_digest,
+            tagged.exists().label("tagged"),
+            sa.func.coalesce(m.c.last_seen_at, m.c.created_at).label("seen_at"),
+        ).join(r)
+        children_query = sa.select(c.c.parent_id, c.c.child_digest)
+
+        def tx(conn: sa.Connection) -> list[GCManifest]:
+            children: dict[int, list[str]] = {}
+            for parent, child in conn.execute(children_query):
+                children.setdefault(parent, []).append(child)
+            return [
+                GCManifest(
+                    row.id,
+                    row.name,
+                    row.digest,
+                    row.subject_digest,
+                    bool(row.tagged),
+                    _aware(row.seen_at),
+                    tuple(children.get(row.id, ())),
+                )
+                for row in conn.execute(rows_query)
+            ]
+
+        return await self._db.read(tx)
+
+    async def gc_delete_manifests(
+        self, ids: Sequence[int], cutoff: datetime, delete_untagged: bool, actor: str
+    ) -> list[int]:
+        m, t, c = s.manifests, s.tags, s.manifest_children
+        parent = m.alias("parent")
+        other = m.alias("other")
+
+        def tx(conn: sa.Connection) -> list[int]:
+            deleted: list[int] = []
+            for manifest_id in ids:
+                # Locked first, then everything that could have made it live is read again.
+                row = conn.execute(
+                    sa.select(
+                        m.c.repository_id, m.c.digest, m.c.subject_digest, m.c.created_at, m.c.last_seen_at
+                    )
+                    .where(m.c.id == manifest_id)
+                    .with_for_update()
+                ).first()
+                if row is None:
+                    continue
+                seen = row.last_seen_at or row.created_at
+                if _aware(seen) >= cutoff:
+                    continue
+                if row.subject_digest is None and not delete_untagged:
+                    continue
+                same_repo = (t.c.repository_id == row.repository_id, t.c.digest == row.digest)
+                if conn.scalar(sa.select(sa.exists().where(*same_repo))):
+                    continue
+                listed = (
+                    sa.select(c.c.parent_id)
+                    .join(parent, parent.c.id == c.c.parent_id)
+                    .where(parent.c.repository_id == row.repository_id, c.c.child_digest == row.digest)
+                )
+                if conn.scalar(sa.select(listed.exists())):
+                    continue
+                if row.subject_digest is not None:
+                    subject = sa.select(other.c.id).where(
+                        other.c.repository_id == row.repository_id, other.c.digest == row.subject_digest
+                    )
+                    if conn.scalar(sa.select(subject.exists())):
+                        continue
+                conn.execute(m.delete().where(m.c.id == manifest_id))
+                repository = conn.scalar(
+                    sa.select(s.repositories.c.name).where(s.repositories.c.id == row.repository_id)
+                )
+                self._record(conn, Event(actor, "manifest.collect", repository, row.digest, row.digest))
+                deleted.append(manifest_id)
+            return deleted
+
+        return await self._db.write(tx)
+
+    async def gc_blob_candidates(self, cutoff: datetime, dropped: Collection[int]) -> list[tuple[str, int]]:
+        b, mb = s.blobs, s.manifest_blobs
+        unreferenced = sa.select(b.c.digest, b.c.size).where(
+            b.c.last_seen_at < cutoff, ~sa.select(mb.c.digest).where(mb.c.digest == b.c.digest).exists()
+        )
+        dropped_ids = sorted(set(dropped))
+
+        def tx(conn: sa.Connection) -> list[tuple[str, int]]:
+            found = {row.digest: int(row.size) for row in conn.execute(unreferenced)}
+            # Blobs named only by manifests that are about to go.
+            named: set[str] = set()
+            for batch in _batches(dropped_ids):
+                named.update(conn.scalars(sa.select(mb.c.digest).where(mb.c.manifest_id.in_(batch))))
+            still_named: set[str] = set()
+            dropped_set = set(dropped_ids)
+            for digests in _batches(sorted(named)):
+                for digest, manifest_id in conn.execute(
+                    sa.select(mb.c.digest, mb.c.manifest_id).where(mb.c.digest.in_(digests))
+                ):
+                    if manifest_id not in dropped_set:
+                        still_named.add(digest)
+            for digests in _batches(sorted(named - still_named)):
+                rows = conn.execute(
+                    sa.select(b.c.digest, b.c.size).where(b.c.digest.in_(digests), b.c.last_seen_at < cutoff)
+                )
+                found.update((row.digest, int(row.size)) for row in rows)
+            return sorted(found.items())
+
+        return await self._db.read(tx)
+
+    async def gc_delete_blobs(self, digests: Collection[str], cutoff: datetime) -> list[tuple[str, int]]:
+        b, mb, rb = s.blobs, s.manifest_blobs, s.repository_blobs
+        wanted = sorted(set(digests))
+
+        def tx(conn: sa.Connection) -> list[tuple[str, int]]:
+            gone: list[tuple[str, int]] = []
+            for batch in _batches(wanted):
+                # Lock the rows, then check in a statement of its own, which sees every
+                # reference committed while it waited (PostgreSQL's read committed).
+                conn.execute(sa.select(b.c.digest).where(b.c.digest.in_(batch)).with_for_update()).all()
+                rows = conn.execute(
+                    sa.select(b.c.digest, b.c.size).where(
+                        b.c.digest.in_(batch),
+                        b.c.last_seen_at < cutoff,
+                        ~sa.select(mb.c.digest).where(mb.c.digest == b.c.digest).exists(),
+                    )
+                ).all()
+                doomed = [row.digest for row in rows]
+                if doomed:
+                    conn.execute(rb.delete().where(rb.c.digest.in_(doomed)))
+                    conn.execute(b.delete().where(b.c.digest.in_(doomed)))
+                gone.extend((row.digest, int(row.size)) for row in rows)
+            return gone
+
+        return await self._db.write(tx)
+
+    async def gc_known_digests(self, digests: Collection[str]) -> set[str]:
+        wanted = sorted(set(digests))
+
+        def tx(conn: sa.Connection) -> set[str]:
+            known: set[str] = set()
+            for batch in _batches(wanted):
+                known.update(conn.scalars(sa.select(s.blobs.c.digest).where(s.blobs.c.digest.in_(batch))))
+                known.update(
+                    conn.scalars(sa.select(s.manifests.c.digest).where(s.manifests.c.digest.in_(batch)))
+                )
+            return known
+
+        return await self._db.read(tx)
+
+    async def count_blobs(self) -> int:
+        def tx(conn: sa.Connection) -> int:
+            return int(conn.scalar(sa.select(sa.func.count()).select_from(s.blobs)) or 0)
+
+        return await self._db.read(tx)
+
+    async def save_gc_run(self, run: GCRun) -> GCRun:
+        values = {k: v for k, v in run.__dict__.items() if k != "id"}
+
+        def tx(conn: sa.Connection) -> int:
+            if run.id is None:
+                return int(conn.scalar(s.gc_runs.insert().values(**values).returning(s.gc_runs.c.id)))
+            conn.execute(s.gc_runs.update().where(s.gc_runs.c.id == run.id).values(**values))
+            return run.id
+
+        run.id = await self._db.write(tx)
+        return run
+
+    async def gc_runs(self, limit: int = 20) -> list[GCRun]:
+        query = sa.select(s.gc_runs).order_by(s.gc_runs.c.id.desc()).limit(limit)
+
+        def tx(conn: sa.Connection) -> list[GCRun]:
+            runs = []
+            for row in conn.execute(query):
+                fields = dict(row._mapping)
+                for key in ("started_at", "ended_at"):
+                    if fields[key] is not None:
+                        fields[key] = _aware(fields[key])
+                runs.append(GCRun(**fields))
+            return runs
 
         return await self._db.read(tx)
 

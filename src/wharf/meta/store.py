@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -63,8 +65,52 @@ class Event:
     detail: dict[str, Any] | None = field(default=None)
 
 
+@dataclass(frozen=True)
+class GCManifest:
+    """One manifest as garbage collection sees it."""
+
+    id: int
+    repository: str
+    digest: str
+    subject: str | None
+    tagged: bool
+    seen_at: datetime  # last pushed
+    children: tuple[str, ...] = ()
+
+
+@dataclass
+class GCRun:
+    """One garbage collection's record: what it found, what it freed, how it ended."""
+
+    started_at: datetime
+    dry_run: bool
+    delete_untagged: bool
+    mode: str
+    grace_seconds: float
+    status: str = "running"
+    reason: str | None = None
+    ended_at: datetime | None = None
+    blobs_marked: int = 0
+    blobs_eligible: int = 0
+    manifests_eligible: int = 0
+    blobs_deleted: int = 0
+    manifests_deleted: int = 0
+    bytes_freed: int = 0
+    files_deleted: int = 0
+    id: int | None = None
+
+
 class MetadataStore(Protocol):
     async def close(self) -> None: ...
+
+    # Coordination.
+    def digest_section(self, digests: Collection[str]) -> AbstractAsyncContextManager[None]:
+        """One critical section per digest, across processes and replicas: storing a blob's
+        bytes and recording its row happen inside it, and so do deleting the row and then
+        the bytes, so neither can interleave with the other (GC invariant 3)."""
+
+    def gc_lock(self) -> AbstractAsyncContextManager[bool]:
+        """Held for a whole garbage collection; yields False when another one runs (invariant 6)."""
 
     # Blobs and their links to repositories.
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
@@ -82,6 +128,14 @@ class MetadataStore(Protocol):
 
     async def unlink_blob(self, repository: str, digest: str, event: Event) -> bool: ...
 
+    async def touch_blob(self, repository: str, digest: str) -> int | None:
+        """``linked_blob_size``, also recording that a client saw the blob now (a HEAD in a
+        push): garbage collection spares it for its grace period."""
+
+    async def mount_blob(self, repository: str, source: str, digest: str, event: Event) -> int | None:
+        """Link a blob that ``source`` may read into ``repository``; its size, or None when
+        ``source`` cannot read it (then nothing changes)."""
+
     # Uploads in progress.
     async def create_upload(self, upload_id: str, repository: str) -> Upload: ...
     async def get_upload(self, upload_id: str) -> Upload | None: ...
@@ -98,6 +152,32 @@ class MetadataStore(Protocol):
     async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str] | None: ...
     async def list_repositories(self, limit: int | None, last: str | None) -> list[str]: ...
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[Referrer]: ...
+
+    # Garbage collection.
+    async def gc_manifests(self) -> list[GCManifest]:
+        """Every manifest, with what makes it live or not."""
+
+    async def gc_delete_manifests(
+        self, ids: Sequence[int], cutoff: datetime, delete_untagged: bool, actor: str
+    ) -> list[int]:
+        """Delete these manifests, in this order, each only if it is still garbage (untagged,
+        seen before ``cutoff``, listed by no index, its subject gone, or without a subject
+        when ``delete_untagged``); the ids deleted."""
+
+    async def gc_blob_candidates(self, cutoff: datetime, dropped: Collection[int]) -> list[tuple[str, int]]:
+        """(digest, size) of every blob seen before ``cutoff`` that no manifest names once the
+        manifests ``dropped`` are gone."""
+
+    async def gc_delete_blobs(self, digests: Collection[str], cutoff: datetime) -> list[tuple[str, int]]:
+        """Delete the rows (and repository links) of those blobs that are still garbage; call it
+        inside their ``digest_section`` and delete the bytes of what it returns before leaving."""
+
+    async def gc_known_digests(self, digests: Collection[str]) -> set[str]:
+        """Those digests that have a blob row or are the digest of some manifest."""
+
+    async def count_blobs(self) -> int: ...
+    async def save_gc_run(self, run: GCRun) -> GCRun: ...
+    async def gc_runs(self, limit: int = 20) -> list[GCRun]: ...
 
     # The activity log.
     async def events(self, limit: int = 100) -> list[dict[str, Any]]: ...

@@ -33,10 +33,17 @@ class BlobService:
 
     async def stat(self, repository: str, digest: str, check_storage: bool = True) -> BlobInfo:
         """The blob as the repository sees it: linked there, or unknown. A GET passes
-        ``check_storage=False``: opening the bytes (or the redirect) finds them missing."""
+        ``check_storage=False``: opening the bytes (or the redirect) finds them missing.
+
+        A HEAD (``check_storage``) is how a push asks whether to upload: the answer "exists"
+        also marks the blob seen, so garbage collection spares it for its grace period
+        while the push that was told so goes on (invariant 2)."""
         validate_name(repository)
         validate_digest(digest)
-        size = await self.meta.linked_blob_size(repository, digest)
+        if check_storage:
+            size = await self.meta.touch_blob(repository, digest)
+        else:
+            size = await self.meta.linked_blob_size(repository, digest)
         # The bytes are checked too: a HEAD that said "exists" for lost bytes would make
         # clients skip the upload that could repair them.
         if size is None or (check_storage and await self.blobs.stat(digest) is None):

@@ -9,6 +9,7 @@ the bytes already written. Memory per upload is one hasher and one chunk in flig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 import weakref
@@ -282,21 +283,23 @@ class UploadService:
                 f"provided digest {digest} does not match uploaded content ({actual}); upload discarded",
             )
         # Bytes first, then the row: a crash in between leaves a file no row knows
-        # (collected later), never a row without its bytes.
-        try:
-            await self.blobs.commit_upload(upload_id, digest, size)
-        except UploadMissing:
-            raise upload_unknown(upload_id) from None
-        except UploadBusy:
-            raise _busy(upload_id) from None
-        except OffsetMismatch as exc:
-            raise RegistryError(
-                RANGE_INVALID, {"upload": upload_id}, f"upload changed while completing: {exc}"
-            ) from None
+        # (collected later), never a row without its bytes. Both inside the digest's
+        # critical section, so a collection of this digest runs wholly before or after.
         event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
-        await self.meta.link_blob(
-            repository, digest, size, event, finished_upload=upload_id if session else None
-        )
+        async with self.meta.digest_section([digest]):
+            try:
+                await self.blobs.commit_upload(upload_id, digest, size)
+            except UploadMissing:
+                raise upload_unknown(upload_id) from None
+            except UploadBusy:
+                raise _busy(upload_id) from None
+            except OffsetMismatch as exc:
+                raise RegistryError(
+                    RANGE_INVALID, {"upload": upload_id}, f"upload changed while completing: {exc}"
+                ) from None
+            await self.meta.link_blob(
+                repository, digest, size, event, finished_upload=upload_id if session else None
+            )
         self._hashers.forget(upload_id)
 
     async def monolithic(
@@ -319,24 +322,32 @@ class UploadService:
     ) -> None:
         algorithm = digest.split(":", 1)[0]
         hasher = hashlib.new(algorithm)
-        try:
-            size = await self.blobs.store_blob(
-                digest, chunks, hasher.update, lambda _size: f"{algorithm}:{hasher.hexdigest()}" == digest
-            )
-        except BodyTooLarge as exc:
-            raise _too_large(exc) from None
-        if size is None:
-            if finished_upload is not None:
-                await self._discard(finished_upload)
-            actual = f"{algorithm}:{hasher.hexdigest()}"
-            raise RegistryError(
-                DIGEST_INVALID,
-                {"digest": digest, "actual": actual},
-                f"provided digest {digest} does not match uploaded content ({actual}); nothing stored",
-            )
-        # The bytes are in place before the row names them (see _commit).
-        event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
-        await self.meta.link_blob(repository, digest, size, event, finished_upload=finished_upload)
+        async with contextlib.AsyncExitStack() as section:
+
+            async def accept(_size: int) -> bool:
+                if f"{algorithm}:{hasher.hexdigest()}" != digest:
+                    return False
+                # From here until the row is in: the digest's critical section (see _commit).
+                await section.enter_async_context(self.meta.digest_section([digest]))
+                return True
+
+            try:
+                size = await self.blobs.store_blob(digest, chunks, hasher.update, accept)
+            except BodyTooLarge as exc:
+                raise _too_large(exc) from None
+            if size is not None:
+                # The bytes are in place before the row names them (see _commit).
+                event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
+                await self.meta.link_blob(repository, digest, size, event, finished_upload=finished_upload)
+                return
+        if finished_upload is not None:
+            await self._discard(finished_upload)
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        raise RegistryError(
+            DIGEST_INVALID,
+            {"digest": digest, "actual": actual},
+            f"provided digest {digest} does not match uploaded content ({actual}); nothing stored",
+        )
 
     async def mount(self, repository: str, digest: str, source: str, actor: str = ANONYMOUS) -> bool:
         """Link a blob that ``source`` holds into ``repository``; False when it cannot."""
@@ -344,9 +355,9 @@ class UploadService:
         validate_name(source)
         validate_digest(digest)
         self.policy.check_writable()
-        size = await self.meta.linked_blob_size(source, digest)
-        if size is None or await self.blobs.stat(digest) is None:
+        if await self.blobs.stat(digest) is None:
             return False
+        # One transaction checks the source and links: a collection of the blob either
+        # came first (then there is nothing to mount) or sees the new link.
         event = Event(actor, "blob.mount", repository, digest, digest, {"from": source})
-        await self.meta.link_blob(repository, digest, size, event)
-        return True
+        return await self.meta.mount_blob(repository, source, digest, event) is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 
@@ -67,7 +67,7 @@ class BlobStore(Protocol):
         digest: str,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], object],
-        accept: Callable[[int], bool],
+        accept: Callable[[int], Awaitable[bool]],
     ) -> int | None:
         """Receive a whole blob whose digest is known before its first byte.
 

@@ -8,7 +8,7 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -141,13 +141,13 @@ class FilesystemBlobStore:
         digest: str,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], object],
-        accept: Callable[[int], bool],
+        accept: Callable[[int], Awaitable[bool]],
     ) -> int | None:
         upload_id = f"whole-{uuid.uuid4()}"
         await self.create_upload(upload_id)
         try:
             size = await self.append_upload(upload_id, 0, chunks, observe)
-            if not accept(size):
+            if not await accept(size):
                 return None
             await self.commit_upload(upload_id, digest, size)
             return size

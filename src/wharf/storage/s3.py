@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -208,7 +208,7 @@ class S3BlobStore:
         digest: str,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], object],
-        accept: Callable[[int], bool],
+        accept: Callable[[int], Awaitable[bool]],
     ) -> int | None:
         """Streamed straight into a multipart upload of the blob's own key, parts sent while
         the next bytes arrive; only completing it makes the object exist, so a blob whose
@@ -252,7 +252,7 @@ class S3BlobStore:
         try:
             await pipeline(chunks, work)
             await asyncio.get_running_loop().run_in_executor(None, finish)
-            if not accept(size):
+            if not await accept(size):
                 raise _Rejected
             await self._run(
                 self.client.complete_multipart_upload,
