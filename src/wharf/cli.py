@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, load_settings, parse_duration
 from .meta import migrate
+from .services.gc import GCOptions
 
 log = logging.getLogger("wharf")
 
@@ -24,6 +26,28 @@ def _settings(config: str | None) -> Settings:
 
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def _prepare_database(settings: Settings) -> None:
+    url = settings.database_url
+    Path(settings.storage.filesystem.rootdirectory).mkdir(parents=True, exist_ok=True)
+    if _is_sqlite(url):
+        # The embedded default keeps itself current; a shared database is upgraded on purpose.
+        migrate.upgrade(url)
+    else:
+        try:
+            migrate.check_current(url)
+        except migrate.SchemaBehind as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,16 +69,7 @@ def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     settings = _settings(config)
     logging.basicConfig(level=settings.log.level.upper().replace("WARN", "WARNING").replace("INGING", "ING"))
-    url = settings.database_url
-    Path(settings.storage.filesystem.rootdirectory).mkdir(parents=True, exist_ok=True)
-    if _is_sqlite(url):
-        # The embedded default keeps itself current; a shared database is upgraded on purpose.
-        migrate.upgrade(url)
-    else:
-        try:
-            migrate.check_current(url)
-        except migrate.SchemaBehind as exc:
-            raise click.ClickException(str(exc)) from None
+    _prepare_database(settings)
     if config:
         os.environ["WHARF_CONFIG"] = str(Path(config).resolve())
     http = settings.http
@@ -108,6 +123,59 @@ def upgrade(config: str | None) -> None:
     migrate.upgrade(url)
     after = migrate.current_revision(url)
     click.echo(f"database schema: {before or 'empty'} -> {after}")
+
+
+@main.command("garbage-collect")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--dry-run", "-d", is_flag=True, help="Report what would be deleted; delete nothing.")
+@click.option(
+    "--delete-untagged",
+    "-m",
+    is_flag=True,
+    help="Also delete manifests no tag reaches (an index's children and a live image's referrers stay).",
+)
+@click.option(
+    "--grace",
+    callback=_duration,
+    metavar="DURATION",
+    help="Spare what was pushed or seen within this long (default: gc.grace, 24h). 0s collects at once.",
+)
+@click.option("--max-duration", callback=_duration, metavar="DURATION", help="Stop cleanly after this long.")
+@click.option("--skip-storage-scan", is_flag=True, help="Do not look for files that no database row knows.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Blobs deleted per critical section (a push of one of them waits for its batch).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
+def garbage_collect(
+    config: str | None,
+    dry_run: bool,
+    delete_untagged: bool,
+    grace: timedelta | None,
+    max_duration: timedelta | None,
+    skip_storage_scan: bool,
+    batch_size: int,
+    quiet: bool,
+) -> None:
+    """Delete every blob and manifest that nothing references, while the registry keeps serving."""
+    from .cli_gc import run_garbage_collection
+
+    settings = _settings(config)
+    _prepare_database(settings)
+    options = GCOptions(
+        dry_run=dry_run,
+        delete_untagged=delete_untagged,
+        grace=settings.gc.grace_period if grace is None else grace,
+        scan_storage=not skip_storage_scan,
+        mode="offline",
+        verbose=not quiet,
+        batch=batch_size,
+    )
+    code = run_garbage_collection(settings, options, max_duration, quiet)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

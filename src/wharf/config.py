@@ -10,7 +10,9 @@ scalars (``true``, ``4``, ``info``).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +23,22 @@ ENV_PREFIX = "WHARF_"
 # Environment variables with the prefix that are not configuration keys.
 RESERVED_ENV = {"WHARF_CONFIG"}
 RESERVED_ENV_PREFIXES = ("WHARF_TEST_", "WHARF_BENCH_")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Durations as Distribution writes them: ``24h``, ``90m``, ``1h30m``, ``0s`` (also ``7d``
+    and a bare ``0``)."""
+    value = text.strip()
+    if value == "0":
+        return timedelta(0)
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"{text!r} is not a duration (examples: 24h, 30m, 1h30m, 45s, 0s)")
+    return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
 
 
 class ConfigError(Exception):
@@ -121,12 +139,29 @@ class DatabaseConfig(Section):
         return value
 
 
+class GCConfig(Section):
+    # Blobs and untagged manifests seen (pushed, mounted, found by a HEAD) more recently
+    # than this are never collected: pushes in progress stay safe.
+    grace: str = "24h"
+
+    @field_validator("grace")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def grace_period(self) -> timedelta:
+        return parse_duration(self.grace)
+
+
 class Settings(Section):
     version: str = "0.1"
     log: LogConfig = LogConfig()
     http: HTTPConfig = HTTPConfig()
     storage: StorageConfig = StorageConfig()
     database: DatabaseConfig = DatabaseConfig()
+    gc: GCConfig = GCConfig()
 
     @model_validator(mode="after")
     def _one_storage_driver(self) -> Settings:

@@ -491,8 +491,8 @@ class SQLMetadataStore:
 
     # -- garbage collection -----------------------------------------------------------------
 
-    async def gc_manifests(self) -> list[GCManifest]:
-        m, r, t, c = s.manifests, s.repositories, s.tags, s.manifest_children
+    async def gc_manifests(self, with_blobs: bool = False) -> list[GCManifest]:
+        m, r, t, c, mb = s.manifests, s.repositories, s.tags, s.manifest_children, s.manifest_blobs
         tagged = sa.select(t.c.name).where(t.c.repository_id == m.c.repository_id, t.c.digest == m.c.digest)
         rows_query = sa.select(
             m.c.id,
@@ -508,6 +508,10 @@ class SQLMetadataStore:
             children: dict[int, list[str]] = {}
             for parent, child in conn.execute(children_query):
                 children.setdefault(parent, []).append(child)
+            blobs: dict[int, list[str]] = {}
+            if with_blobs:
+                for manifest_id, digest in conn.execute(sa.select(mb.c.manifest_id, mb.c.digest)):
+                    blobs.setdefault(manifest_id, []).append(digest)
             return [
                 GCManifest(
                     row.id,
@@ -517,6 +521,7 @@ class SQLMetadataStore:
                     bool(row.tagged),
                     _aware(row.seen_at),
                     tuple(children.get(row.id, ())),
+                    tuple(blobs.get(row.id, ())),
                 )
                 for row in conn.execute(rows_query)
             ]
@@ -630,19 +635,22 @@ class SQLMetadataStore:
 
         return await self._db.write(tx)
 
-    async def gc_known_digests(self, digests: Collection[str]) -> set[str]:
+    async def gc_blob_rows(self, digests: Collection[str]) -> set[str]:
         wanted = sorted(set(digests))
 
         def tx(conn: sa.Connection) -> set[str]:
             known: set[str] = set()
             for batch in _batches(wanted):
                 known.update(conn.scalars(sa.select(s.blobs.c.digest).where(s.blobs.c.digest.in_(batch))))
-                known.update(
-                    conn.scalars(sa.select(s.manifests.c.digest).where(s.manifests.c.digest.in_(batch)))
-                )
             return known
 
         return await self._db.read(tx)
+
+    async def record(self, event: Event) -> None:
+        def tx(conn: sa.Connection) -> None:
+            self._record(conn, event)
+
+        await self._db.write(tx)
 
     async def count_blobs(self) -> int:
         def tx(conn: sa.Connection) -> int:

@@ -76,6 +76,7 @@ class GCManifest:
     tagged: bool
     seen_at: datetime  # last pushed
     children: tuple[str, ...] = ()
+    blobs: tuple[str, ...] = ()  # only when asked for
 
 
 @dataclass
@@ -154,8 +155,8 @@ class MetadataStore(Protocol):
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[Referrer]: ...
 
     # Garbage collection.
-    async def gc_manifests(self) -> list[GCManifest]:
-        """Every manifest, with what makes it live or not."""
+    async def gc_manifests(self, with_blobs: bool = False) -> list[GCManifest]:
+        """Every manifest, with what makes it live or not (and the blobs it names, if asked)."""
 
     async def gc_delete_manifests(
         self, ids: Sequence[int], cutoff: datetime, delete_untagged: bool, actor: str
@@ -172,8 +173,11 @@ class MetadataStore(Protocol):
         """Delete the rows (and repository links) of those blobs that are still garbage; call it
         inside their ``digest_section`` and delete the bytes of what it returns before leaving."""
 
-    async def gc_known_digests(self, digests: Collection[str]) -> set[str]:
-        """Those digests that have a blob row or are the digest of some manifest."""
+    async def gc_blob_rows(self, digests: Collection[str]) -> set[str]:
+        """Those digests that have a blob row."""
+
+    async def record(self, event: Event) -> None:
+        """Add an event to the activity log."""
 
     async def count_blobs(self) -> int: ...
     async def save_gc_run(self, run: GCRun) -> GCRun: ...

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
 from .blobs import BlobService
+from .gc import GarbageCollector
 from .manifests import ManifestService
 from .policy import Policy
 from .uploads import UploadService
@@ -20,6 +21,7 @@ class Registry:
     blobs: BlobService
     uploads: UploadService
     manifests: ManifestService
+    gc: GarbageCollector
 
     @classmethod
     def build(cls, meta: MetadataStore, storage: BlobStore, policy: Policy) -> Registry:
@@ -30,6 +32,7 @@ class Registry:
             blobs=BlobService(meta, storage, policy),
             uploads=UploadService(meta, storage, policy),
             manifests=ManifestService(meta, policy),
+            gc=GarbageCollector(meta, storage),
         )
 
     async def close(self) -> None:

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob as storage lists it: what garbage collection compares with the metadata."""
+
+    digest: str
+    size: int
+    modified: datetime
 
 
 class UploadMissing(Exception):
@@ -59,8 +70,8 @@ class BlobStore(Protocol):
 
     async def delete(self, digest: str) -> bool: ...
 
-    def list(self) -> AsyncIterator[str]:
-        """Every stored blob digest."""
+    def list(self) -> AsyncIterator[StoredBlob]:
+        """Every stored blob, in no particular order."""
 
     async def store_blob(
         self,

@@ -10,10 +10,11 @@ import shutil
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from .base import LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
+from .base import LengthMismatch, OffsetMismatch, StoredBlob, UploadBusy, UploadMissing
 from .paths import BLOBS, UPLOADS, blob_path, upload_path
 from .streams import pipeline, result, settle, submit
 
@@ -45,6 +46,32 @@ def _claim(handle: BinaryIO, path: Path, upload_id: str, shared: bool = False) -
         raise UploadMissing(upload_id) from None
     if current.st_ino != os.fstat(handle.fileno()).st_ino:
         raise UploadMissing(upload_id)
+
+
+def _list_prefixes(base: Path) -> list[tuple[str, Path]]:
+    try:
+        algorithms = [entry for entry in os.scandir(base) if entry.is_dir()]
+    except FileNotFoundError:
+        return []
+    return [
+        (algorithm.name, Path(prefix.path))
+        for algorithm in algorithms
+        for prefix in os.scandir(algorithm.path)
+        if prefix.is_dir()
+    ]
+
+
+def _list_blobs(prefix: tuple[str, Path]) -> list[StoredBlob]:
+    algorithm, directory = prefix
+    found = []
+    for entry in os.scandir(directory):
+        try:
+            info = os.stat(os.path.join(entry.path, "data"))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        modified = datetime.fromtimestamp(info.st_mtime, UTC)
+        found.append(StoredBlob(f"{algorithm}:{entry.name}", info.st_size, modified))
+    return found
 
 
 class FilesystemBlobStore:
@@ -128,13 +155,11 @@ class FilesystemBlobStore:
                 break
         return True
 
-    async def list(self) -> AsyncIterator[str]:
+    async def list(self) -> AsyncIterator[StoredBlob]:
         base = self.root / BLOBS
-        for algorithm in sorted(p.name for p in base.iterdir() if p.is_dir()):
-            for prefix in sorted((base / algorithm).iterdir()):
-                for entry in sorted(prefix.iterdir()):
-                    if (entry / "data").is_file():
-                        yield f"{algorithm}:{entry.name}"
+        for batch in await asyncio.to_thread(_list_prefixes, base):
+            for blob in await asyncio.to_thread(_list_blobs, batch):
+                yield blob
 
     async def store_blob(
         self,

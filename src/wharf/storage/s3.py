@@ -28,7 +28,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .base import BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
+from .base import BodyTooLarge, LengthMismatch, OffsetMismatch, StoredBlob, UploadBusy, UploadMissing
 from .paths import BLOBS, UPLOADS, blob_path
 from .streams import pipeline, result, settle, submit
 
@@ -194,12 +194,12 @@ class S3BlobStore:
         await self._run(self.client.delete_object, Bucket=self.bucket, Key=key)
         return True
 
-    async def list(self) -> AsyncIterator[str]:
+    async def list(self) -> AsyncIterator[StoredBlob]:
         prefix = self._key(BLOBS) + "/"
         for item in await self._run(self._list, prefix):
             parts = item["Key"][len(prefix) :].split("/")
             if len(parts) == 4 and parts[3] == "data":
-                yield f"{parts[0]}:{parts[2]}"
+                yield StoredBlob(f"{parts[0]}:{parts[2]}", int(item["Size"]), item["LastModified"])
 
     # -- uploads ----------------------------------------------------------------------------
 

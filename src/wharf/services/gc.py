@@ -1,0 +1,309 @@
+"""Garbage collection: one engine that plans, then applies exactly its plan.
+
+Mark: live are every manifest (with ``delete_untagged``, every tagged one), everything a
+live index lists, every referrer whose subject is live, and anything pushed within the
+grace period; every blob a live manifest names is live, and so is every blob seen (pushed,
+mounted, or found by a HEAD) within the grace period. Garbage is the rest, plus files on
+storage that no row knows (a crash's leftovers), once older than the grace period.
+
+Sweep: manifests first (an index before its children, a subject before its referrers),
+each deleted only if it is still garbage when its row is locked; then blobs, a batch at a
+time inside the batch's digest critical sections: rows first, bytes second, so a crash
+between leaves bytes without a row (collected next time), never a row without bytes.
+
+A dry run is the same plan, reported instead of applied (invariant 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from ..meta.store import GCManifest, GCRun, MetadataStore
+from ..storage.base import BlobStore, StoredBlob
+
+T = TypeVar("T")
+
+GC_ACTOR = "garbage-collector"
+DEFAULT_GRACE = timedelta(hours=24)
+# Blobs per critical section: uploads of these digests wait for one batch at most.
+BLOB_BATCH = 500
+MANIFEST_BATCH = 200
+# Byte deletions in flight at once (storage round trips dominate on S3).
+DELETE_CONCURRENCY = 16
+
+
+class GCBusy(Exception):
+    """Another garbage collection holds the lock (only one runs at a time, invariant 6)."""
+
+
+@dataclass(frozen=True)
+class GCOptions:
+    dry_run: bool = False
+    delete_untagged: bool = False
+    grace: timedelta = DEFAULT_GRACE
+    scan_storage: bool = True  # also look for files no row knows
+    mode: str = "offline"  # how it was started: offline (CLI), online, readonly
+    verbose: bool = False  # list every marked manifest and blob (as Distribution does)
+    batch: int = BLOB_BATCH  # blobs per critical section
+
+
+@dataclass
+class Plan:
+    cutoff: datetime
+    live: list[GCManifest]
+    manifests: list[GCManifest]  # to delete, in this order
+    blobs: list[tuple[str, int]]  # (digest, size) of blob rows to delete
+    orphans: list[StoredBlob]  # files on storage that no row knows
+    blobs_marked: int
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _digest, size in self.blobs) + sum(f.size for f in self.orphans)
+
+
+@dataclass
+class Outcome:
+    run: GCRun
+    plan: Plan
+    deleted_manifests: list[GCManifest] = field(default_factory=list)
+    deleted_blobs: list[tuple[str, int]] = field(default_factory=list)
+    deleted_files: list[StoredBlob] = field(default_factory=list)
+
+
+Say = Callable[[str], None]
+Progress = Callable[[str, int, int], None]  # phase, done, total
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def _no_progress(_phase: str, _done: int, _total: int) -> None:
+    pass
+
+
+def mark(
+    manifests: Sequence[GCManifest], cutoff: datetime, delete_untagged: bool
+) -> tuple[list[GCManifest], list[GCManifest]]:
+    """(live, garbage) manifests; garbage in the order it may be deleted."""
+    by_key = {(m.repository, m.digest): m for m in manifests}
+    referrers: dict[tuple[str, str], list[GCManifest]] = {}
+    for m in manifests:
+        if m.subject is not None:
+            referrers.setdefault((m.repository, m.subject), []).append(m)
+    stack = [
+        m for m in manifests if m.tagged or m.seen_at >= cutoff or (m.subject is None and not delete_untagged)
+    ]
+    live: dict[int, GCManifest] = {}
+    while stack:
+        m = stack.pop()
+        if m.id in live:
+            continue
+        live[m.id] = m
+        for child in m.children:
+            found = by_key.get((m.repository, child))
+            if found is not None and found.id not in live:
+                stack.append(found)
+        stack.extend(r for r in referrers.get((m.repository, m.digest), ()) if r.id not in live)
+    garbage = [m for m in manifests if m.id not in live]
+    return [m for m in manifests if m.id in live], deletion_order(garbage)
+
+
+def deletion_order(garbage: Sequence[GCManifest]) -> list[GCManifest]:
+    """An index before the children it lists, a subject before its referrers: each one's
+    last reason to be kept is gone when its turn comes."""
+    by_key = {(m.repository, m.digest): m for m in garbage}
+    before: dict[int, set[int]] = {m.id: set() for m in garbage}  # id -> ids that must go first
+    for m in garbage:
+        for child in m.children:
+            found = by_key.get((m.repository, child))
+            if found is not None and found.id != m.id:
+                before[found.id].add(m.id)
+        if m.subject is not None:
+            found = by_key.get((m.repository, m.subject))
+            if found is not None and found.id != m.id:
+                before[m.id].add(found.id)
+    ordered: list[GCManifest] = []
+    done: set[int] = set()
+    pending = sorted(garbage, key=lambda m: (m.repository, m.digest))
+    while pending:
+        ready = [m for m in pending if before[m.id] <= done]
+        if not ready:  # cannot happen with content-addressed manifests; keep going anyway
+            ready = pending[:1]
+        for m in ready:
+            ordered.append(m)
+            done.add(m.id)
+        ready_ids = {m.id for m in ready}
+        pending = [m for m in pending if m.id not in ready_ids]
+    return ordered
+
+
+def _batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class GarbageCollector:
+    def __init__(self, meta: MetadataStore, storage: BlobStore) -> None:
+        self.meta = meta
+        self.storage = storage
+
+    async def plan(self, options: GCOptions, say: Say = _quiet, progress: Progress = _no_progress) -> Plan:
+        cutoff = datetime.now(UTC) - options.grace
+        progress("mark", 0, 1)
+        manifests = await self.meta.gc_manifests(with_blobs=options.verbose)
+        live, garbage = mark(manifests, cutoff, options.delete_untagged)
+        if options.verbose:
+            for m in sorted(live, key=lambda m: (m.repository, m.digest)):
+                say(f"{m.repository}: marking manifest {m.digest}")
+                for digest in m.blobs:
+                    say(f"{m.repository}: marking blob {digest}")
+        for m in garbage:
+            say(f"{m.repository}: manifest eligible for deletion: {m.digest}")
+        blobs = await self.meta.gc_blob_candidates(cutoff, [m.id for m in garbage])
+        progress("mark", 1, 1)
+        orphans: list[StoredBlob] = []
+        if options.scan_storage:
+            orphans = await self._orphans(cutoff, {m.digest for m in live}, progress)
+        total = await self.meta.count_blobs()
+        return Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs))
+
+    async def _orphans(
+        self, cutoff: datetime, live_manifests: set[str], progress: Progress
+    ) -> list[StoredBlob]:
+        """Files older than the grace period that no blob row knows. A file holding a live
+        manifest's payload (adopted from a Distribution directory) is kept, as
+        Distribution keeps it."""
+        old: list[StoredBlob] = []
+        async for stored in self.storage.list():
+            if stored.modified < cutoff and stored.digest not in live_manifests:
+                old.append(stored)
+            if len(old) % 10_000 == 0:
+                progress("scan", len(old), 0)
+        known = await self.meta.gc_blob_rows([f.digest for f in old])
+        return [f for f in old if f.digest not in known]
+
+    async def run(
+        self,
+        options: GCOptions,
+        say: Say = _quiet,
+        progress: Progress = _no_progress,
+        should_stop: Callable[[], str | None] = lambda: None,
+    ) -> Outcome:
+        """Plan and, unless a dry run, apply. ``should_stop`` is asked between batches; a
+        reason it returns ends the run there (what is left waits for the next run)."""
+        async with self.meta.gc_lock() as held:
+            if not held:
+                raise GCBusy("another garbage collection is running; try again when it has finished")
+            run = GCRun(
+                started_at=datetime.now(UTC),
+                dry_run=options.dry_run,
+                delete_untagged=options.delete_untagged,
+                mode=options.mode,
+                grace_seconds=options.grace.total_seconds(),
+            )
+            await self.meta.save_gc_run(run)
+            try:
+                plan = await self.plan(options, say, progress)
+                run.blobs_marked = plan.blobs_marked
+                run.blobs_eligible = len(plan.blobs) + len(plan.orphans)
+                run.manifests_eligible = len(plan.manifests)
+                say(f"{plan.blobs_marked} blobs marked, {run.blobs_eligible} blobs eligible for deletion")
+                say(f"{len(plan.manifests)} manifests eligible for deletion")
+                for digest, _size in plan.blobs:
+                    say(f"blob eligible for deletion: {digest}")
+                for stored in plan.orphans:
+                    say(f"blob eligible for deletion: {stored.digest} (on storage, unknown to the database)")
+                outcome = Outcome(run, plan)
+                if not options.dry_run:
+                    await self._apply(outcome, options, say, progress, should_stop)
+                if run.status == "running":
+                    run.status = "done"
+            except BaseException as error:
+                run.status = "failed"
+                run.reason = f"{type(error).__name__}: {error}"
+                run.ended_at = datetime.now(UTC)
+                await asyncio.shield(self.meta.save_gc_run(run))
+                raise
+            run.ended_at = datetime.now(UTC)
+            await self.meta.save_gc_run(run)
+            return outcome
+
+    async def _apply(
+        self,
+        outcome: Outcome,
+        options: GCOptions,
+        say: Say,
+        progress: Progress,
+        should_stop: Callable[[], str | None],
+    ) -> None:
+        plan, run = outcome.plan, outcome.run
+        size = max(1, options.batch)
+
+        def stopped() -> bool:
+            reason = should_stop()
+            if reason is not None:
+                run.status, run.reason = "stopped", reason
+            return reason is not None
+
+        by_id = {m.id: m for m in plan.manifests}
+        ids = [m.id for m in plan.manifests]
+        done = 0
+        for batch in _batches(ids, min(MANIFEST_BATCH, size)):
+            if stopped():
+                return
+            deleted = await self.meta.gc_delete_manifests(batch, plan.cutoff, run.delete_untagged, GC_ACTOR)
+            outcome.deleted_manifests.extend(by_id[i] for i in deleted)
+            run.manifests_deleted += len(deleted)
+            done += len(batch)
+            progress("manifests", done, len(ids))
+
+        done = 0
+        for blob_batch in _batches(plan.blobs, size):
+            if stopped():
+                return
+            digests = [digest for digest, _size in blob_batch]
+            async with self.meta.digest_section(digests):
+                # Rows first; only what they still allowed loses its bytes, in the section.
+                gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
+                await self._delete_bytes([digest for digest, _size in gone])
+            outcome.deleted_blobs.extend(gone)
+            run.blobs_deleted += len(gone)
+            run.bytes_freed += sum(size for _digest, size in gone)
+            done += len(blob_batch)
+            progress("blobs", done, len(plan.blobs))
+            say(f"deleted {run.blobs_deleted} of {len(plan.blobs)} blobs so far")
+
+        done = 0
+        for file_batch in _batches(plan.orphans, size):
+            if stopped():
+                return
+            files = list(file_batch)
+            async with self.meta.digest_section([f.digest for f in files]):
+                # A push may have committed one of them since the scan: its row says so now.
+                known = await self.meta.gc_blob_rows([f.digest for f in files])
+                unknown = [f for f in files if f.digest not in known]
+                await self._delete_bytes([f.digest for f in unknown])
+            outcome.deleted_files.extend(unknown)
+            run.files_deleted += len(unknown)
+            run.blobs_deleted += len(unknown)
+            run.bytes_freed += sum(f.size for f in unknown)
+            done += len(files)
+            progress("files", done, len(plan.orphans))
+
+    async def _delete_bytes(self, digests: Sequence[str]) -> None:
+        limit = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+        async def one(digest: str) -> None:
+            async with limit:
+                await self.storage.delete(digest)
+
+        # Every deletion has ended before this returns (and the section is left), failed or not.
+        results = await asyncio.gather(*(one(d) for d in digests), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
