@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -14,34 +15,54 @@ import pytest
 
 from .server import WharfServer
 
+STACKS = ["sqlite+filesystem", "postgresql+s3"]
 
-@pytest.fixture(scope="session", params=["sqlite+filesystem", "postgresql+s3"])
+
+@contextlib.contextmanager
+def stack_config(
+    request: pytest.FixtureRequest, stack: str, redirect: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Configuration for a registry of its own on one stack: nothing for the embedded
+    defaults; a fresh database and bucket prefix for PostgreSQL + S3."""
+    if stack != "postgresql+s3":
+        yield {}
+        return
+    from wharf.meta import migrate
+
+    from .postgres import create_database, drop_database
+
+    postgres = request.getfixturevalue("postgres_server")
+    url = create_database(postgres)
+    migrate.upgrade(url)
+    s3 = request.getfixturevalue("s3_server")
+    storage: dict[str, Any] = {"s3": s3.storage_config(f"wharf/{uuid.uuid4().hex}")}
+    if not redirect:
+        storage["redirect"] = {"disable": True}
+    try:
+        yield {"database": {"url": url}, "storage": storage}
+    finally:
+        drop_database(postgres, url)
+
+
+@pytest.fixture(scope="session", params=STACKS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfServer]:
     """One registry per stack, shared by the tests that only need a registry: every test
-    taking it runs on the embedded defaults and on PostgreSQL with S3 (SeaweedFS)."""
-    config: dict[str, Any] = {}
-    created: tuple[str, str] | None = None
-    if request.param == "postgresql+s3":
-        from wharf.meta import migrate
+    taking it runs on the embedded defaults and on PostgreSQL with S3 (SeaweedFS).
+    Blob GETs are answered by Wharf itself here, so the suite checks Wharf's own headers;
+    test_redirect.py covers the redirect to the object store."""
+    with stack_config(request, request.param) as config:
+        instance = WharfServer(tmp_path_factory.mktemp("wharf"), config).start()
+        yield instance
+        instance.stop()
 
-        from .postgres import create_database
 
-        postgres = request.getfixturevalue("postgres_server")
-        url = create_database(postgres)
-        migrate.upgrade(url)
-        s3 = request.getfixturevalue("s3_server")
-        # Blob GETs answered by Wharf itself here, so the suite checks Wharf's own headers;
-        # test_redirect.py covers the redirect to the object store.
-        storage = {"s3": s3.storage_config(f"api/{uuid.uuid4().hex}"), "redirect": {"disable": True}}
-        config = {"database": {"url": url}, "storage": storage}
-        created = (postgres, url)
-    instance = WharfServer(tmp_path_factory.mktemp("wharf"), config).start()
-    yield instance
-    instance.stop()
-    if created is not None:
-        from .postgres import drop_database
-
-        drop_database(*created)
+@pytest.fixture(params=STACKS)
+def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WharfServer]:
+    """A registry of the test's own (an empty one, whose every blob the test knows), on each stack."""
+    with stack_config(request, request.param) as config:
+        instance = WharfServer(tmp_path, config).start()
+        yield instance
+        instance.stop()
 
 
 @pytest.fixture
