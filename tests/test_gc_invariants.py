@@ -1,0 +1,170 @@
+"""The GC invariants that need a collection caught in the act: one critical section per
+digest (3), a collection killed half way (5), one collection at a time (6). On both stacks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from wharf.app import build_registry
+from wharf.config import Settings
+from wharf.errors import RegistryError
+from wharf.services.gc import GCBusy, GCOptions
+from wharf.services.registry import Registry
+
+from .conftest import STACKS, stack_config
+from .gc import gc_command, gc_env, run_gc, set_blob_seen, stored_digests
+from .oci import OCI_MANIFEST, Image, sha256
+from .server import deep_merge
+from .test_gc import pulls
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=STACKS)
+async def registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Registry]:
+    """The services over real stores, in this process: a collection can be paused inside."""
+    with stack_config(request, request.param) as config:
+        base = {"storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}, "fsync": False}}
+        if "s3" in config.get("storage", {}):
+            base = {"storage": {"fsync": False}}
+        settings = Settings.model_validate(deep_merge(base, config))
+        from wharf.meta import migrate
+
+        migrate.upgrade(settings.database_url)
+        instance = build_registry(settings)
+        instance.settings = settings  # type: ignore[attr-defined]
+        yield instance
+        await instance.close()
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def backdate(registry: Registry, digest: str) -> None:
+    class Target:
+        database_url = registry.settings.database_url  # type: ignore[attr-defined]
+
+    set_blob_seen(Target, digest, datetime.now(UTC) - timedelta(hours=2))  # type: ignore[arg-type]
+
+
+async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(registry: Registry):
+    """Invariant 3. GC is paused after deleting the row, before deleting the bytes; a push of
+    the same bytes then waits for the section to end, and stores them again after. Without
+    the section, the push would finish in the pause and GC would delete its bytes."""
+    data = os.urandom(4096)
+    digest = sha256(data)
+    await registry.uploads.monolithic("lib/race", digest, body(data))
+    backdate(registry, digest)
+
+    entered, release = asyncio.Event(), asyncio.Event()
+    delete = registry.storage.delete
+
+    async def paused_delete(target: str) -> bool:
+        entered.set()
+        await release.wait()
+        return await delete(target)
+
+    registry.gc.storage.delete = paused_delete  # type: ignore[method-assign]
+    collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1), scan_storage=False)))
+    await asyncio.wait_for(entered.wait(), 30)
+
+    # Meanwhile a manifest naming the blob is refused: its row is gone already.
+    image = Image(config=data, layers=[])
+    with pytest.raises(RegistryError) as refused:
+        await registry.manifests.put("lib/race", "v1", image.manifest, OCI_MANIFEST)
+    assert refused.value.code.code == "MANIFEST_BLOB_UNKNOWN"
+
+    push = asyncio.create_task(registry.uploads.monolithic("lib/race", digest, body(data)))
+    await asyncio.sleep(0.5)
+    assert not push.done(), "the push must wait for the collection's critical section"
+    release.set()
+    outcome = await asyncio.wait_for(collection, 30)
+    await asyncio.wait_for(push, 30)
+
+    assert [d for d, _size in outcome.deleted_blobs] == [digest]
+    assert await registry.meta.linked_blob_size("lib/race", digest) == len(data)
+    assert await registry.storage.stat(digest) == len(data)
+    await registry.manifests.put("lib/race", "v1", image.manifest, OCI_MANIFEST)
+
+
+async def test_only_one_collection_runs_at_a_time(registry: Registry):
+    """Invariant 6, in one process here; test_gc_cli_refuses_while_another_runs across processes."""
+    async with registry.meta.gc_lock() as held:
+        assert held
+        with pytest.raises(GCBusy):
+            await registry.gc.run(GCOptions(grace=timedelta(0)))
+    outcome = await registry.gc.run(GCOptions(grace=timedelta(0)))
+    assert outcome.run.status == "done"
+
+
+def test_gc_cli_refuses_while_another_runs(own_server):
+    """Invariant 6 across processes (and, on PostgreSQL, across machines: the lock is the database's)."""
+    from wharf.config import load_settings
+
+    settings = load_settings(str(own_server.config_path))
+
+    async def hold_and_run() -> subprocess.CompletedProcess[str]:
+        registry = build_registry(settings)
+        try:
+            async with registry.meta.gc_lock() as held:
+                assert held
+                return await asyncio.to_thread(run_gc, own_server, "--grace", "0s", check=False)
+        finally:
+            await registry.close()
+
+    busy = asyncio.run(hold_and_run())
+    assert busy.returncode == 2
+    assert "another garbage collection is running" in busy.stderr
+    assert run_gc(own_server, "--grace", "0s").returncode == 0
+
+
+def test_gc_killed_half_way_leaves_every_image_pullable_and_the_next_run_finishes(own_server):
+    """Invariant 5: SIGKILL in the middle of the sweep, then again from the start."""
+    live, doomed = [], []
+    with own_server.client() as client:
+        from .oci import push_image
+
+        for number in range(8):
+            image = Image.random(layers=2, size=256)
+            push_image(client, "lib/kill", image, f"keep{number}")
+            live.append(image)
+        for _number in range(60):
+            image = Image.random(layers=1, size=256)
+            push_image(client, "lib/kill", image)
+            assert client.delete(f"/v2/lib/kill/manifests/{image.digest}").status_code == 202
+            doomed.append(image)
+        expected_live = {sha256(blob) for image in live for blob in image.blobs}
+
+        with subprocess.Popen(
+            gc_command(own_server, "--grace", "0s", "--batch-size", "1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**gc_env(), "PYTHONUNBUFFERED": "1"},
+        ) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.startswith("deleted 1 of"):
+                    process.send_signal(signal.SIGKILL)
+                    break
+            process.wait(timeout=60)
+        assert process.returncode == -signal.SIGKILL
+
+        left = stored_digests(own_server)
+        assert left > expected_live, "the collection was meant to be killed before it finished"
+        for number in range(len(live)):
+            assert pulls(client, "lib/kill", f"keep{number}")
+
+        run_gc(own_server, "--grace", "0s")
+        assert stored_digests(own_server) == expected_live
+        for number in range(len(live)):
+            assert pulls(client, "lib/kill", f"keep{number}")
