@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from .api.app import create_api
 from .config import Settings, load_settings
 from .meta.sql import SQLMetadataStore
 from .oci.router import dispatch, version_check
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/", version_check, methods=["GET", "HEAD"]),
             Route("/v2/{path:path}", dispatch, methods=V2_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Mount("/api/v0", app=create_api(registry)),
         ],
         lifespan=lifespan,
     )

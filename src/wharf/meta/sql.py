@@ -294,7 +294,7 @@ class SQLMetadataStore:
                         ],
                     )
             if tag is not None:
-                self._set_tag(conn, repo_id, tag, manifest.digest, event.actor)
+                self._set_tag(conn, repo_id, tag, manifest.digest, event)
             self._record(conn, event)
 
         try:
@@ -367,7 +367,7 @@ class SQLMetadataStore:
                 return None
         raise RuntimeError(f"manifest {manifest.digest} kept changing under this transaction")
 
-    def _set_tag(self, conn: sa.Connection, repo_id: int, tag: str, digest: str, actor: str) -> None:
+    def _set_tag(self, conn: sa.Connection, repo_id: int, tag: str, digest: str, event: Event) -> None:
         """Point the tag at ``digest``, recording the move. The tag row is locked before it is
         read, so two replicas moving one tag at once record m1 -> m2 -> m3, not two moves from m1."""
         now = _now()
@@ -381,14 +381,16 @@ class SQLMetadataStore:
                 .returning(t.c.name)
             )
             if created is not None:
-                self._tag_history(conn, repo_id, tag, None, digest, actor)
+                self._tag_history(conn, repo_id, tag, None, digest, event.actor)
                 return
             old = conn.scalar(sa.select(t.c.digest).where(*where).with_for_update())
             if old is None:
                 continue  # deleted between the two statements: insert again
             if old != digest:
                 conn.execute(t.update().where(*where).values(digest=digest, updated_at=now))
-                self._tag_history(conn, repo_id, tag, old, digest, actor)
+                self._tag_history(conn, repo_id, tag, old, digest, event.actor)
+                moved = Event(event.actor, "tag.move", event.repository, tag, digest, {"from": old})
+                self._record(conn, moved)
             return
         raise RuntimeError(f"tag {tag} kept changing under this transaction")
 
@@ -438,6 +440,23 @@ class SQLMetadataStore:
                 return False
             self._tag_history(conn, repo_id, tag, digest, None, event.actor)
             self._record(conn, Event(**{**event.__dict__, "digest": digest}))
+            return True
+
+        return await self._db.write(tx)
+
+    async def delete_repository(self, repository: str, event: Event) -> bool:
+        def tx(conn: sa.Connection) -> bool:
+            repo_id = self._repository_id(conn, repository)
+            if repo_id is None:
+                return False
+            r, m, t = s.repositories, s.manifests, s.tags
+            counts = {
+                "manifests": conn.scalar(sa.select(sa.func.count()).where(m.c.repository_id == repo_id)),
+                "tags": conn.scalar(sa.select(sa.func.count()).where(t.c.repository_id == repo_id)),
+            }
+            # Everything of the repository goes with its row (foreign keys cascade).
+            conn.execute(r.delete().where(r.c.id == repo_id))
+            self._record(conn, Event(**{**event.__dict__, "detail": counts}))
             return True
 
         return await self._db.write(tx)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from ..meta.store import GCManifest, GCRun, MetadataStore
+from ..meta.store import Event, GCManifest, GCRun, MetadataStore
 from ..storage.base import BlobStore, StoredBlob
 
 T = TypeVar("T")
@@ -84,6 +84,13 @@ def _quiet(_line: str) -> None:
 
 def _no_progress(_phase: str, _done: int, _total: int) -> None:
     pass
+
+
+def _run_detail(run: GCRun) -> dict[str, object]:
+    fields = ("id", "status", "reason", "dry_run", "delete_untagged", "mode", "blobs_deleted")
+    detail: dict[str, object] = {name: getattr(run, name) for name in fields}
+    detail.update(manifests_deleted=run.manifests_deleted, bytes_freed=run.bytes_freed)
+    return detail
 
 
 def mark(
@@ -231,6 +238,7 @@ class GarbageCollector:
                 raise
             run.ended_at = datetime.now(UTC)
             await self.meta.save_gc_run(run)
+            await self.meta.record(Event(GC_ACTOR, "gc.run", detail=_run_detail(run)))
             return outcome
 
     async def _apply(

@@ -127,6 +127,15 @@ class ManifestService:
             if not await self.meta.delete_tag(repository, reference, event):
                 raise manifest_unknown(reference, f"tag unknown to repository {repository}: {reference}")
 
+    async def delete_repository(self, repository: str, actor: str = ANONYMOUS) -> None:
+        """The whole repository: every manifest, tag and blob link (the bytes wait for GC)."""
+        validate_name(repository)
+        self.policy.check_delete()
+        if not await self.meta.delete_repository(repository, Event(actor, "repository.delete", repository)):
+            raise RegistryError(
+                NAME_UNKNOWN, {"name": repository}, f"repository name not known: {repository}"
+            )
+
     async def tags(self, repository: str, limit: int | None, last: str | None) -> Page:
         validate_name(repository)
         names = await self.meta.list_tags(repository, None if limit is None else limit + 1, last)

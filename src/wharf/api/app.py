@@ -1,0 +1,38 @@
+"""The /api/v0 application: routers per resource, errors in the registry's JSON shape."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..errors import RegistryError
+from ..services.registry import Registry
+from . import repositories
+
+
+def create_api(registry: Registry) -> FastAPI:
+    api = FastAPI(
+        title="Wharf admin API",
+        version="0",
+        description="DTR-compatible administration: deleting images and repositories, garbage collection.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    api.state.registry = registry
+
+    @api.exception_handler(RegistryError)
+    async def registry_error(_request: Request, error: RegistryError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"code": "INVALID_JSON", "message": f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"}
+            for e in error.errors()
+        ]
+        return JSONResponse({"errors": problems}, status_code=400)
+
+    api.include_router(repositories.router)
+    return api
