@@ -143,12 +143,11 @@ def s3_server() -> Iterator[Any]:
     instance.stop()
 
 
-@pytest.fixture(scope="session")
-def skopeo() -> str:
-    """Debian's skopeo, installed with apt-get when missing. Never skips: a missing tool fails."""
-    path = shutil.which("skopeo")
+def apt_tool(binary: str, package: str) -> str:
+    """A Debian tool's path, installed with apt-get when missing. Never skips: a missing tool fails."""
+    path = shutil.which(binary)
     if path is None:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "skopeo"]):
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
             result = subprocess.run(
                 command,
                 capture_output=True,
@@ -161,7 +160,19 @@ def skopeo() -> str:
                     f"{result.stderr.decode(errors='replace')[-4000:]}",
                     pytrace=False,
                 )
-        path = shutil.which("skopeo")
+        path = shutil.which(binary)
         if path is None:
-            pytest.fail("apt-get install -y skopeo succeeded but skopeo is not on PATH", pytrace=False)
+            pytest.fail(f"apt-get install -y {package} succeeded but {binary} is not on PATH", pytrace=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def skopeo() -> str:
+    """Debian's skopeo."""
+    return apt_tool("skopeo", "skopeo")
+
+
+@pytest.fixture(scope="session")
+def docker_registry() -> str:
+    """Debian's docker-registry: CNCF Distribution 2.8."""
+    return apt_tool("docker-registry", "docker-registry")

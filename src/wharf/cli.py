@@ -178,5 +178,47 @@ def garbage_collect(
     sys.exit(code)
 
 
+@main.command("import-distribution")
+@click.argument("rootdir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False),
+    help="Wharf's configuration; its storage.filesystem.rootdirectory must be ROOTDIR. "
+    "Without it: the embedded defaults on ROOTDIR (SQLite in ROOTDIR/wharf.db).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
+def import_distribution(rootdir: str, config: str | None, quiet: bool) -> None:
+    """Adopt a CNCF Distribution data directory: build Wharf's metadata from it, copying no blob.
+
+    Safe to run again (it adds only what is missing), so an interrupted import is finished
+    by running it again. Stop Distribution first, or run it read-only.
+    """
+    from .cli_import import run_import
+
+    root = Path(rootdir).resolve()
+    if config is None:
+        try:
+            settings = load_settings(
+                None, {**os.environ, "WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root)}
+            )
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        settings = _settings(config)
+        if settings.storage.s3 is not None:
+            raise click.ClickException(
+                "import-distribution reads a Distribution directory on the local filesystem; "
+                "adopting one kept on S3 is not supported yet"
+            )
+        if Path(settings.storage.filesystem.rootdirectory).resolve() != root:
+            raise click.ClickException(
+                f"storage.filesystem.rootdirectory ({settings.storage.filesystem.rootdirectory}) must be "
+                f"{root}: Wharf serves the blobs where Distribution left them"
+            )
+    _prepare_database(settings)
+    sys.exit(run_import(settings, root, quiet))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -18,6 +18,7 @@ from .store import (
     Event,
     GCManifest,
     GCRun,
+    ImportedBlob,
     MissingReference,
     NewManifest,
     Referrer,
@@ -441,6 +442,85 @@ class SQLMetadataStore:
             self._tag_history(conn, repo_id, tag, digest, None, event.actor)
             self._record(conn, Event(**{**event.__dict__, "digest": digest}))
             return True
+
+        return await self._db.write(tx)
+
+    async def import_repository(
+        self,
+        repository: str,
+        blobs: Sequence[ImportedBlob],
+        manifests: Sequence[NewManifest],
+        tags: dict[str, str],
+        event: Event,
+    ) -> dict[str, int]:
+        def tx(conn: sa.Connection) -> dict[str, int]:
+            repo_id = self._repository_id(conn, repository, create=True)
+            assert repo_id is not None
+            added = {"blobs": 0, "manifests": 0, "tags": 0}
+            now = _now()
+            for batch in _batches(list(blobs), 500):
+                result = conn.execute(
+                    self._insert(s.blobs)
+                    .values(
+                        [
+                            {
+                                "digest": b.digest,
+                                "size": b.size,
+                                "created_at": b.modified,
+                                "last_seen_at": b.modified,
+                            }
+                            for b in batch
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["digest"])
+                )
+                added["blobs"] += max(result.rowcount, 0)
+                links = [{"repository_id": repo_id, "digest": b.digest, "created_at": now} for b in batch]
+                conn.execute(self._insert(s.repository_blobs).values(links).on_conflict_do_nothing())
+            m = s.manifests
+            for manifest in manifests:
+                created = conn.scalar(
+                    self._insert(m)
+                    .values(
+                        repository_id=repo_id,
+                        digest=manifest.digest,
+                        media_type=manifest.media_type,
+                        payload=manifest.payload,
+                        config_digest=manifest.config_digest,
+                        subject_digest=manifest.subject_digest,
+                        artifact_type=manifest.artifact_type,
+                        size=len(manifest.payload),
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+                    .returning(m.c.id)
+                )
+                if created is None:
+                    continue
+                added["manifests"] += 1
+                if manifest.blobs:
+                    conn.execute(
+                        s.manifest_blobs.insert(),
+                        [{"manifest_id": created, "digest": d} for d in dict.fromkeys(manifest.blobs)],
+                    )
+                if manifest.children:
+                    conn.execute(
+                        s.manifest_children.insert(),
+                        [{"parent_id": created, "child_digest": d} for d in dict.fromkeys(manifest.children)],
+                    )
+            for tag, digest in sorted(tags.items()):
+                created_tag = conn.scalar(
+                    self._insert(s.tags)
+                    .values(repository_id=repo_id, name=tag, digest=digest, updated_at=now)
+                    .on_conflict_do_nothing(index_elements=["repository_id", "name"])
+                    .returning(s.tags.c.name)
+                )
+                if created_tag is not None:
+                    added["tags"] += 1
+                    self._tag_history(conn, repo_id, tag, None, digest, event.actor)
+            if any(added.values()):
+                self._record(conn, Event(**{**event.__dict__, "detail": {**(event.detail or {}), **added}}))
+            return added
 
         return await self._db.write(tx)
 

@@ -66,6 +66,13 @@ class Event:
 
 
 @dataclass(frozen=True)
+class ImportedBlob:
+    digest: str
+    size: int
+    modified: datetime  # when it was last written: its grace period counts from here
+
+
+@dataclass(frozen=True)
 class GCManifest:
     """One manifest as garbage collection sees it."""
 
@@ -150,6 +157,17 @@ class MetadataStore(Protocol):
     async def get_manifest(self, repository: str, reference: str) -> StoredManifest | None: ...
     async def delete_manifest(self, repository: str, digest: str, event: Event) -> list[str] | None: ...
     async def delete_tag(self, repository: str, tag: str, event: Event) -> bool: ...
+    async def import_repository(
+        self,
+        repository: str,
+        blobs: Sequence[ImportedBlob],
+        manifests: Sequence[NewManifest],
+        tags: dict[str, str],
+        event: Event,
+    ) -> dict[str, int]:
+        """Add, in one transaction, what is not there yet: blobs linked into the repository,
+        manifests (children before their indexes) and tags. Counts of rows added, by kind."""
+
     async def delete_repository(self, repository: str, event: Event) -> bool:
         """The repository leaves with its manifests, tags and links; its blobs wait for GC."""
 

@@ -1,0 +1,64 @@
+"""`wharf import-distribution`: the importer on a terminal (a progress bar) or in a log (quiet)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from .config import Settings
+from .meta.sql import SQLMetadataStore
+from .services.importer import DistributionImporter, NotADistributionDirectory
+
+
+def run_import(settings: Settings, root: Path, quiet: bool) -> int:
+    return asyncio.run(_run(settings, root, quiet))
+
+
+async def _run(settings: Settings, root: Path, quiet: bool) -> int:
+    meta = SQLMetadataStore(settings.database_url)
+    try:
+        try:
+            importer = DistributionImporter(meta, root)
+        except NotADistributionDirectory as exc:
+            click.echo(f"wharf import-distribution: {exc}", err=True)
+            return 1
+        bar = None
+        if sys.stderr.isatty() and not quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            bar = Progress(
+                TextColumn("importing {task.fields[repository]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            task = bar.add_task("import", total=None, repository="")
+            bar.start()
+
+        def progress(done: int, total: int, name: str) -> None:
+            if bar is not None:
+                bar.update(task, completed=done, total=total, repository=name)
+
+        try:
+            report = await importer.run(progress)
+        except Exception as exc:
+            click.echo(f"wharf import-distribution: failed: {type(exc).__name__}: {exc}", err=True)
+            return 1
+        finally:
+            if bar is not None:
+                bar.stop()
+    finally:
+        await meta.close()
+    if not quiet:
+        for problem in report.skipped:
+            click.echo(f"skipped: {problem}")
+    click.echo(
+        f"imported {report.repositories} repositories: {report.manifests} manifests, {report.tags} tags, "
+        f"{report.blobs} blobs added ({len(report.skipped)} items skipped); no blob was copied"
+    )
+    return 0
