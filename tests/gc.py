@@ -13,10 +13,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from wharf.app import build_storage
 from wharf.config import load_settings
 from wharf.meta import migrate
 from wharf.meta import schema as s
+from wharf.wiring import build_storage
 
 from .server import WharfServer
 

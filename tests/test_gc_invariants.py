@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from wharf.app import build_registry
 from wharf.config import Settings
 from wharf.errors import RegistryError
 from wharf.services.gc import GCBusy, GCOptions
 from wharf.services.registry import Registry
+from wharf.wiring import build_registry
 
 from .conftest import STACKS, stack_config
 from .gc import gc_command, gc_env, run_gc, set_blob_seen, stored_digests

@@ -120,3 +120,9 @@ def test_accepts():
     assert accepts([f"{OCI_INDEX}, {OCI_MANIFEST};q=0.9"], OCI_MANIFEST)
     assert accepts(["application/*"], OCI_MANIFEST)
     assert not accepts(["application/vnd.docker.distribution.manifest.v2+json"], OCI_MANIFEST)
+
+
+def test_migrate_head_names_the_newest_migration():
+    from wharf.meta import migrate
+
+    assert migrate.head_revision() == migrate.HEAD

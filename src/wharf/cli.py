@@ -31,6 +31,8 @@ def _is_sqlite(url: str) -> bool:
 def _prepare_database(settings: Settings) -> None:
     url = settings.database_url
     Path(settings.storage.filesystem.rootdirectory).mkdir(parents=True, exist_ok=True)
+    if migrate.current_revision(url) == migrate.HEAD:
+        return
     if _is_sqlite(url):
         # The embedded default keeps itself current; a shared database is upgraded on purpose.
         migrate.upgrade(url)

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import click
 
-from .app import build_registry
 from .config import Settings
 from .services.gc import GCBusy, GCOptions, Outcome
+from .wiring import build_registry
 
 
 def human_bytes(count: int) -> str:

@@ -1,0 +1,41 @@
+"""Building the stores and services from the settings, for every entry point (the ASGI app
+and the CLI commands); nothing here imports the web stack."""
+
+from __future__ import annotations
+
+from .config import Settings
+from .meta.sql import SQLMetadataStore
+from .services.policy import Policy
+from .services.registry import Registry
+from .storage.base import BlobStore
+from .storage.filesystem import FilesystemBlobStore
+
+
+def build_storage(settings: Settings) -> BlobStore:
+    s3 = settings.storage.s3
+    if s3 is None:
+        return FilesystemBlobStore(settings.storage.filesystem.rootdirectory, fsync=settings.storage.fsync)
+    from .storage.s3 import S3BlobStore
+
+    return S3BlobStore(
+        s3.bucket,
+        region=s3.region,
+        endpoint=s3.regionendpoint or None,
+        access_key=s3.accesskey or None,
+        secret_key=s3.secretkey or None,
+        root=s3.rootdirectory,
+        path_style=s3.forcepathstyle,
+        verify=not s3.skipverify,
+        spool_directory=s3.spooldirectory or None,
+    )
+
+
+def build_registry(settings: Settings) -> Registry:
+    storage = build_storage(settings)
+    meta = SQLMetadataStore(settings.database_url)
+    policy = Policy(
+        delete_enabled=settings.storage.delete.enabled,
+        readonly=settings.storage.maintenance.readonly.enabled,
+        redirect=not settings.storage.redirect.disable,
+    )
+    return Registry.build(meta, storage, policy)
