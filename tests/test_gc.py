@@ -216,3 +216,53 @@ def test_files_no_row_knows_wait_for_the_grace_period(own_server):
     assert eligible(run_gc(own_server, "--grace", "0s", "--skip-storage-scan").stdout) == set()
     assert eligible(run_gc(own_server, "--grace", "0s").stdout) == {sha256(orphan)}
     assert not stored(own_server, sha256(orphan))
+
+
+def test_progress_shows_on_a_terminal_and_stays_out_of_logs(make_server):
+    """A progress bar on stderr when it is a terminal; plain lines, no escape codes, in a log."""
+    import os
+    import pty
+    import subprocess
+
+    from .gc import gc_command, gc_env
+
+    server = make_server()
+    with server.client() as client:
+        for _number in range(30):
+            image = Image.random(layers=1, size=64)
+            push_image(client, "lib/bar", image)
+            assert client.delete(f"/v2/lib/bar/manifests/{image.digest}").status_code == 202
+
+    piped = run_gc(server, "--grace", "0s", "--dry-run")
+    assert "\x1b[" not in piped.stdout + piped.stderr
+
+    controller, terminal = pty.openpty()
+    try:
+        env = {**gc_env(), "COLUMNS": "100", "TERM": "xterm"}
+        result = subprocess.run(
+            gc_command(server, "--grace", "0s", "--batch-size", "5"),
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env=env,
+            timeout=120,
+            text=True,
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 0
+    assert "deleted 0 manifests and 60 blobs" in result.stdout
+    assert "\x1b[" not in result.stdout  # stdout stays plain: it is the report
+    assert b"blobs" in shown and b"\x1b[" in shown, shown[-500:]
