@@ -656,12 +656,14 @@ def profile(
         data = json.loads(line[len("PHASES ") :])
         data["interpreter start"] = data["t0"] - began
         data["wall"] = result.seconds
+        data["interpreter exit"] = began + result.seconds - data["exit"]  # after registry.close()
         (out / f"{size}-{name}-phases.json").write_text(json.dumps(data, indent=2))
         phases = ", ".join(f"{k} {v:.2f}" for k, v in data["phases"].items())
         calls = ", ".join(f"{k} {v[1]:.2f} ({v[0]}x)" for k, v in sorted(data["calls"].items()))
         report.append(
             f"- {size} {name}: wall {result.seconds:.2f} s; interpreter start "
-            f"{data['interpreter start']:.2f}; {phases}; inside gc.run: {calls}"
+            f"{data['interpreter start']:.2f}; {phases}; interpreter exit {data['interpreter exit']:.2f}; "
+            f"inside gc.run: {calls}"
         )
     pyspy = shutil.which("py-spy", path=f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if pyspy:
