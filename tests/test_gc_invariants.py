@@ -96,6 +96,31 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     await registry.manifests.put("lib/race", "v1", image.manifest, OCI_MANIFEST)
 
 
+async def test_a_manifest_committed_after_the_mark_keeps_its_blobs(registry: Registry):
+    """Invariant 1 against a push racing the collection: the plan was made while the blobs
+    were unreferenced, a manifest naming them commits before the sweep, and the sweep reads
+    the references again under the row locks. Without that second look it deletes them."""
+    image = Image.random()
+    for blob in image.blobs:
+        await registry.uploads.monolithic("lib/late", sha256(blob), body(blob))
+        backdate(registry, sha256(blob))
+    candidates = registry.meta.gc_blob_candidates
+
+    async def then_push(*args: object) -> list[tuple[str, int]]:
+        planned = await candidates(*args)  # type: ignore[arg-type]
+        await registry.manifests.put("lib/late", "v1", image.manifest, OCI_MANIFEST)
+        return planned
+
+    registry.meta.gc_blob_candidates = then_push  # type: ignore[method-assign]
+    outcome = await registry.gc.run(GCOptions(grace=timedelta(hours=1), scan_storage=False))
+
+    assert {d for d, _size in outcome.plan.blobs} == {sha256(blob) for blob in image.blobs}
+    assert outcome.deleted_blobs == []
+    for blob in image.blobs:
+        assert await registry.storage.stat(sha256(blob)) == len(blob)
+    assert (await registry.manifests.get("lib/late", "v1")).digest == image.digest
+
+
 async def test_only_one_collection_runs_at_a_time(registry: Registry):
     """Invariant 6, in one process here; test_gc_cli_refuses_while_another_runs across processes."""
     async with registry.meta.gc_lock() as held:
