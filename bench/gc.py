@@ -563,7 +563,10 @@ T0 = time.time()
 import asyncio, json, sys
 from datetime import timedelta
 import wharf.services.gc as gcmod
-from wharf.app import build_registry
+try:
+    from wharf.wiring import build_registry  # what `wharf garbage-collect` imports (no web stack)
+except ImportError:
+    from wharf.app import build_registry
 from wharf.cli import _prepare_database, _settings
 from wharf.services.gc import GCOptions
 T_IMPORTS = time.time()
