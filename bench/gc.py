@@ -402,7 +402,7 @@ def groups(size: str) -> list[Group]:
     real = (
         Variant("", ()),
         Variant("Wharf --quiet", ("--quiet",)),
-        Variant("Wharf --quiet --skip-storage-scan", ("--quiet", "--skip-storage-scan")),
+        Variant("Wharf --quiet --scan-storage", ("--quiet", "--scan-storage")),
     )
     return [
         Group("dry", 10, False, True, (Variant("", ()), Variant("Wharf --quiet", ("--quiet",)))),

@@ -55,7 +55,7 @@ def stored_digests(server: WharfServer) -> set[str]:
     store = build_storage(load_settings(str(server.config_path)))
 
     async def listing() -> set[str]:
-        return {blob.digest async for blob in store.list()}
+        return {digest async for digest in store.list()}
 
     return asyncio.run(listing())
 

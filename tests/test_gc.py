@@ -193,9 +193,9 @@ def test_dry_run_names_exactly_what_the_real_run_deletes(own_server):
         store_file(own_server, orphan, sha256(orphan))
         before = stored_digests(own_server)
 
-        dry = run_gc(own_server, "--grace", "0s", "--dry-run")
+        dry = run_gc(own_server, "--grace", "0s", "--dry-run", "--scan-storage")
         assert stored_digests(own_server) == before  # nothing deleted
-        real = run_gc(own_server, "--grace", "0s")
+        real = run_gc(own_server, "--grace", "0s", "--scan-storage")
 
         planned = eligible(dry.stdout)
         assert planned == {sha256(x) for x in drop.blobs} | {sha256(b"dangling"), sha256(orphan)}
@@ -211,10 +211,10 @@ def test_dry_run_names_exactly_what_the_real_run_deletes(own_server):
 def test_files_no_row_knows_wait_for_the_grace_period(own_server):
     orphan = b"bytes whose row never came"
     store_file(own_server, orphan, sha256(orphan))
-    assert eligible(run_gc(own_server, "--grace", "1h").stdout) == set()
+    assert eligible(run_gc(own_server, "--grace", "1h", "--scan-storage").stdout) == set()
     assert stored(own_server, sha256(orphan))
-    assert eligible(run_gc(own_server, "--grace", "0s", "--skip-storage-scan").stdout) == set()
-    assert eligible(run_gc(own_server, "--grace", "0s").stdout) == {sha256(orphan)}
+    assert eligible(run_gc(own_server, "--grace", "0s").stdout) == set()  # no scan, no look
+    assert eligible(run_gc(own_server, "--grace", "0s", "--scan-storage").stdout) == {sha256(orphan)}
     assert not stored(own_server, sha256(orphan))
 
 

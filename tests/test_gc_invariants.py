@@ -66,14 +66,14 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     backdate(registry, digest)
 
     entered, release = asyncio.Event(), asyncio.Event()
-    delete = registry.storage.delete
+    delete_many = registry.storage.delete_many
 
-    async def paused_delete(target: str) -> bool:
+    async def paused_delete(targets: list[str]) -> None:
         entered.set()
         await release.wait()
-        return await delete(target)
+        await delete_many(targets)
 
-    registry.gc.storage.delete = paused_delete  # type: ignore[method-assign]
+    registry.gc.storage.delete_many = paused_delete  # type: ignore[method-assign]
     collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1), scan_storage=False)))
     await asyncio.wait_for(entered.wait(), 30)
 

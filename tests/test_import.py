@@ -117,9 +117,9 @@ def test_import_a_distribution_directory_and_collect_the_same_garbage(
         # Wharf imported from its layer links) and its manifest's payload (a file Wharf has
         # no row for, since Wharf keeps payloads in its database; a live manifest's payload
         # file is kept, as Distribution keeps it).
-        planned = eligible(run_gc(server, "--dry-run", "--grace", "0s").stdout)
+        planned = eligible(run_gc(server, "--dry-run", "--grace", "0s", "--scan-storage").stdout)
         assert planned == expected_garbage
-        run_gc(server, "--grace", "0s")
+        run_gc(server, "--grace", "0s", "--scan-storage")
         assert not (
             root / "docker/registry/v2/blobs/sha256" / doomed.digest[7:9] / doomed.digest[7:]
         ).exists()

@@ -143,7 +143,11 @@ def upgrade(config: str | None) -> None:
     help="Spare what was pushed or seen within this long (default: gc.grace, 24h). 0s collects at once.",
 )
 @click.option("--max-duration", callback=_duration, metavar="DURATION", help="Stop cleanly after this long.")
-@click.option("--skip-storage-scan", is_flag=True, help="Do not look for files that no database row knows.")
+@click.option(
+    "--scan-storage",
+    is_flag=True,
+    help="Also list all of storage for files no database row knows (crash leftovers, adopted directories).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -158,7 +162,7 @@ def garbage_collect(
     delete_untagged: bool,
     grace: timedelta | None,
     max_duration: timedelta | None,
-    skip_storage_scan: bool,
+    scan_storage: bool,
     batch_size: int,
     quiet: bool,
 ) -> None:
@@ -171,7 +175,7 @@ def garbage_collect(
         dry_run=dry_run,
         delete_untagged=delete_untagged,
         grace=settings.gc.grace_period if grace is None else grace,
-        scan_storage=not skip_storage_scan,
+        scan_storage=scan_storage,
         mode="offline",
         verbose=not quiet,
         batch=batch_size,

@@ -134,6 +134,15 @@ events = sa.Table(
     sa.Index(None, "repository", "at"),
 )
 
+# Blobs whose rows garbage collection deleted, until their bytes are deleted too: what a
+# crash in between leaves is finished by the next run without listing all of storage.
+gc_pending = sa.Table(
+    "gc_pending",
+    metadata,
+    sa.Column("digest", sa.String(150), primary_key=True),
+    sa.Column("at", Timestamp, nullable=False),
+)
+
 # What each garbage collection found and freed, and how it ended.
 gc_runs = sa.Table(
     "gc_runs",

@@ -630,50 +630,94 @@ class SQLMetadataStore:
     async def gc_delete_manifests(
         self, ids: Sequence[int], cutoff: datetime, delete_untagged: bool, actor: str
     ) -> list[int]:
-        m, t, c = s.manifests, s.tags, s.manifest_children
+        m, t, c, r = s.manifests, s.tags, s.manifest_children, s.repositories
         parent = m.alias("parent")
-        other = m.alias("other")
+
+        def still_garbage(conn: sa.Connection, rows: list[Any]) -> list[Any]:
+            """Those rows that nothing has made live since the plan: no tag, no index listing
+            them, their subject gone (or, with delete_untagged, no subject at all)."""
+            pairs = [(row.repository_id, row.digest) for row in rows]
+            tagged = {
+                (row.repository_id, row.digest)
+                for row in conn.execute(
+                    sa.select(t.c.repository_id, t.c.digest).where(
+                        sa.tuple_(t.c.repository_id, t.c.digest).in_(pairs)
+                    )
+                )
+            }
+            listed = {
+                (row.repository_id, row.child_digest)
+                for row in conn.execute(
+                    sa.select(parent.c.repository_id, c.c.child_digest)
+                    .join(parent, parent.c.id == c.c.parent_id)
+                    .where(sa.tuple_(parent.c.repository_id, c.c.child_digest).in_(pairs))
+                )
+            }
+            subjects = [(row.repository_id, row.subject_digest) for row in rows if row.subject_digest]
+            present: set[tuple[int, str]] = set()
+            if subjects:
+                present = {
+                    (row.repository_id, row.digest)
+                    for row in conn.execute(
+                        sa.select(m.c.repository_id, m.c.digest).where(
+                            sa.tuple_(m.c.repository_id, m.c.digest).in_(subjects)
+                        )
+                    )
+                }
+            return [
+                row
+                for row in rows
+                if (row.repository_id, row.digest) not in tagged
+                and (row.repository_id, row.digest) not in listed
+                and (row.subject_digest is None or (row.repository_id, row.subject_digest) not in present)
+            ]
 
         def tx(conn: sa.Connection) -> list[int]:
+            # Locked first, then everything that could have made them live is read again.
+            rows = conn.execute(
+                sa.select(
+                    m.c.id,
+                    m.c.repository_id,
+                    m.c.digest,
+                    m.c.subject_digest,
+                    m.c.created_at,
+                    m.c.last_seen_at,
+                    r.c.name,
+                )
+                .join(r)
+                .where(m.c.id.in_(list(ids)))
+                .with_for_update(of=m)
+            ).all()
+            order = {manifest_id: position for position, manifest_id in enumerate(ids)}
+            rows = sorted(
+                (
+                    row
+                    for row in rows
+                    if _aware(row.last_seen_at or row.created_at) < cutoff
+                    and (row.subject_digest is not None or delete_untagged)
+                ),
+                key=lambda row: order[row.id],
+            )
             deleted: list[int] = []
-            for manifest_id in ids:
-                # Locked first, then everything that could have made it live is read again.
-                row = conn.execute(
-                    sa.select(
-                        m.c.repository_id, m.c.digest, m.c.subject_digest, m.c.created_at, m.c.last_seen_at
-                    )
-                    .where(m.c.id == manifest_id)
-                    .with_for_update()
-                ).first()
-                if row is None:
-                    continue
-                seen = row.last_seen_at or row.created_at
-                if _aware(seen) >= cutoff:
-                    continue
-                if row.subject_digest is None and not delete_untagged:
-                    continue
-                same_repo = (t.c.repository_id == row.repository_id, t.c.digest == row.digest)
-                if conn.scalar(sa.select(sa.exists().where(*same_repo))):
-                    continue
-                listed = (
-                    sa.select(c.c.parent_id)
-                    .join(parent, parent.c.id == c.c.parent_id)
-                    .where(parent.c.repository_id == row.repository_id, c.c.child_digest == row.digest)
+            # An index and its children can share a batch: the children become garbage
+            # once the index is gone, so look again until a round deletes nothing.
+            while rows:
+                doomed = still_garbage(conn, rows)
+                if not doomed:
+                    break
+                conn.execute(m.delete().where(m.c.id.in_([row.id for row in doomed])))
+                now = _now()
+                conn.execute(
+                    s.events.insert(),
+                    [
+                        {"at": now, "actor": actor, "action": "manifest.collect", "repository": row.name}
+                        | {"reference": row.digest, "digest": row.digest, "detail": None}
+                        for row in doomed
+                    ],
                 )
-                if conn.scalar(sa.select(listed.exists())):
-                    continue
-                if row.subject_digest is not None:
-                    subject = sa.select(other.c.id).where(
-                        other.c.repository_id == row.repository_id, other.c.digest == row.subject_digest
-                    )
-                    if conn.scalar(sa.select(subject.exists())):
-                        continue
-                conn.execute(m.delete().where(m.c.id == manifest_id))
-                repository = conn.scalar(
-                    sa.select(s.repositories.c.name).where(s.repositories.c.id == row.repository_id)
-                )
-                self._record(conn, Event(actor, "manifest.collect", repository, row.digest, row.digest))
-                deleted.append(manifest_id)
+                deleted.extend(row.id for row in doomed)
+                gone = {row.id for row in doomed}
+                rows = [row for row in rows if row.id not in gone]
             return deleted
 
         return await self._db.write(tx)
@@ -729,17 +773,38 @@ class SQLMetadataStore:
                 if doomed:
                     conn.execute(rb.delete().where(rb.c.digest.in_(doomed)))
                     conn.execute(b.delete().where(b.c.digest.in_(doomed)))
+                    pending = [{"digest": digest, "at": now} for digest in doomed]
+                    conn.execute(self._insert(s.gc_pending).values(pending).on_conflict_do_nothing())
                 gone.extend((row.digest, int(row.size)) for row in rows)
             return gone
 
+        now = _now()
         return await self._db.write(tx)
 
-    async def gc_blob_rows(self, digests: Collection[str]) -> set[str]:
+    async def gc_pending(self) -> list[str]:
+        def tx(conn: sa.Connection) -> list[str]:
+            return list(conn.scalars(sa.select(s.gc_pending.c.digest).order_by(s.gc_pending.c.digest)))
+
+        return await self._db.read(tx)
+
+    async def gc_forget_pending(self, digests: Collection[str]) -> None:
         wanted = sorted(set(digests))
 
-        def tx(conn: sa.Connection) -> set[str]:
-            known: set[str] = set()
+        def tx(conn: sa.Connection) -> None:
             for batch in _batches(wanted):
+                conn.execute(s.gc_pending.delete().where(s.gc_pending.c.digest.in_(batch)))
+
+        await self._db.write(tx)
+
+    async def gc_blob_rows(self, digests: Collection[str]) -> set[str]:
+        wanted = set(digests)
+
+        def tx(conn: sa.Connection) -> set[str]:
+            if len(wanted) > IN_BATCH * 4:
+                # Most of the table: one pass over it beats many lookups.
+                return wanted.intersection(conn.scalars(sa.select(s.blobs.c.digest)))
+            known: set[str] = set()
+            for batch in _batches(sorted(wanted)):
                 known.update(conn.scalars(sa.select(s.blobs.c.digest).where(s.blobs.c.digest.in_(batch))))
             return known
 

@@ -191,8 +191,14 @@ class MetadataStore(Protocol):
         manifests ``dropped`` are gone."""
 
     async def gc_delete_blobs(self, digests: Collection[str], cutoff: datetime) -> list[tuple[str, int]]:
-        """Delete the rows (and repository links) of those blobs that are still garbage; call it
-        inside their ``digest_section`` and delete the bytes of what it returns before leaving."""
+        """Delete the rows (and repository links) of those blobs that are still garbage, and
+        note them as pending; call it inside their ``digest_section``, delete the bytes of
+        what it returns, then ``gc_forget_pending`` them."""
+
+    async def gc_pending(self) -> list[str]:
+        """Blobs whose rows a collection deleted and whose bytes it may not have deleted."""
+
+    async def gc_forget_pending(self, digests: Collection[str]) -> None: ...
 
     async def gc_blob_rows(self, digests: Collection[str]) -> set[str]:
         """Those digests that have a blob row."""

@@ -45,7 +45,7 @@ class GCOptions:
     dry_run: bool = False
     delete_untagged: bool = False
     grace: timedelta = DEFAULT_GRACE
-    scan_storage: bool = True  # also look for files no row knows
+    scan_storage: bool = False  # also list all of storage for files no row knows
     mode: str = "offline"  # how it was started: offline (CLI), online, readonly
     verbose: bool = False  # list every marked manifest and blob (as Distribution does)
     batch: int = BLOB_BATCH  # blobs per critical section
@@ -57,8 +57,9 @@ class Plan:
     live: list[GCManifest]
     manifests: list[GCManifest]  # to delete, in this order
     blobs: list[tuple[str, int]]  # (digest, size) of blob rows to delete
-    orphans: list[StoredBlob]  # files on storage that no row knows
+    orphans: list[StoredBlob]  # files on storage that no row knows (found by a storage scan)
     blobs_marked: int
+    pending: list[str] = field(default_factory=list)  # rows gone, bytes maybe not (a crash)
 
     @property
     def bytes(self) -> int:
@@ -173,26 +174,31 @@ class GarbageCollector:
             say(f"{m.repository}: manifest eligible for deletion: {m.digest}")
         blobs = await self.meta.gc_blob_candidates(cutoff, [m.id for m in garbage])
         progress("mark", 1, 1)
+        pending = await self.meta.gc_pending()
         orphans: list[StoredBlob] = []
         if options.scan_storage:
-            orphans = await self._orphans(cutoff, {m.digest for m in live}, progress)
+            orphans = await self._orphans(cutoff, {m.digest for m in live} | set(pending), progress)
         total = await self.meta.count_blobs()
-        return Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs))
+        return Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending)
 
-    async def _orphans(
-        self, cutoff: datetime, live_manifests: set[str], progress: Progress
-    ) -> list[StoredBlob]:
+    async def _orphans(self, cutoff: datetime, keep: set[str], progress: Progress) -> list[StoredBlob]:
         """Files older than the grace period that no blob row knows. A file holding a live
         manifest's payload (adopted from a Distribution directory) is kept, as
-        Distribution keeps it."""
-        old: list[StoredBlob] = []
-        async for stored in self.storage.list():
-            if stored.modified < cutoff and stored.digest not in live_manifests:
-                old.append(stored)
-            if len(old) % 10_000 == 0:
-                progress("scan", len(old), 0)
-        known = await self.meta.gc_blob_rows([f.digest for f in old])
-        return [f for f in old if f.digest not in known]
+        Distribution keeps it. Names are listed first; only the unknown ones are looked at."""
+        listed: set[str] = set()
+        async for digest in self.storage.list():
+            listed.add(digest)
+            if len(listed) % 10_000 == 0:
+                progress("scan", len(listed), 0)
+        unknown = sorted(listed - keep - await self.meta.gc_blob_rows(listed))
+        limit = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+        async def describe(digest: str) -> StoredBlob | None:
+            async with limit:
+                return await self.storage.describe(digest)
+
+        found = await asyncio.gather(*(describe(digest) for digest in unknown))
+        return [f for f in found if f is not None and f.modified < cutoff]
 
     async def run(
         self,
@@ -217,7 +223,7 @@ class GarbageCollector:
             try:
                 plan = await self.plan(options, say, progress)
                 run.blobs_marked = plan.blobs_marked
-                run.blobs_eligible = len(plan.blobs) + len(plan.orphans)
+                run.blobs_eligible = len(plan.blobs) + len(plan.orphans) + len(plan.pending)
                 run.manifests_eligible = len(plan.manifests)
                 say(f"{plan.blobs_marked} blobs marked, {run.blobs_eligible} blobs eligible for deletion")
                 say(f"{len(plan.manifests)} manifests eligible for deletion")
@@ -225,6 +231,8 @@ class GarbageCollector:
                     say(f"blob eligible for deletion: {digest}")
                 for stored in plan.orphans:
                     say(f"blob eligible for deletion: {stored.digest} (on storage, unknown to the database)")
+                for digest in plan.pending:
+                    say(f"blob eligible for deletion: {digest} (left by an interrupted collection)")
                 outcome = Outcome(run, plan)
                 if not options.dry_run:
                     await self._apply(outcome, options, say, progress, should_stop)
@@ -258,6 +266,18 @@ class GarbageCollector:
                 run.status, run.reason = "stopped", reason
             return reason is not None
 
+        for pending_batch in _batches(plan.pending, size):
+            if stopped():
+                return
+            async with self.meta.digest_section(pending_batch):
+                # A push may have stored one of them again since: its row says so now.
+                known = await self.meta.gc_blob_rows(pending_batch)
+                leftovers = [digest for digest in pending_batch if digest not in known]
+                await self.storage.delete_many(leftovers)
+                await self.meta.gc_forget_pending(pending_batch)
+            run.files_deleted += len(leftovers)
+            run.blobs_deleted += len(leftovers)
+
         by_id = {m.id: m for m in plan.manifests}
         ids = [m.id for m in plan.manifests]
         done = 0
@@ -276,9 +296,11 @@ class GarbageCollector:
                 return
             digests = [digest for digest, _size in blob_batch]
             async with self.meta.digest_section(digests):
-                # Rows first; only what they still allowed loses its bytes, in the section.
+                # Rows first (noted as pending), then the bytes, then the note: a crash
+                # anywhere leaves bytes without a row, which the next run finishes.
                 gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
-                await self._delete_bytes([digest for digest, _size in gone])
+                await self.storage.delete_many([digest for digest, _size in gone])
+                await self.meta.gc_forget_pending([digest for digest, _size in gone])
             outcome.deleted_blobs.extend(gone)
             run.blobs_deleted += len(gone)
             run.bytes_freed += sum(size for _digest, size in gone)
@@ -295,23 +317,10 @@ class GarbageCollector:
                 # A push may have committed one of them since the scan: its row says so now.
                 known = await self.meta.gc_blob_rows([f.digest for f in files])
                 unknown = [f for f in files if f.digest not in known]
-                await self._delete_bytes([f.digest for f in unknown])
+                await self.storage.delete_many([f.digest for f in unknown])
             outcome.deleted_files.extend(unknown)
             run.files_deleted += len(unknown)
             run.blobs_deleted += len(unknown)
             run.bytes_freed += sum(f.size for f in unknown)
             done += len(files)
             progress("files", done, len(plan.orphans))
-
-    async def _delete_bytes(self, digests: Sequence[str]) -> None:
-        limit = asyncio.Semaphore(DELETE_CONCURRENCY)
-
-        async def one(digest: str) -> None:
-            async with limit:
-                await self.storage.delete(digest)
-
-        # Every deletion has ended before this returns (and the section is left), failed or not.
-        results = await asyncio.gather(*(one(d) for d in digests), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result

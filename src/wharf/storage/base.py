@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -70,8 +70,15 @@ class BlobStore(Protocol):
 
     async def delete(self, digest: str) -> bool: ...
 
-    def list(self) -> AsyncIterator[StoredBlob]:
-        """Every stored blob, in no particular order."""
+    async def delete_many(self, digests: Sequence[str]) -> None:
+        """Delete these blobs (those not stored are skipped), in as few round trips as the
+        backend allows; every deletion has ended when this returns."""
+
+    def list(self) -> AsyncIterator[str]:
+        """Every stored blob's digest, in no particular order (names only: cheap)."""
+
+    async def describe(self, digest: str) -> StoredBlob | None:
+        """The stored blob's size and modification time, or None when it is not stored."""
 
     async def store_blob(
         self,

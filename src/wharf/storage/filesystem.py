@@ -8,7 +8,7 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,30 +48,23 @@ def _claim(handle: BinaryIO, path: Path, upload_id: str, shared: bool = False) -
         raise UploadMissing(upload_id)
 
 
-def _list_prefixes(base: Path) -> list[tuple[str, Path]]:
+def _list_prefixes(base: Path) -> list[tuple[str, str]]:
     try:
         algorithms = [entry for entry in os.scandir(base) if entry.is_dir()]
     except FileNotFoundError:
         return []
     return [
-        (algorithm.name, Path(prefix.path))
+        (algorithm.name, prefix.path)
         for algorithm in algorithms
         for prefix in os.scandir(algorithm.path)
         if prefix.is_dir()
     ]
 
 
-def _list_blobs(prefix: tuple[str, Path]) -> list[StoredBlob]:
-    algorithm, directory = prefix
-    found = []
-    for entry in os.scandir(directory):
-        try:
-            info = os.stat(os.path.join(entry.path, "data"))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        modified = datetime.fromtimestamp(info.st_mtime, UTC)
-        found.append(StoredBlob(f"{algorithm}:{entry.name}", info.st_size, modified))
-    return found
+def _list_digests(prefixes: list[tuple[str, str]]) -> list[str]:
+    # Names only: a blob directory holds its data (a crash can leave one empty, which
+    # describe() then reports as not stored).
+    return [f"{algorithm}:{entry.name}" for algorithm, path in prefixes for entry in os.scandir(path)]
 
 
 class FilesystemBlobStore:
@@ -143,6 +136,9 @@ class FilesystemBlobStore:
         return None  # the files are only reachable through this server
 
     async def delete(self, digest: str) -> bool:
+        return self._remove(digest)
+
+    def _remove(self, digest: str) -> bool:
         path = self._blob(digest)
         try:
             path.unlink()
@@ -155,11 +151,25 @@ class FilesystemBlobStore:
                 break
         return True
 
-    async def list(self) -> AsyncIterator[StoredBlob]:
-        base = self.root / BLOBS
-        for batch in await asyncio.to_thread(_list_prefixes, base):
-            for blob in await asyncio.to_thread(_list_blobs, batch):
-                yield blob
+    async def list(self) -> AsyncIterator[str]:
+        prefixes = await asyncio.to_thread(_list_prefixes, self.root / BLOBS)
+        for start in range(0, len(prefixes), 64):
+            for digest in await asyncio.to_thread(_list_digests, prefixes[start : start + 64]):
+                yield digest
+
+    async def describe(self, digest: str) -> StoredBlob | None:
+        try:
+            info = self._blob(digest).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return StoredBlob(digest, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
+
+    async def delete_many(self, digests: Sequence[str]) -> None:
+        await asyncio.to_thread(self._delete_all, tuple(digests))
+
+    def _delete_all(self, digests: tuple[str, ...]) -> None:
+        for digest in digests:
+            self._remove(digest)
 
     async def store_blob(
         self,

@@ -20,7 +20,7 @@ import concurrent.futures
 import tempfile
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -212,12 +212,24 @@ class S3BlobStore:
         await self._run(self.client.delete_object, Bucket=self.bucket, Key=key)
         return True
 
-    async def list(self) -> AsyncIterator[StoredBlob]:
+    async def delete_many(self, digests: Sequence[str]) -> None:
+        await self._delete_keys([self._blob(digest) for digest in digests])
+
+    async def list(self) -> AsyncIterator[str]:
         prefix = self._key(BLOBS) + "/"
         for item in await self._run(self._list, prefix):
             parts = item["Key"][len(prefix) :].split("/")
             if len(parts) == 4 and parts[3] == "data":
-                yield StoredBlob(f"{parts[0]}:{parts[2]}", int(item["Size"]), item["LastModified"])
+                yield f"{parts[0]}:{parts[2]}"
+
+    async def describe(self, digest: str) -> StoredBlob | None:
+        try:
+            head = await self._run(self.client.head_object, Bucket=self.bucket, Key=self._blob(digest))
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
+        return StoredBlob(digest, int(head["ContentLength"]), head["LastModified"])
 
     # -- uploads ----------------------------------------------------------------------------
 

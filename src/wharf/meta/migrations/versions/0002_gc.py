@@ -1,4 +1,4 @@
-"""garbage collection: manifests.last_seen_at and gc_runs
+"""garbage collection: manifests.last_seen_at, gc_pending and gc_runs
 
 Revision ID: 0002
 Revises: 0001
@@ -40,9 +40,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_gc_runs")),
     )
     op.create_index(op.f("ix_gc_runs_started_at"), "gc_runs", ["started_at"], unique=False)
+    op.create_table(
+        "gc_pending",
+        sa.Column("digest", sa.String(length=150), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("digest", name=op.f("pk_gc_pending")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("gc_pending")
     op.drop_index(op.f("ix_gc_runs_started_at"), table_name="gc_runs")
     op.drop_table("gc_runs")
     with op.batch_alter_table("manifests") as batch:
