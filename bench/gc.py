@@ -556,11 +556,21 @@ def run_size(bench: Bench, size: str, results: list[dict[str, Any]], setup: dict
 # -- profiling ---------------------------------------------------------------------------------
 
 # Runs Wharf's GC in-process the way `wharf garbage-collect` does, with every store call of the
-# engine wrapped in a timer, and prints the phases as JSON on its last line.
+# engine wrapped in a timer, and prints the phases as JSON (a PHASES line). What happens after
+# `registry.close()` is stamped too (an EXIT line, printed by the last atexit callback):
+# asyncio.run's teardown (its default executor's threads joined), threading's shutdown
+# (ThreadPoolExecutor threads joined), the atexit callbacks; the rest, up to the exit the
+# parent sees, is the interpreter freeing modules and objects.
 PHASES_DRIVER = r"""
 import time
 T0 = time.time()
-import asyncio, json, sys
+import atexit, json, sys
+STAMPS = {}
+def _print_stamps():
+    STAMPS["atexit callbacks done"] = time.time()
+    print("EXIT " + json.dumps(STAMPS), flush=True)
+atexit.register(_print_stamps)  # registered first: runs last
+import asyncio, threading
 from datetime import timedelta
 import wharf.services.gc as gcmod
 try:
@@ -606,11 +616,15 @@ async def main():
     registry = build_registry(settings)
     t_built = time.time()
     gc = registry.gc
-    for name in ("gc_manifests", "gc_blob_candidates", "gc_blob_rows", "count_blobs", "gc_delete_manifests",
-                 "gc_delete_blobs", "save_gc_run", "record"):
-        setattr(gc.meta, name, timer("meta." + name, getattr(gc.meta, name)))
-    gc._orphans = timer("storage scan (_orphans)", gc._orphans)
-    gc._delete_bytes = timer("file deletes (_delete_bytes)", gc._delete_bytes)
+    for name in ("gc_manifests", "gc_blob_candidates", "gc_pending", "gc_blob_rows", "count_blobs",
+                 "gc_delete_manifests", "gc_delete_blobs", "gc_forget_pending", "save_gc_run", "record"):
+        if hasattr(gc.meta, name):
+            setattr(gc.meta, name, timer("meta." + name, getattr(gc.meta, name)))
+    for name in ("delete_many", "describe"):
+        if hasattr(gc.storage, name):
+            setattr(gc.storage, name, timer("storage." + name, getattr(gc.storage, name)))
+    if hasattr(gc, "_orphans"):
+        gc._orphans = timer("storage scan (_orphans)", gc._orphans)
     options = GCOptions(dry_run=dry, delete_untagged=untagged, grace=timedelta(0), scan_storage=scan,
                         mode="offline", verbose=not quiet, batch=500)
     began = time.time()
@@ -625,8 +639,40 @@ async def main():
     print("PHASES " + json.dumps({"t0": T0, "exit": closed, "phases": phases,
                                   "calls": {k: list(v) for k, v in spent.items()},
                                   "blobs_deleted": outcome.run.blobs_deleted}))
+    STAMPS["registry closed"] = closed
 asyncio.run(main())
+STAMPS["asyncio.run returned"] = time.time()
+STAMPS["threads left"] = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+threading._register_atexit(lambda: STAMPS.__setitem__("threading shutdown began", time.time()))
+atexit.register(lambda: STAMPS.__setitem__("atexit callbacks began", time.time()))  # registered last: first
 """
+
+
+def exit_steps(output: str, closed: float, exited: float) -> str:
+    """The driver's EXIT stamps as the time each step after registry.close() took."""
+    line = next((x for x in reversed(output.splitlines()) if x.startswith("EXIT ")), None)
+    if line is None:
+        return "no EXIT line"
+    stamps = json.loads(line[len("EXIT ") :])
+    steps = [
+        ("asyncio.run teardown", "asyncio.run returned"),
+        ("until threading shutdown", "threading shutdown began"),
+        ("threading shutdown (thread joins)", "atexit callbacks began"),
+        ("atexit callbacks", "atexit callbacks done"),
+    ]
+    parts, last = [], closed
+    for label, key in steps:
+        if key in stamps:
+            parts.append(f"{label} {stamps[key] - last:.3f}")
+            last = stamps[key]
+    parts.append(f"interpreter teardown {exited - last:.3f}")
+    pools: dict[str, int] = {}
+    for name in stamps.get("threads left") or []:
+        pool = re.sub(r"_\d+$", "", name)  # ThreadPoolExecutor names its threads <prefix>_<n>
+        pools[pool] = pools.get(pool, 0) + 1
+    alive = ", ".join(f"{pool} x{n}" for pool, n in sorted(pools.items())) or "none"
+    parts.append(f"threads alive after asyncio.run: {alive}")
+    return ", ".join(parts)
 
 
 def profile(
@@ -642,13 +688,13 @@ def profile(
     python = sys.executable
     env = wharf.environment()
     report: list[str] = []
-    cases = [
-        ("gc", 10, False, False, False, True),
-        ("gc-quiet", 10, False, False, True, True),
-        ("gc-quiet-noscan", 10, False, False, True, False),
-        ("gc-m-quiet", 10, False, True, True, True),
-        ("gc-1pct-quiet", 1, False, False, True, True),
-        ("dry-quiet", 10, True, False, True, True),
+    cases = [  # name, percent deleted, dry, --delete-untagged, --quiet, --scan-storage
+        ("gc", 10, False, False, False, False),
+        ("gc-quiet", 10, False, False, True, False),
+        ("gc-quiet-scan", 10, False, False, True, True),
+        ("gc-m-quiet", 10, False, True, True, False),
+        ("gc-1pct-quiet", 1, False, False, True, False),
+        ("dry-quiet", 10, True, False, True, False),
     ]
     for name, percent, dry, untagged, quiet, scan in cases:
         restore(wharf, percent)
@@ -660,13 +706,14 @@ def profile(
         data["interpreter start"] = data["t0"] - began
         data["wall"] = result.seconds
         data["interpreter exit"] = began + result.seconds - data["exit"]  # after registry.close()
+        data["exit steps"] = exit_steps(result.output, data["exit"], began + result.seconds)
         (out / f"{size}-{name}-phases.json").write_text(json.dumps(data, indent=2))
         phases = ", ".join(f"{k} {v:.2f}" for k, v in data["phases"].items())
         calls = ", ".join(f"{k} {v[1]:.2f} ({v[0]}x)" for k, v in sorted(data["calls"].items()))
         report.append(
             f"- {size} {name}: wall {result.seconds:.2f} s; interpreter start "
-            f"{data['interpreter start']:.2f}; {phases}; interpreter exit {data['interpreter exit']:.2f}; "
-            f"inside gc.run: {calls}"
+            f"{data['interpreter start']:.2f}; {phases}; interpreter exit {data['interpreter exit']:.2f} "
+            f"({data['exit steps']}); inside gc.run: {calls}"
         )
     pyspy = shutil.which("py-spy", path=f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if pyspy:

@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+if TYPE_CHECKING:  # the async engine is imported only for a server database (it is slow to import)
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 T = TypeVar("T")
 
@@ -190,6 +192,8 @@ class AsyncEngineDatabase:
     """Any other database through SQLAlchemy's async engine (asyncpg for PostgreSQL)."""
 
     def __init__(self, url: str) -> None:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         self.engine = create_async_engine(async_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
 
     @asynccontextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from . import reads
 from . import schema as s
@@ -100,7 +100,11 @@ class SQLMetadataStore:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _insert(self, table: sa.Table) -> Any:
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql  # imported only where it is used: slow to import
+
+            return postgresql.insert(table)
+        return sqlite.insert(table)
 
     def _ordered(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
         # Byte order, whatever the database's locale: the spec asks for lexical order.
