@@ -811,6 +811,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="after the timings: per-phase timings and py-spy profiles of Wharf's GC",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the working directory (servers' data and snapshots) and print where it is",
+    )
     args = parser.parse_args(argv)
     args.size = [s for s in SIZES if s in (args.size or ("small", "large"))]
     if args.runs < 1:
@@ -840,7 +845,10 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.size:
             run_size(bench, size, results, setup)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     version = distribution_version(args.distribution_bin)
     print(table(results, version))
     print()

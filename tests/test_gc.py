@@ -266,3 +266,19 @@ def test_progress_shows_on_a_terminal_and_stays_out_of_logs(make_server):
     assert "deleted 0 manifests and 60 blobs" in result.stdout
     assert "\x1b[" not in result.stdout  # stdout stays plain: it is the report
     assert b"blobs" in shown and b"\x1b[" in shown, shown[-500:]
+
+
+def test_a_time_budget_stops_cleanly_and_the_next_run_finishes(own_server):
+    images = [Image.random(layers=1, size=64) for _ in range(4)]
+    with own_server.client() as client:
+        for image in images:
+            push_image(client, "lib/budget", image)
+            assert client.delete(f"/v2/lib/budget/manifests/{image.digest}").status_code == 202
+
+        stopped = run_gc(own_server, "--grace", "0s", "--max-duration", "0s")
+        assert "deleted 0 manifests and 0 blobs" in stopped.stdout
+        assert "stopped: time budget of 0:00:00 used up" in stopped.stdout
+        assert len(stored_digests(own_server)) == 8
+
+        run_gc(own_server, "--grace", "0s")
+        assert stored_digests(own_server) == set()
