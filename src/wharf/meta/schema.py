@@ -166,3 +166,56 @@ gc_runs = sa.Table(
     sa.Column("files_deleted", sa.BigInteger, nullable=False, default=0),
     sa.Index(None, "started_at"),
 )
+
+# Background work (garbage collection, imports, upload purging), claimed by workers through
+# the database so that each job runs once whatever the number of replicas.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    # waiting, running, done, errors, stopped
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("worker", sa.String(255), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("parameters", sa.JSON, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("scheduled_at", Timestamp, nullable=False),  # not to start before
+    sa.Column("started_at", Timestamp, nullable=True),
+    sa.Column("ended_at", Timestamp, nullable=True),
+    sa.Column("heartbeat_at", Timestamp, nullable=True),
+    sa.Column("stop_requested", sa.Boolean, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index(None, "status", "scheduled_at"),
+    sa.Index(None, "created_at"),
+)
+
+job_logs = sa.Table(
+    "job_logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Index(None, "job_id"),
+)
+
+# Each time a schedule fired: the replica whose row goes in creates the job (once across replicas).
+schedule_fires = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("due", Timestamp, primary_key=True),
+    sa.Column("job_id", sa.String(36), nullable=True),
+)
+
+# Documents of settings changed through the admin API (the GC schedule, its duration, its mode).
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import sqlite
 from . import reads
 from . import schema as s
 from .engines import AsyncEngineDatabase, Database, ThreadedSQLite
+from .jobs import SQLJobStore
 from .store import (
     Event,
     GCManifest,
@@ -86,6 +87,7 @@ class SQLMetadataStore:
             engine = AsyncEngineDatabase(url)
             self._db = engine
             self.reader = reads.EngineReader(engine.engine)
+        self.jobs = SQLJobStore(self._db, self.dialect, self._insert)
 
     async def close(self) -> None:
         self.reader.close()
