@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +16,7 @@ from starlette.routing import Mount, Route
 from .api.app import create_api
 from .config import Settings, load_settings
 from .oci.router import dispatch, version_check
-from .wiring import build_registry, build_storage
+from .wiring import build_registry, build_runner, build_storage
 
 __all__ = ["app_from_environment", "build_registry", "build_storage", "create_app"]
 
@@ -30,7 +32,17 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        worker = None
+        if settings.jobs.enabled:
+            worker = asyncio.create_task(build_runner(settings, registry).run(stop))
         yield
+        stop.set()
+        if worker is not None:
+            # A job still running is left to its heartbeat: another worker takes it over.
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
         await registry.close()
 
     app = Starlette(
@@ -38,7 +50,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/", version_check, methods=["GET", "HEAD"]),
             Route("/v2/{path:path}", dispatch, methods=V2_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
-            Mount("/api/v0", app=create_api(registry)),
+            Mount("/api/v0", app=create_api(registry, settings)),
         ],
         lifespan=lifespan,
     )

@@ -155,6 +155,21 @@ class GCConfig(Section):
         return parse_duration(self.grace)
 
 
+class JobsConfig(Section):
+    """Wharf's own: the job worker inside every `wharf serve` process."""
+
+    enabled: bool = True  # false: this process runs no jobs (run `wharf worker` elsewhere)
+    poll: str = "1s"  # how often an idle worker looks for work
+    heartbeat: str = "2s"  # how often a running job reports (and learns of a stop request)
+    stale: str = "30s"  # a running job silent this long is taken over by another worker
+
+    @field_validator("poll", "heartbeat", "stale")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class Settings(Section):
     version: str = "0.1"
     log: LogConfig = LogConfig()
@@ -162,6 +177,7 @@ class Settings(Section):
     storage: StorageConfig = StorageConfig()
     database: DatabaseConfig = DatabaseConfig()
     gc: GCConfig = GCConfig()
+    jobs: JobsConfig = JobsConfig()
 
     @model_validator(mode="after")
     def _one_storage_driver(self) -> Settings:

@@ -37,6 +37,9 @@ PAGINATION_NUMBER_INVALID = _register("PAGINATION_NUMBER_INVALID", "invalid numb
 TAG_INVALID = _register("TAG_INVALID", "manifest tag did not match URI", 400)
 UNAUTHORIZED = _register("UNAUTHORIZED", "authentication required", 401)
 DENIED = _register("DENIED", "requested access to the resource is denied", 403)
+# The admin API's own.
+NO_SUCH_JOB = _register("NO_SUCH_JOB", "no job with this id", 404)
+INVALID_JOB = _register("INVALID_JOB", "unknown job action", 400)
 UNSUPPORTED = _register("UNSUPPORTED", "the operation is unsupported", 405)
 TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
 # Distribution's code for failures that are the server's, not the request's.

@@ -3,8 +3,9 @@ and the CLI commands); nothing here imports the web stack."""
 
 from __future__ import annotations
 
-from .config import Settings
+from .config import Settings, parse_duration
 from .meta.sql import SQLMetadataStore
+from .services.jobs import REGISTRY_GC, JobRunner, Timing, gc_action
 from .services.policy import Policy
 from .services.registry import Registry
 from .storage.base import BlobStore
@@ -39,3 +40,14 @@ def build_registry(settings: Settings) -> Registry:
         redirect=not settings.storage.redirect.disable,
     )
     return Registry.build(meta, storage, policy)
+
+
+def build_runner(settings: Settings, registry: Registry) -> JobRunner:
+    """The job worker: every action Wharf knows, with the configured timing."""
+    jobs = settings.jobs
+    timing = Timing(
+        poll=parse_duration(jobs.poll).total_seconds(),
+        heartbeat=parse_duration(jobs.heartbeat).total_seconds(),
+        stale=parse_duration(jobs.stale).total_seconds(),
+    )
+    return JobRunner(registry.meta, {REGISTRY_GC: gc_action(registry.gc)}, timing)

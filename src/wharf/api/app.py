@@ -6,12 +6,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from ..config import Settings
 from ..errors import RegistryError
 from ..services.registry import Registry
-from . import repositories
+from . import jobs, repositories
 
 
-def create_api(registry: Registry) -> FastAPI:
+def create_api(registry: Registry, settings: Settings) -> FastAPI:
     api = FastAPI(
         title="Wharf admin API",
         version="0",
@@ -21,6 +22,7 @@ def create_api(registry: Registry) -> FastAPI:
         redoc_url=None,
     )
     api.state.registry = registry
+    api.state.settings = settings
 
     @api.exception_handler(RegistryError)
     async def registry_error(_request: Request, error: RegistryError) -> JSONResponse:
@@ -35,4 +37,5 @@ def create_api(registry: Registry) -> FastAPI:
         return JSONResponse({"errors": problems}, status_code=400)
 
     api.include_router(repositories.router)
+    api.include_router(jobs.router)
     return api

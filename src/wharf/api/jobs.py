@@ -1,0 +1,157 @@
+"""Jobs: start one now (DTR's `POST /admin/jobs`), list and follow them, stop one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import INVALID_JOB, NO_SUCH_JOB, RegistryError
+from ..meta.store import Job
+from ..services.jobs import ACTIONS
+from ..services.registry import Registry
+
+router = APIRouter(tags=["jobs"])
+
+
+def _registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+class JobOut(BaseModel):
+    id: str
+    action: str
+    status: str = Field(description="waiting, running, done, errors or stopped")
+    workerID: str | None
+    attempts: int
+    retriesLeft: int
+    parameters: dict[str, Any] | None
+    scheduledAt: str | None
+    startedAt: str | None
+    endedAt: str | None
+    lastUpdated: str | None = Field(description="the running worker's last heartbeat")
+    stopRequested: bool
+    result: dict[str, Any] | None
+    error: str | None
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        action=job.action,
+        status=job.status,
+        workerID=job.worker,
+        attempts=job.attempts,
+        retriesLeft=max(job.max_attempts - job.attempts, 0),
+        parameters=job.parameters,
+        scheduledAt=_time(job.scheduled_at),
+        startedAt=_time(job.started_at),
+        endedAt=_time(job.ended_at),
+        lastUpdated=_time(job.heartbeat_at),
+        stopRequested=job.stop_requested,
+        result=job.result,
+        error=job.error,
+    )
+
+
+class JobsOut(BaseModel):
+    jobs: list[JobOut]
+
+
+class GCParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dryRun: bool = False
+    deleteUntagged: bool = False
+    graceSeconds: float | None = Field(default=None, ge=0)
+    durationMinutes: float | None = Field(default=None, gt=0)
+    scanStorage: bool = False
+    mode: Literal["online", "readonly"] = "online"
+
+
+class NewJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job: str = Field(description="the action: registryGC")
+    parameters: GCParameters | None = None
+
+
+class LogLine(BaseModel):
+    at: str
+    line: str
+
+
+class LogsOut(BaseModel):
+    logs: list[LogLine]
+
+
+@router.post("/admin/jobs", status_code=202, response_model=JobOut, summary="Start a job now")
+async def start_job(request: Request, body: NewJob) -> JobOut:
+    if body.job not in ACTIONS:
+        raise RegistryError(
+            INVALID_JOB, {"job": body.job}, f"unknown job {body.job!r}; known: {', '.join(ACTIONS)}"
+        )
+    registry = _registry(request)
+    parameters = (body.parameters or GCParameters()).model_dump(exclude_none=True)
+    if "graceSeconds" not in parameters:
+        parameters["graceSeconds"] = request.app.state.settings.gc.grace_period.total_seconds()
+    job = await registry.meta.jobs.create(body.job, parameters)
+    return job_out(job)
+
+
+@router.get("/jobs", response_model=JobsOut, summary="List jobs, newest first")
+async def list_jobs(
+    request: Request,
+    action: str | None = None,
+    worker: str = "any",
+    running: Literal["any", "true", "false"] = "any",
+    start: int = Query(0, ge=0),
+    limit: int = Query(10, ge=1, le=1000),
+) -> JobsOut:
+    jobs = await _registry(request).meta.jobs.find(
+        action or None,
+        None if worker == "any" else worker,
+        None if running == "any" else running == "true",
+        start,
+        limit,
+    )
+    return JobsOut(jobs=[job_out(job) for job in jobs])
+
+
+async def _job(request: Request, job_id: str) -> Job:
+    job = await _registry(request).meta.jobs.get(job_id)
+    if job is None:
+        raise RegistryError(NO_SUCH_JOB, {"id": job_id}, f"no job with id {job_id}")
+    return job
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="One job")
+async def get_job(request: Request, job_id: str) -> JobOut:
+    return job_out(await _job(request, job_id))
+
+
+@router.get("/jobs/{job_id}/logs", response_model=LogsOut, summary="A job's log, oldest line first")
+async def job_logs(
+    request: Request, job_id: str, start: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000)
+) -> LogsOut:
+    await _job(request, job_id)
+    lines = await _registry(request).meta.jobs.logs(job_id, start, limit)
+    return LogsOut(logs=[LogLine(at=_time(at) or "", line=line) for at, line in lines])
+
+
+@router.delete("/jobs/{job_id}", response_model=JobOut, status_code=202, summary="Stop a job")
+async def stop_job(request: Request, job_id: str) -> JSONResponse:
+    """A waiting job is stopped at once; a running one ends cleanly at its next step (a GC
+    records what it freed so far)."""
+    await _job(request, job_id)
+    job = await _registry(request).meta.jobs.request_stop(job_id)
+    assert job is not None
+    return JSONResponse(job_out(job).model_dump(), status_code=202)

@@ -1,0 +1,179 @@
+"""Jobs: background work that any worker of any replica may run, claimed through the
+database. A worker claims the oldest due job, runs its action while heart-beating (which
+is also how it learns that a stop was asked), and records how it ended. A failed job is
+tried again, three attempts in all; a job whose worker stopped heart-beating is taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..meta.store import Job, MetadataStore
+from .gc import GarbageCollector, GCOptions
+
+log = logging.getLogger("wharf.jobs")
+
+REGISTRY_GC = "registryGC"
+ACTIONS = (REGISTRY_GC,)
+# Lines of a job's log kept for the "eligible for deletion" listings, which can be long.
+LISTED_LINES = 100
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Timing:
+    poll: float = 1.0  # seconds between looks for work when there is none
+    heartbeat: float = 2.0
+    stale: float = 30.0  # a running job without a heartbeat this long is taken over
+    retry_delay: float = 5.0  # before the next attempt of a failed job
+
+
+@dataclass
+class JobContext:
+    """What an action may use: its job, a log, and whether it should stop now."""
+
+    job: Job
+    store: MetadataStore
+    deadline: datetime | None = None
+    stop_asked: bool = False
+    lines: list[str] = field(default_factory=list)
+    listed: int = 0
+
+    def say(self, line: str) -> None:
+        if "eligible for deletion:" in line or "marking" in line:
+            self.listed += 1
+            if self.listed > LISTED_LINES:
+                return
+        self.lines.append(line)
+
+    async def flush(self) -> None:
+        lines, self.lines = self.lines, []
+        for line in lines:
+            await self.store.jobs.log(self.job.id, line)
+
+    def should_stop(self) -> str | None:
+        if self.stop_asked:
+            return "stopped on request"
+        if self.deadline is not None and datetime.now(UTC) >= self.deadline:
+            return "time budget used up"
+        return None
+
+
+Action = Callable[[JobContext], Awaitable[dict[str, Any]]]
+
+
+def gc_action(gc: GarbageCollector) -> Action:
+    async def run(context: JobContext) -> dict[str, Any]:
+        parameters = context.job.parameters or {}
+        minutes = parameters.get("durationMinutes")
+        if minutes is not None:
+            context.deadline = (context.job.started_at or datetime.now(UTC)) + timedelta(
+                minutes=float(minutes)
+            )
+        options = GCOptions(
+            dry_run=bool(parameters.get("dryRun", False)),
+            delete_untagged=bool(parameters.get("deleteUntagged", False)),
+            grace=timedelta(seconds=float(parameters.get("graceSeconds", 24 * 3600))),
+            scan_storage=bool(parameters.get("scanStorage", False)),
+            mode=str(parameters.get("mode", "online")),
+        )
+        outcome = await gc.run(options, context.say, should_stop=context.should_stop)
+        if context.listed > LISTED_LINES:
+            context.say(f"... {context.listed - LISTED_LINES} more lines not kept")
+        run = outcome.run
+        return {
+            "gcRun": run.id,
+            "status": run.status,
+            "reason": run.reason,
+            "blobsDeleted": run.blobs_deleted,
+            "manifestsDeleted": run.manifests_deleted,
+            "bytesFreed": run.bytes_freed,
+        }
+
+    return run
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: MetadataStore,
+        actions: dict[str, Action],
+        timing: Timing | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.store = store
+        self.actions = actions
+        self.timing = timing or Timing()
+        self.worker = worker or worker_name()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                worked = await self.run_one()
+            except Exception:  # a database hiccup must not end the worker
+                log.exception("job worker: looking for work failed")
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.timing.poll)
+
+    async def run_one(self) -> bool:
+        stale_before = datetime.now(UTC) - timedelta(seconds=self.timing.stale)
+        job = await self.store.jobs.claim(self.worker, list(self.actions), stale_before)
+        if job is None:
+            return False
+        await self.execute(job)
+        return True
+
+    async def execute(self, job: Job) -> None:
+        context = JobContext(job, self.store)
+        beating = asyncio.create_task(self._heartbeat(context))
+        await self.store.jobs.log(job.id, f"attempt {job.attempts} of {job.max_attempts} on {self.worker}")
+        try:
+            result = await self.actions[job.action](context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            beating.cancel()
+            message = f"{type(error).__name__}: {error}"
+            context.say(f"failed: {message}")
+            await context.flush()
+            at = datetime.now(UTC) + timedelta(seconds=self.timing.retry_delay)
+            again = await self.store.jobs.retry(job.id, self.worker, message, at)
+            log.warning(
+                "job %s (%s) failed: %s; %s", job.id, job.action, message, "retried" if again else "gave up"
+            )
+            return
+        finally:
+            beating.cancel()
+        await context.flush()
+        status = "stopped" if result.get("status") == "stopped" else "done"
+        await self.store.jobs.finish(
+            job.id, self.worker, status, result, result.get("reason") if status == "stopped" else None
+        )
+
+    async def _heartbeat(self, context: JobContext) -> None:
+        while True:
+            await asyncio.sleep(self.timing.heartbeat)
+            try:
+                stop = await self.store.jobs.heartbeat(context.job.id, self.worker)
+            except Exception:
+                log.exception("job %s: heartbeat failed", context.job.id)
+                continue
+            if stop is None or stop:
+                # Asked to stop, or the job was taken from this worker: end at the next batch.
+                context.stop_asked = True
+            await context.flush()

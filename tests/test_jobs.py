@@ -1,0 +1,165 @@
+"""Jobs: the worker's rules in-process on each metadata backend (retries, takeover, stop),
+and the admin API against a real `wharf serve` whose worker runs garbage collection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from wharf.meta.sql import SQLMetadataStore
+from wharf.services.jobs import JobContext, JobRunner, Timing
+
+from .gc import stored_digests
+from .oci import Image, error_codes, push_image
+
+FAST = Timing(poll=0.05, heartbeat=0.1, stale=0.5, retry_delay=0.0)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SQLMetadataStore]:
+    instance = SQLMetadataStore(database_url)
+    yield instance
+    await instance.close()
+
+
+async def test_a_failing_job_is_tried_three_times_in_all(store):
+    attempts: list[int] = []
+
+    async def flaky(context: JobContext) -> dict[str, Any]:
+        attempts.append(context.job.attempts)
+        if len(attempts) < 3:
+            raise RuntimeError(f"injected failure {len(attempts)}")
+        return {"ok": True}
+
+    job = await store.jobs.create("flaky")
+    runner = JobRunner(store, {"flaky": flaky}, FAST, worker="w1")
+    while await runner.run_one():
+        pass
+    done = await store.jobs.get(job.id)
+    assert attempts == [1, 2, 3]
+    assert (done.status, done.result) == ("done", {"ok": True})
+    log = [line for _at, line in await store.jobs.logs(job.id, 0, 100)]
+    assert "failed: RuntimeError: injected failure 1" in log
+
+
+async def test_a_job_that_always_fails_ends_in_errors(store):
+    async def broken(context: JobContext) -> dict[str, Any]:
+        raise RuntimeError("always")
+
+    job = await store.jobs.create("broken")
+    runner = JobRunner(store, {"broken": broken}, FAST, worker="w1")
+    while await runner.run_one():
+        pass
+    ended = await store.jobs.get(job.id)
+    assert (ended.status, ended.attempts, ended.error) == ("errors", 3, "RuntimeError: always")
+
+
+async def test_a_job_whose_worker_died_is_taken_over(store):
+    job = await store.jobs.create("work")
+    # A worker claims it and dies at once: no heartbeat ever comes.
+    assert (await store.jobs.claim("dead", ["work"], datetime.now(UTC) - timedelta(hours=1))).id == job.id
+
+    async def work(context: JobContext) -> dict[str, Any]:
+        return {"by": "survivor"}
+
+    runner = JobRunner(store, {"work": work}, FAST, worker="survivor")
+    assert not await runner.run_one()  # not stale yet
+    await asyncio.sleep(FAST.stale + 0.1)
+    assert await runner.run_one()
+    taken = await store.jobs.get(job.id)
+    assert (taken.status, taken.worker, taken.attempts, taken.result) == (
+        "done",
+        "survivor",
+        2,
+        {"by": "survivor"},
+    )
+
+
+async def test_a_running_job_stops_when_asked(store):
+    steps: list[int] = []
+
+    async def long(context: JobContext) -> dict[str, Any]:
+        for step in range(200):
+            if context.should_stop():
+                return {"status": "stopped", "reason": context.should_stop(), "steps": step}
+            steps.append(step)
+            await asyncio.sleep(0.02)
+        return {"status": "done"}
+
+    job = await store.jobs.create("long")
+    runner = JobRunner(store, {"long": long}, FAST, worker="w1")
+    running = asyncio.create_task(runner.run_one())
+    await asyncio.sleep(0.3)
+    await store.jobs.request_stop(job.id)
+    await asyncio.wait_for(running, 10)
+    stopped = await store.jobs.get(job.id)
+    assert stopped.status == "stopped"
+    assert stopped.error == "stopped on request"
+    assert 0 < len(steps) < 200
+
+
+# -- the admin API ------------------------------------------------------------------------
+
+
+def wait_for(client, job_id: str, statuses: set[str], seconds: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v0/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job['status']} after {seconds} s")
+
+
+def test_post_admin_jobs_runs_gc_in_the_server_and_the_job_can_be_followed(own_server):
+    image = Image.random()
+    with own_server.client() as client:
+        push_image(client, "lib/job", image)
+        assert client.delete(f"/v2/lib/job/manifests/{image.digest}").status_code == 202
+
+        response = client.post(
+            "/api/v0/admin/jobs", json={"job": "registryGC", "parameters": {"graceSeconds": 0}}
+        )
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert (job["action"], job["status"], job["retriesLeft"]) == ("registryGC", "waiting", 3)
+
+        done = wait_for(client, job["id"], {"done", "errors", "stopped"})
+        assert done["status"] == "done", done
+        assert done["result"]["blobsDeleted"] == 3 and done["result"]["bytesFreed"] > 0
+        assert stored_digests(own_server) == set()
+        lines = [entry["line"] for entry in client.get(f"/api/v0/jobs/{job['id']}/logs").json()["logs"]]
+        assert any("3 blobs eligible for deletion" in line for line in lines), lines
+
+        listed = client.get(
+            "/api/v0/jobs", params={"action": "registryGC", "worker": "any", "running": "any"}
+        )
+        assert [j["id"] for j in listed.json()["jobs"]] == [job["id"]]
+        assert client.get("/api/v0/jobs", params={"running": "true"}).json()["jobs"] == []
+
+
+def test_jobs_api_errors_say_what_was_wrong(make_server):
+    server = make_server({"jobs": {"enabled": False}})  # nothing runs: jobs stay waiting
+    with server.client() as client:
+        unknown = client.post("/api/v0/admin/jobs", json={"job": "defragment"})
+        assert unknown.status_code == 400 and error_codes(unknown) == ["INVALID_JOB"]
+        assert "registryGC" in unknown.json()["errors"][0]["message"]
+        malformed = client.post("/api/v0/admin/jobs", json={"jobs": "registryGC"})
+        assert malformed.status_code == 400
+        bad_parameter = client.post(
+            "/api/v0/admin/jobs", json={"job": "registryGC", "parameters": {"durationMinutes": -1}}
+        )
+        assert bad_parameter.status_code == 400
+        assert "durationMinutes" in bad_parameter.json()["errors"][0]["message"]
+        missing = client.get("/api/v0/jobs/no-such-job")
+        assert missing.status_code == 404 and error_codes(missing) == ["NO_SUCH_JOB"]
+        assert client.get("/api/v0/jobs", params={"running": "maybe"}).status_code == 400
+
+        waiting = client.post("/api/v0/admin/jobs", json={"job": "registryGC"}).json()
+        stopped = client.delete(f"/api/v0/jobs/{waiting['id']}")
+        assert stopped.status_code == 202 and stopped.json()["status"] == "stopped"
