@@ -40,6 +40,8 @@ DENIED = _register("DENIED", "requested access to the resource is denied", 403)
 # The admin API's own.
 NO_SUCH_JOB = _register("NO_SUCH_JOB", "no job with this id", 404)
 INVALID_JOB = _register("INVALID_JOB", "unknown job action", 400)
+INVALID_SCHEDULE = _register("INVALID_SCHEDULE", "invalid schedule", 400)
+NO_GC_RUN = _register("NO_GC_RUN", "no garbage collection has completed yet", 404)
 UNSUPPORTED = _register("UNSUPPORTED", "the operation is unsupported", 405)
 TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
 # Distribution's code for failures that are the server's, not the request's.

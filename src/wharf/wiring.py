@@ -8,6 +8,7 @@ from .meta.sql import SQLMetadataStore
 from .services.jobs import REGISTRY_GC, JobRunner, Timing, gc_action
 from .services.policy import Policy
 from .services.registry import Registry
+from .services.schedules import ScheduleService
 from .storage.base import BlobStore
 from .storage.filesystem import FilesystemBlobStore
 
@@ -50,4 +51,5 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
         heartbeat=parse_duration(jobs.heartbeat).total_seconds(),
         stale=parse_duration(jobs.stale).total_seconds(),
     )
-    return JobRunner(registry.meta, {REGISTRY_GC: gc_action(registry.gc)}, timing)
+    schedules = ScheduleService(registry.meta, settings.gc.grace_period)
+    return JobRunner(registry.meta, {REGISTRY_GC: gc_action(registry.gc)}, timing, schedules=schedules)

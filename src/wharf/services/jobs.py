@@ -19,6 +19,7 @@ from typing import Any
 
 from ..meta.store import Job, MetadataStore
 from .gc import GarbageCollector, GCOptions
+from .schedules import ScheduleService
 
 log = logging.getLogger("wharf.jobs")
 
@@ -112,9 +113,11 @@ class JobRunner:
         actions: dict[str, Action],
         timing: Timing | None = None,
         worker: str | None = None,
+        schedules: ScheduleService | None = None,
     ) -> None:
         self.store = store
         self.actions = actions
+        self.schedules = schedules
         self.timing = timing or Timing()
         self.worker = worker or worker_name()
 
@@ -131,6 +134,12 @@ class JobRunner:
                     await asyncio.wait_for(stop.wait(), self.timing.poll)
 
     async def run_one(self) -> bool:
+        if self.schedules is not None:
+            # Any worker may start the scheduled job; the database lets one of them do it.
+            window = timedelta(seconds=max(self.timing.poll * 3, 10.0))
+            job = await self.schedules.fire_due(datetime.now(UTC), window)
+            if job is not None:
+                log.info("schedule started job %s (%s)", job.id, job.action)
         stale_before = datetime.now(UTC) - timedelta(seconds=self.timing.stale)
         job = await self.store.jobs.claim(self.worker, list(self.actions), stale_before)
         if job is None:
