@@ -163,3 +163,58 @@ def test_jobs_api_errors_say_what_was_wrong(make_server):
         waiting = client.post("/api/v0/admin/jobs", json={"job": "registryGC"}).json()
         stopped = client.delete(f"/api/v0/jobs/{waiting['id']}")
         assert stopped.status_code == 202 and stopped.json()["status"] == "stopped"
+
+
+async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
+    """DTR's default mode: for the run, pushes and deletes get an error naming the reason,
+    on this replica and (through the database) on the others; pulls go on."""
+    from wharf.config import Settings
+    from wharf.errors import RegistryError
+    from wharf.meta import migrate
+    from wharf.services.jobs import REGISTRY_GC
+    from wharf.wiring import build_registry
+
+    from .oci import OCI_MANIFEST, sha256
+
+    settings = Settings.model_validate(
+        {"storage": {"filesystem": {"rootdirectory": str(tmp_path)}, "fsync": False}}
+    )
+    migrate.upgrade(settings.database_url)
+    here, there = build_registry(settings), build_registry(settings)  # two replicas
+    try:
+        image = Image(config=b"{}", layers=[])
+        await here.uploads.monolithic("lib/ro", sha256(b"{}"), _body(b"{}"))
+        await here.manifests.put("lib/ro", "v1", image.manifest, OCI_MANIFEST)
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_gc(context: JobContext) -> dict[str, Any]:
+            entered.set()
+            await release.wait()
+            return {"status": "done"}
+
+        job = await here.meta.jobs.create(REGISTRY_GC, {"mode": "readonly"})
+        runner = JobRunner(here.meta, {REGISTRY_GC: slow_gc}, FAST, policy=here.policy)
+        other = JobRunner(there.meta, {}, FAST, policy=there.policy)
+        running = asyncio.create_task(runner.run_one())
+        await asyncio.wait_for(entered.wait(), 10)
+        await other.refresh_maintenance()
+        for registry in (here, there):
+            with pytest.raises(RegistryError) as refused:
+                await registry.uploads.start("lib/ro")
+            assert refused.value.code.code == "UNSUPPORTED"
+            assert f"garbage collection job {job.id}" in refused.value.message
+            with pytest.raises(RegistryError):
+                await registry.manifests.delete("lib/ro", "v1")
+            assert (await registry.manifests.get("lib/ro", "v1")).digest == image.digest  # pulls go on
+        release.set()
+        await asyncio.wait_for(running, 10)
+        await other.refresh_maintenance()
+        for registry in (here, there):
+            await registry.uploads.start("lib/ro")  # writable again
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data

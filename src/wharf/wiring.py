@@ -52,4 +52,5 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
         stale=parse_duration(jobs.stale).total_seconds(),
     )
     schedules = ScheduleService(registry.meta, settings.gc.grace_period)
-    return JobRunner(registry.meta, {REGISTRY_GC: gc_action(registry.gc)}, timing, schedules=schedules)
+    actions = {REGISTRY_GC: gc_action(registry.gc)}
+    return JobRunner(registry.meta, actions, timing, schedules=schedules, policy=registry.policy)

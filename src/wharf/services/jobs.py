@@ -19,11 +19,13 @@ from typing import Any
 
 from ..meta.store import Job, MetadataStore
 from .gc import GarbageCollector, GCOptions
+from .policy import Policy
 from .schedules import ScheduleService
 
 log = logging.getLogger("wharf.jobs")
 
 REGISTRY_GC = "registryGC"
+MAINTENANCE = "maintenance"  # the setting a read-only collection leaves while it runs
 ACTIONS = (REGISTRY_GC,)
 # Lines of a job's log kept for the "eligible for deletion" listings, which can be long.
 LISTED_LINES = 100
@@ -114,10 +116,12 @@ class JobRunner:
         timing: Timing | None = None,
         worker: str | None = None,
         schedules: ScheduleService | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.store = store
         self.actions = actions
         self.schedules = schedules
+        self.policy = policy
         self.timing = timing or Timing()
         self.worker = worker or worker_name()
 
@@ -133,7 +137,21 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.timing.poll)
 
+    async def refresh_maintenance(self) -> None:
+        """Follow a read-only collection running on any replica: writes here wait for it too.
+        A mark left by a worker that died counts only while its job is still running."""
+        if self.policy is None:
+            return
+        mark = await self.store.jobs.get_setting(MAINTENANCE) or {}
+        reason = None
+        if mark.get("job"):
+            job = await self.store.jobs.get(str(mark["job"]))
+            if job is not None and job.status == "running":
+                reason = str(mark.get("reason"))
+        self.policy.maintenance = reason
+
     async def run_one(self) -> bool:
+        await self.refresh_maintenance()
         if self.schedules is not None:
             # Any worker may start the scheduled job; the database lets one of them do it.
             window = timedelta(seconds=max(self.timing.poll * 3, 10.0))
@@ -151,7 +169,10 @@ class JobRunner:
         context = JobContext(job, self.store)
         beating = asyncio.create_task(self._heartbeat(context))
         await self.store.jobs.log(job.id, f"attempt {job.attempts} of {job.max_attempts} on {self.worker}")
+        readonly = job.action == REGISTRY_GC and (job.parameters or {}).get("mode") == "readonly"
         try:
+            if readonly:
+                await self._enter_readonly(job)
             result = await self.actions[job.action](context)
         except asyncio.CancelledError:
             raise
@@ -168,11 +189,30 @@ class JobRunner:
             return
         finally:
             beating.cancel()
+            if readonly:
+                await self._leave_readonly()
         await context.flush()
         status = "stopped" if result.get("status") == "stopped" else "done"
         await self.store.jobs.finish(
             job.id, self.worker, status, result, result.get("reason") if status == "stopped" else None
         )
+
+    async def _enter_readonly(self, job: Job) -> None:
+        reason = (
+            f"the registry is read-only while garbage collection job {job.id} runs in read-only mode; "
+            "pulls go on, pushes and deletes can be retried when it ends"
+        )
+        await self.store.jobs.put_setting(MAINTENANCE, {"job": job.id, "reason": reason})
+        if self.policy is not None:
+            self.policy.maintenance = reason
+        await self.store.jobs.log(
+            job.id, "read-only mode: pushes and deletes refused until the end of the run"
+        )
+
+    async def _leave_readonly(self) -> None:
+        await self.store.jobs.put_setting(MAINTENANCE, {})
+        if self.policy is not None:
+            self.policy.maintenance = None
 
     async def _heartbeat(self, context: JobContext) -> None:
         while True:

@@ -15,10 +15,14 @@ class Policy:
     readonly: bool = False
     redirect: bool = True  # send blob GETs to the object store when it can serve them
     readonly_reason: str = "the registry is in read-only maintenance mode (storage.maintenance.readonly)"
+    # Set while a garbage collection runs in read-only mode (on any replica): why writes wait.
+    maintenance: str | None = None
 
     def check_writable(self) -> None:
         if self.readonly:
             raise RegistryError(UNSUPPORTED, {"reason": "readonly"}, self.readonly_reason)
+        if self.maintenance:
+            raise RegistryError(UNSUPPORTED, {"reason": "maintenance"}, self.maintenance)
 
     def check_delete(self) -> None:
         if not self.delete_enabled:
