@@ -122,3 +122,38 @@ def test_every_push_tag_move_and_delete_is_in_the_activity_log(own_server):
     db.dispose()
     assert [actor for actor, _detail in runs] == ["garbage-collector"]
     assert runs[0][1]["blobs_deleted"] == 2  # the first image's config and layer (the second stays, untagged)
+
+
+def test_the_activity_api_filters_by_repository_actor_action_and_time_and_pages(own_server):
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    first, second = Image.random(layers=1), Image.random(layers=1)
+    with own_server.client() as client:
+        push_image(client, "lib/act", first, "v1")
+        push_image(client, "lib/act", second, "v1")
+        push_image(client, "lib/other", first, "v1")
+        assert client.delete("/api/v0/repositories/lib/act/manifests/v1").status_code == 204
+        run_gc(own_server, "--grace", "0s")
+
+        def activities(**params):
+            response = client.get("/api/v0/activities", params=params)
+            assert response.status_code == 200, response.text
+            return response.json()["activities"]
+
+        mine = activities(repository="lib/act")
+        assert [a["action"] for a in mine if a["action"] != "blob.push"] == [
+            "tag.delete",
+            "manifest.push",
+            "tag.move",
+            "manifest.push",
+        ]
+        assert {a["actor"] for a in mine} == {"anonymous"}
+        (gc_run,) = activities(action="gc.run")
+        assert gc_run["actor"] == "garbage-collector" and gc_run["detail"]["status"] == "done"
+        assert activities(actor="garbage-collector", action="manifest.push") == []
+        assert len(activities(since=before.isoformat())) == len(activities(limit=1000))
+        assert activities(until=before.isoformat()) == []
+        page = activities(repository="lib/act", start=1, limit=2)
+        assert [a["id"] for a in page] == [a["id"] for a in mine[1:3]]
+        assert client.get("/api/v0/activities", params={"since": "yesterday"}).status_code == 400

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from ..config import Settings
 from ..errors import RegistryError
 from ..services.registry import Registry
-from . import gc_settings, jobs, repositories
+from . import activities, gc_settings, jobs, repositories
 
 
 def create_api(registry: Registry, settings: Settings) -> FastAPI:
@@ -39,4 +39,5 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
     api.include_router(repositories.router)
     api.include_router(jobs.router)
     api.include_router(gc_settings.router)
+    api.include_router(activities.router)
     return api

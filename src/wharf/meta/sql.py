@@ -855,10 +855,33 @@ class SQLMetadataStore:
 
         return await self._db.read(tx)
 
-    async def events(self, limit: int = 100) -> list[dict[str, Any]]:
-        query = sa.select(s.events).order_by(s.events.c.id.desc()).limit(limit)
+    async def events(
+        self,
+        limit: int = 100,
+        start: int = 0,
+        repository: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        e = s.events
+        query = sa.select(e).order_by(e.c.id.desc()).offset(start).limit(limit)
+        if repository is not None:
+            query = query.where(e.c.repository == repository)
+        if actor is not None:
+            query = query.where(e.c.actor == actor)
+        if action is not None:
+            query = query.where(e.c.action == action)
+        if since is not None:
+            query = query.where(e.c.at >= since)
+        if until is not None:
+            query = query.where(e.c.at < until)
 
         def tx(conn: sa.Connection) -> list[dict[str, Any]]:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+            for row in rows:
+                row["at"] = _aware(row["at"])
+            return rows
 
         return await self._db.read(tx)

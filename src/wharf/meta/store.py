@@ -269,4 +269,14 @@ class MetadataStore(Protocol):
     async def gc_runs(self, limit: int = 20) -> list[GCRun]: ...
 
     # The activity log.
-    async def events(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def events(
+        self,
+        limit: int = 100,
+        start: int = 0,
+        repository: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The activity log, newest first, filtered by whichever of these are given."""

@@ -1,0 +1,48 @@
+"""The activity log: every push, tag move, delete, import and GC run, with its actor."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from ..services.registry import Registry
+
+router = APIRouter(tags=["activities"])
+
+
+class Activity(BaseModel):
+    id: int
+    at: str
+    actor: str
+    action: str = ""
+    repository: str | None
+    reference: str | None
+    digest: str | None
+    detail: dict[str, Any] | None
+
+
+class ActivitiesOut(BaseModel):
+    activities: list[Activity]
+
+
+@router.get("/activities", response_model=ActivitiesOut, summary="The activity log, newest first")
+async def activities(
+    request: Request,
+    repository: str | None = None,
+    actor: str | None = None,
+    action: Annotated[
+        str | None, Query(description="manifest.push, tag.move, manifest.delete, gc.run...")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    start: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ActivitiesOut:
+    registry: Registry = request.app.state.registry
+    rows = await registry.meta.events(limit, start, repository, actor, action, since, until)
+    return ActivitiesOut(
+        activities=[Activity(**{**row, "at": row["at"].isoformat().replace("+00:00", "Z")}) for row in rows]
+    )
