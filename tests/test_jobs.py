@@ -218,3 +218,33 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
 
 async def _body(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def test_wharf_worker_runs_the_jobs_a_server_without_a_worker_accepts(make_server):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from .gc import gc_env
+
+    server = make_server({"jobs": {"enabled": False}, "gc": {"grace": "0s"}})
+    worker_config = server.directory / "worker.yml"
+    config = {**server.config, "jobs": {"enabled": True, "poll": "0.2s"}}
+    worker_config.write_text(yaml.safe_dump(config))
+    with subprocess.Popen(
+        [sys.executable, "-m", "wharf", "worker", str(worker_config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=gc_env(),
+    ) as worker:
+        try:
+            with server.client() as client:
+                job = client.post("/api/v0/admin/jobs", json={"job": "registryGC"}).json()
+                done = wait_for(client, job["id"], {"done", "errors"})
+                assert done["status"] == "done"
+                assert f":{worker.pid}:" in done["workerID"]
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert worker.returncode == 0

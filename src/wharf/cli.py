@@ -184,6 +184,36 @@ def garbage_collect(
     sys.exit(code)
 
 
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+def worker(config: str | None) -> None:
+    """Run jobs only (garbage collection, schedules), with no HTTP server. Any number of
+    workers and servers may share one database: each job runs once."""
+    import asyncio
+    import signal
+
+    from .wiring import build_registry, build_runner
+
+    settings = _settings(config)
+    logging.basicConfig(level=settings.log.level.upper().replace("WARN", "WARNING").replace("INGING", "ING"))
+    _prepare_database(settings)
+
+    async def run() -> None:
+        registry = build_registry(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        runner = build_runner(settings, registry)
+        click.echo(f"wharf worker {runner.worker}: waiting for jobs", err=True)
+        try:
+            await runner.run(stop)
+        finally:
+            await registry.close()
+
+    asyncio.run(run())
+
+
 @main.command("import-distribution")
 @click.argument("rootdir", type=click.Path(file_okay=False, exists=True))
 @click.option(
