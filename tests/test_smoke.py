@@ -18,3 +18,9 @@ def test_push_then_pull_image_by_tag(client, repo):
         push_image(client, repo, c)
     push_manifest(client, repo, "multi", index(children), OCI_INDEX)
     assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["multi", "v1"]
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").text == "ok"
+    ready = client.get("/readyz")
+    assert (ready.status_code, ready.text) == (200, "ready")

@@ -24,7 +24,29 @@ V2_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 async def healthz(request: Request) -> Response:
+    """The process answers (liveness)."""
     return PlainTextResponse("ok")
+
+
+# A digest no blob has: asking storage for it checks that storage answers.
+_PROBE = "sha256:" + "0" * 64
+
+
+async def readyz(request: Request) -> Response:
+    """The database and the blob storage answer (readiness): 503 naming what does not."""
+    registry = request.app.state.registry
+    problems = []
+    try:
+        await registry.meta.ping()
+    except Exception as error:
+        problems.append(f"database: {type(error).__name__}: {error}")
+    try:
+        await registry.storage.stat(_PROBE)
+    except Exception as error:
+        problems.append(f"storage: {type(error).__name__}: {error}")
+    if problems:
+        return PlainTextResponse("\n".join(problems) + "\n", status_code=503)
+    return PlainTextResponse("ready")
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -50,6 +72,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/", version_check, methods=["GET", "HEAD"]),
             Route("/v2/{path:path}", dispatch, methods=V2_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Mount("/api/v0", app=create_api(registry, settings)),
         ],
         lifespan=lifespan,

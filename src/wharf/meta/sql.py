@@ -93,6 +93,12 @@ class SQLMetadataStore:
         self.reader.close()
         await self._db.close()
 
+    async def ping(self) -> None:
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(sa.select(s.repositories.c.id).limit(1)).all()
+
+        await self._db.read(tx)
+
     def digest_section(self, digests: Collection[str]) -> AbstractAsyncContextManager[None]:
         return self._db.section(digests)
 

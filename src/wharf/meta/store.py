@@ -169,6 +169,9 @@ class MetadataStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise unless the database answers (and its schema is there)."""
+
     # Coordination.
     def digest_section(self, digests: Collection[str]) -> AbstractAsyncContextManager[None]:
         """One critical section per digest, across processes and replicas: storing a blob's
