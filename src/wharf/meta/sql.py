@@ -293,19 +293,7 @@ class SQLMetadataStore:
             # concurrent delete either waits for this tag or came first and the insert reruns.
             manifest_id = self._claim_manifest(conn, repo_id, manifest)
             if manifest_id is not None:
-                if manifest.blobs:
-                    conn.execute(
-                        s.manifest_blobs.insert(),
-                        [{"manifest_id": manifest_id, "digest": d} for d in dict.fromkeys(manifest.blobs)],
-                    )
-                if manifest.children:
-                    conn.execute(
-                        s.manifest_children.insert(),
-                        [
-                            {"parent_id": manifest_id, "child_digest": d}
-                            for d in dict.fromkeys(manifest.children)
-                        ],
-                    )
+                self._record_references(conn, manifest_id, manifest)
             if tag is not None:
                 self._set_tag(conn, repo_id, tag, manifest.digest, event)
             self._record(conn, event)
@@ -344,28 +332,50 @@ class SQLMetadataStore:
             if missing:
                 raise MissingReference("manifest", next(d for d in manifest.children if d in missing))
 
+    def _insert_manifest(
+        self, conn: sa.Connection, repo_id: int, manifest: NewManifest, now: datetime, seen: datetime | None
+    ) -> int | None:
+        """Insert the manifest's row unless the repository has it: its new id, or None."""
+        m = s.manifests
+        created: int | None = conn.scalar(
+            self._insert(m)
+            .values(
+                repository_id=repo_id,
+                digest=manifest.digest,
+                media_type=manifest.media_type,
+                payload=manifest.payload,
+                config_digest=manifest.config_digest,
+                subject_digest=manifest.subject_digest,
+                artifact_type=manifest.artifact_type,
+                size=len(manifest.payload),
+                created_at=now,
+                last_seen_at=seen,
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+            .returning(m.c.id)
+        )
+        return created
+
+    def _record_references(self, conn: sa.Connection, manifest_id: int, manifest: NewManifest) -> None:
+        """The blobs and child manifests a newly inserted manifest names."""
+        if manifest.blobs:
+            conn.execute(
+                s.manifest_blobs.insert(),
+                [{"manifest_id": manifest_id, "digest": d} for d in dict.fromkeys(manifest.blobs)],
+            )
+        if manifest.children:
+            conn.execute(
+                s.manifest_children.insert(),
+                [{"parent_id": manifest_id, "child_digest": d} for d in dict.fromkeys(manifest.children)],
+            )
+
     def _claim_manifest(self, conn: sa.Connection, repo_id: int, manifest: NewManifest) -> int | None:
         """Insert the manifest row; its id when this transaction created it, None when it
         exists already (then it is locked against deletion until this transaction ends)."""
         m = s.manifests
         for _attempt in range(ROW_RACE_ATTEMPTS):
-            created: int | None = conn.scalar(
-                self._insert(m)
-                .values(
-                    repository_id=repo_id,
-                    digest=manifest.digest,
-                    media_type=manifest.media_type,
-                    payload=manifest.payload,
-                    config_digest=manifest.config_digest,
-                    subject_digest=manifest.subject_digest,
-                    artifact_type=manifest.artifact_type,
-                    size=len(manifest.payload),
-                    created_at=_now(),
-                    last_seen_at=_now(),
-                )
-                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-                .returning(m.c.id)
-            )
+            now = _now()
+            created = self._insert_manifest(conn, repo_id, manifest, now, seen=now)
             if created is not None:
                 return created
             # Pushed again: an untagged manifest's grace period starts over. The update
@@ -489,37 +499,12 @@ class SQLMetadataStore:
                 added["blobs"] += max(result.rowcount, 0)
                 links = [{"repository_id": repo_id, "digest": b.digest, "created_at": now} for b in batch]
                 conn.execute(self._insert(s.repository_blobs).values(links).on_conflict_do_nothing())
-            m = s.manifests
             for manifest in manifests:
-                created = conn.scalar(
-                    self._insert(m)
-                    .values(
-                        repository_id=repo_id,
-                        digest=manifest.digest,
-                        media_type=manifest.media_type,
-                        payload=manifest.payload,
-                        config_digest=manifest.config_digest,
-                        subject_digest=manifest.subject_digest,
-                        artifact_type=manifest.artifact_type,
-                        size=len(manifest.payload),
-                        created_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-                    .returning(m.c.id)
-                )
+                created = self._insert_manifest(conn, repo_id, manifest, now, seen=None)
                 if created is None:
                     continue
                 added["manifests"] += 1
-                if manifest.blobs:
-                    conn.execute(
-                        s.manifest_blobs.insert(),
-                        [{"manifest_id": created, "digest": d} for d in dict.fromkeys(manifest.blobs)],
-                    )
-                if manifest.children:
-                    conn.execute(
-                        s.manifest_children.insert(),
-                        [{"parent_id": created, "child_digest": d} for d in dict.fromkeys(manifest.children)],
-                    )
+                self._record_references(conn, created, manifest)
             for tag, digest in sorted(tags.items()):
                 created_tag = conn.scalar(
                     self._insert(s.tags)
