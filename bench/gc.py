@@ -364,11 +364,13 @@ class Timed:
     seconds: float
     lines: int
     output: str
+    spawned: float = 0.0  # time.time() at the spawn (after the sync)
 
 
 def timed(command: list[str], env: dict[str, str]) -> Timed:
     """Wall clock from spawn to exit, its output (stdout and stderr) read from a pipe."""
     os.sync()
+    spawned = time.time()
     began = time.perf_counter()
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
@@ -378,7 +380,7 @@ def timed(command: list[str], env: dict[str, str]) -> Timed:
     text = out.decode(errors="replace")
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}:\n{text[-3000:]}")
-    return Timed(seconds, text.count("\n"), text)
+    return Timed(seconds, text.count("\n"), text, spawned)
 
 
 @dataclass(frozen=True)
@@ -699,8 +701,8 @@ def profile(
     for name, percent, dry, untagged, quiet, scan in cases:
         restore(wharf, percent)
         flags = ["1" if x else "0" for x in (dry, untagged, quiet, scan)]
-        began = time.time()
         result = timed([python, "-c", PHASES_DRIVER, str(wharf.config_path), *flags], env)
+        began = result.spawned  # not before timed(): its os.sync() can take seconds on a disk
         line = next(x for x in reversed(result.output.splitlines()) if x.startswith("PHASES "))
         data = json.loads(line[len("PHASES ") :])
         data["interpreter start"] = data["t0"] - began
