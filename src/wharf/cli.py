@@ -28,6 +28,10 @@ def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log.level.upper().replace("WARN", "WARNING").replace("INGING", "ING"))
+
+
 def _prepare_database(settings: Settings) -> None:
     url = settings.database_url
     Path(settings.storage.filesystem.rootdirectory).mkdir(parents=True, exist_ok=True)
@@ -70,7 +74,7 @@ def main() -> None:
 def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     settings = _settings(config)
-    logging.basicConfig(level=settings.log.level.upper().replace("WARN", "WARNING").replace("INGING", "ING"))
+    _configure_logging(settings)
     _prepare_database(settings)
     if config:
         os.environ["WHARF_CONFIG"] = str(Path(config).resolve())
@@ -199,7 +203,7 @@ def worker(config: str | None) -> None:
     from .wiring import build_registry, build_runner
 
     settings = _settings(config)
-    logging.basicConfig(level=settings.log.level.upper().replace("WARN", "WARNING").replace("INGING", "ING"))
+    _configure_logging(settings)
     _prepare_database(settings)
 
     async def run() -> None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from ..services.registry import Registry
+from .jobs import iso
 
 router = APIRouter(tags=["activities"])
 
@@ -43,6 +44,4 @@ async def activities(
 ) -> ActivitiesOut:
     registry: Registry = request.app.state.registry
     rows = await registry.meta.events(limit, start, repository, actor, action, since, until)
-    return ActivitiesOut(
-        activities=[Activity(**{**row, "at": row["at"].isoformat().replace("+00:00", "Z")}) for row in rows]
-    )
+    return ActivitiesOut(activities=[Activity(**{**row, "at": iso(row["at"])}) for row in rows])

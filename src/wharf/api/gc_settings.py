@@ -14,7 +14,7 @@ from ..errors import INVALID_SCHEDULE, NO_GC_RUN, RegistryError
 from ..meta.store import GCRun
 from ..services.registry import Registry
 from ..services.schedules import GCSettings, InvalidSchedule, ScheduleService, next_fire
-from .jobs import JobOut, job_out
+from .jobs import JobOut, iso, job_out
 
 router = APIRouter(prefix="/admin/settings/registry/garbageCollection", tags=["garbage collection"])
 
@@ -69,9 +69,6 @@ class RunsOut(BaseModel):
 
 
 def _run_out(run: GCRun) -> RunOut:
-    def stamp(moment: datetime | None) -> str | None:
-        return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
     return RunOut(
         id=run.id,
         status=run.status,
@@ -79,8 +76,8 @@ def _run_out(run: GCRun) -> RunOut:
         dryRun=run.dry_run,
         deleteUntagged=run.delete_untagged,
         mode=run.mode,
-        startedAt=stamp(run.started_at) or "",
-        endedAt=stamp(run.ended_at),
+        startedAt=iso(run.started_at) or "",
+        endedAt=iso(run.ended_at),
         blobsMarked=run.blobs_marked,
         blobsEligible=run.blobs_eligible,
         manifestsEligible=run.manifests_eligible,
@@ -93,7 +90,7 @@ def _run_out(run: GCRun) -> RunOut:
 def _out(settings: GCSettings, **extra: Any) -> SettingsOut:
     upcoming = None
     if settings.schedule and settings.duration != "never":
-        upcoming = next_fire(settings.schedule, datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+        upcoming = iso(next_fire(settings.schedule, datetime.now(UTC)))
     return SettingsOut(**asdict(settings), nextRun=upcoming, **extra)
 
 

@@ -22,7 +22,8 @@ def _registry(request: Request) -> Registry:
     return registry
 
 
-def _time(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
+    """A timestamp as the API writes it: ISO 8601 in UTC with a Z."""
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
@@ -52,10 +53,10 @@ def job_out(job: Job) -> JobOut:
         attempts=job.attempts,
         retriesLeft=max(job.max_attempts - job.attempts, 0),
         parameters=job.parameters,
-        scheduledAt=_time(job.scheduled_at),
-        startedAt=_time(job.started_at),
-        endedAt=_time(job.ended_at),
-        lastUpdated=_time(job.heartbeat_at),
+        scheduledAt=iso(job.scheduled_at),
+        startedAt=iso(job.started_at),
+        endedAt=iso(job.ended_at),
+        lastUpdated=iso(job.heartbeat_at),
         stopRequested=job.stop_requested,
         result=job.result,
         error=job.error,
@@ -144,7 +145,7 @@ async def job_logs(
 ) -> LogsOut:
     await _job(request, job_id)
     lines = await _registry(request).meta.jobs.logs(job_id, start, limit)
-    return LogsOut(logs=[LogLine(at=_time(at) or "", line=line) for at, line in lines])
+    return LogsOut(logs=[LogLine(at=iso(at) or "", line=line) for at, line in lines])
 
 
 @router.delete("/jobs/{job_id}", response_model=JobOut, status_code=202, summary="Stop a job")

@@ -5,30 +5,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import schema as s
+from .clock import aware as _aware
+from .clock import now as _now
 from .engines import Database
 from .store import Job
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def _job(row: Any) -> Job:
     fields = dict(row._mapping)
     for key in ("created_at", "scheduled_at", "started_at", "ended_at", "heartbeat_at"):
-        fields[key] = _aware(fields[key])
+        if fields[key] is not None:
+            fields[key] = _aware(fields[key])
     fields["stop_requested"] = bool(fields["stop_requested"])
     return Job(**fields)
 
@@ -224,7 +217,7 @@ class SQLJobStore:
         )
 
         def tx(conn: sa.Connection) -> list[tuple[datetime, str]]:
-            return [(_aware(at) or at, line) for at, line in conn.execute(query)]
+            return [(_aware(at), line) for at, line in conn.execute(query)]
 
         return await self._db.read(tx)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +13,8 @@ from sqlalchemy.dialects import sqlite
 
 from . import reads
 from . import schema as s
+from .clock import aware as _aware
+from .clock import now as _now
 from .engines import AsyncEngineDatabase, Database, ThreadedSQLite
 from .jobs import SQLJobStore
 from .store import (
@@ -28,15 +30,6 @@ from .store import (
 )
 
 T = TypeVar("T")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without their zone; every one stored is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # A row another transaction deletes between our two statements: try again this many times.

@@ -21,7 +21,7 @@ from ..errors import RegistryError
 from ..meta.store import Event, ImportedBlob, MetadataStore, NewManifest
 from ..reference import is_valid_digest, validate_name
 from ..storage.paths import blob_path
-from .manifest_format import parse_manifest
+from .manifest_format import new_manifest, parse_manifest
 
 REPOSITORIES = Path("docker/registry/v2/repositories")
 IMPORT_ACTOR = "import-distribution"
@@ -136,16 +136,7 @@ class DistributionImporter:
                     f"{name}: manifest {digest} names blobs with no data: {', '.join(missing)}"
                 )
                 continue
-            parsed[digest] = NewManifest(
-                digest=digest,
-                media_type=manifest.media_type,
-                payload=payload,
-                config_digest=manifest.config_digest,
-                subject_digest=manifest.subject_digest,
-                artifact_type=manifest.artifact_type,
-                blobs=manifest.blobs,
-                children=manifest.children,
-            )
+            parsed[digest] = new_manifest(digest, payload, manifest)
         # An index only with all its children: drop those that lack one, until none does.
         while True:
             lacking = [m for m in parsed.values() if any(c not in parsed for c in m.children)]

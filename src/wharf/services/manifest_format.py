@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MANIFEST_INVALID, RegistryError
+from ..meta.store import NewManifest
 from ..reference import is_valid_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -144,6 +145,20 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
         artifact_type=artifact_type,
         blobs=(config["digest"], *(d["digest"] for d in layers if _stored_in_registry(d))),
         children=(),
+    )
+
+
+def new_manifest(digest: str, payload: bytes, parsed: ParsedManifest) -> NewManifest:
+    """What the metadata store records for a parsed manifest."""
+    return NewManifest(
+        digest=digest,
+        media_type=parsed.media_type,
+        payload=payload,
+        config_digest=parsed.config_digest,
+        subject_digest=parsed.subject_digest,
+        artifact_type=parsed.artifact_type,
+        blobs=parsed.blobs,
+        children=parsed.children,
     )
 
 

@@ -16,9 +16,9 @@ from ..errors import (
     NAME_UNKNOWN,
     RegistryError,
 )
-from ..meta.store import Event, MetadataStore, MissingReference, NewManifest, StoredManifest
+from ..meta.store import Event, MetadataStore, MissingReference, StoredManifest
 from ..reference import is_digest, validate_digest, validate_name, validate_reference
-from .manifest_format import MAX_MANIFEST_BYTES, OCI_INDEX, accepts, parse_manifest
+from .manifest_format import MAX_MANIFEST_BYTES, OCI_INDEX, accepts, new_manifest, parse_manifest
 from .policy import ANONYMOUS, Policy
 
 
@@ -79,16 +79,7 @@ class ManifestService:
         else:
             digest = digest_of(payload)
             tag = reference
-        record = NewManifest(
-            digest=digest,
-            media_type=parsed.media_type,
-            payload=payload,
-            config_digest=parsed.config_digest,
-            subject_digest=parsed.subject_digest,
-            artifact_type=parsed.artifact_type,
-            blobs=parsed.blobs,
-            children=parsed.children,
-        )
+        record = new_manifest(digest, payload, parsed)
         event = Event(actor, "manifest.push", repository, reference, digest, {"mediaType": parsed.media_type})
         try:
             await self.meta.put_manifest(repository, record, tag, event)
