@@ -290,23 +290,8 @@ class GarbageCollector:
             done += len(batch)
             progress("manifests", done, len(ids))
 
-        done = 0
-        for blob_batch in _batches(plan.blobs, size):
-            if stopped():
-                return
-            digests = [digest for digest, _size in blob_batch]
-            async with self.meta.digest_section(digests):
-                # Rows first (noted as pending), then the bytes, then the note: a crash
-                # anywhere leaves bytes without a row, which the next run finishes.
-                gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
-                await self.storage.delete_many([digest for digest, _size in gone])
-                await self.meta.gc_forget_pending([digest for digest, _size in gone])
-            outcome.deleted_blobs.extend(gone)
-            run.blobs_deleted += len(gone)
-            run.bytes_freed += sum(size for _digest, size in gone)
-            done += len(blob_batch)
-            progress("blobs", done, len(plan.blobs))
-            say(f"deleted {run.blobs_deleted} of {len(plan.blobs)} blobs so far")
+        if not await self._delete_blobs(outcome, size, say, progress, stopped):
+            return
 
         done = 0
         for file_batch in _batches(plan.orphans, size):
@@ -324,3 +309,33 @@ class GarbageCollector:
             run.bytes_freed += sum(f.size for f in unknown)
             done += len(files)
             progress("files", done, len(plan.orphans))
+
+    async def _delete_blobs(
+        self, outcome: Outcome, size: int, say: Say, progress: Progress, stopped: Callable[[], bool]
+    ) -> bool:
+        """Rows first (journalled as pending), then the bytes, then the journal entries: a
+        crash anywhere leaves bytes without a row, which the next run finishes. The journal
+        is cleared once at the end (a crash before that makes the next run look again at
+        digests already gone, which costs a lookup and nothing else). False if stopped."""
+        plan, run = outcome.plan, outcome.run
+        done = 0
+        try:
+            for blob_batch in _batches(plan.blobs, size):
+                if stopped():
+                    return False
+                digests = [digest for digest, _size in blob_batch]
+                async with self.meta.digest_section(digests):
+                    gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
+                    await self.storage.delete_many([digest for digest, _size in gone])
+                outcome.deleted_blobs.extend(gone)
+                run.blobs_deleted += len(gone)
+                run.bytes_freed += sum(size for _digest, size in gone)
+                done += len(blob_batch)
+                progress("blobs", done, len(plan.blobs))
+                say(f"deleted {run.blobs_deleted} of {len(plan.blobs)} blobs so far")
+        finally:
+            if outcome.deleted_blobs:
+                await asyncio.shield(
+                    self.meta.gc_forget_pending([digest for digest, _size in outcome.deleted_blobs])
+                )
+        return True
