@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from .config import Settings, parse_duration
 from .meta.sql import SQLMetadataStore
-from .services.jobs import REGISTRY_GC, JobRunner, Timing, gc_action
+from .services.jobs import (
+    PURGE_UPLOADS,
+    REGISTRY_GC,
+    Action,
+    JobRunner,
+    Timing,
+    gc_action,
+    purge_action,
+)
 from .services.policy import Policy
+from .services.purge import UploadPurger
 from .services.registry import Registry
 from .services.schedules import ScheduleService
 from .storage.base import BlobStore
@@ -51,6 +60,12 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
         heartbeat=parse_duration(jobs.heartbeat).total_seconds(),
         stale=parse_duration(jobs.stale).total_seconds(),
     )
+    purging = settings.storage.maintenance.uploadpurging
     schedules = ScheduleService(registry.meta, settings.gc.grace_period)
-    actions = {REGISTRY_GC: gc_action(registry.gc)}
+    actions: dict[str, Action] = {
+        REGISTRY_GC: gc_action(registry.gc),
+        PURGE_UPLOADS: purge_action(
+            UploadPurger(registry.meta, registry.storage, registry.uploads), purging.age, purging.dryrun
+        ),
+    }
     return JobRunner(registry.meta, actions, timing, schedules=schedules, policy=registry.policy)

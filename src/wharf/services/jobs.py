@@ -17,18 +17,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
 from .gc import GarbageCollector, GCOptions
 from .policy import Policy
+from .purge import UploadPurger
 from .schedules import ScheduleService
 
 log = logging.getLogger("wharf.jobs")
 
 REGISTRY_GC = "registryGC"
+PURGE_UPLOADS = "purgeUploads"
 MAINTENANCE = "maintenance"  # the setting a read-only collection leaves while it runs
-ACTIONS = (REGISTRY_GC,)
+ACTIONS = (REGISTRY_GC, PURGE_UPLOADS)
 # Lines of a job's log kept for the "eligible for deletion" listings, which can be long.
 LISTED_LINES = 100
+
+
+class JobFailed(Exception):
+    """The job cannot succeed as asked (a parameter names nothing usable): it ends in
+    errors at once, with this message, instead of being tried again."""
 
 
 def worker_name() -> str:
@@ -54,12 +62,18 @@ class JobContext:
     lines: list[str] = field(default_factory=list)
     listed: int = 0
 
-    def say(self, line: str) -> None:
-        if "eligible for deletion:" in line or "marking" in line:
+    def say(self, line: str, listed: bool = False) -> None:
+        """Add a line to the job's log; ``listed`` ones (one per item, like GC's listings of
+        what it marks and deletes) are kept up to LISTED_LINES."""
+        if listed or "eligible for deletion:" in line or "marking" in line:
             self.listed += 1
             if self.listed > LISTED_LINES:
                 return
         self.lines.append(line)
+
+    def end_listing(self) -> None:
+        if self.listed > LISTED_LINES:
+            self.say(f"... {self.listed - LISTED_LINES} more lines not kept")
 
     async def flush(self) -> None:
         lines, self.lines = self.lines, []
@@ -93,8 +107,7 @@ def gc_action(gc: GarbageCollector) -> Action:
             mode=str(parameters.get("mode", "online")),
         )
         outcome = await gc.run(options, context.say, should_stop=context.should_stop)
-        if context.listed > LISTED_LINES:
-            context.say(f"... {context.listed - LISTED_LINES} more lines not kept")
+        context.end_listing()
         run = outcome.run
         return {
             "gcRun": run.id,
@@ -104,6 +117,24 @@ def gc_action(gc: GarbageCollector) -> Action:
             "manifestsDeleted": run.manifests_deleted,
             "bytesFreed": run.bytes_freed,
         }
+
+    return run
+
+
+def purge_action(purger: UploadPurger, age: str, dry_run: bool) -> Action:
+    """purgeUploads: parameters ``age`` (a duration) and ``dryRun``; when not given, those
+    of the configuration (storage.maintenance.uploadpurging), passed here."""
+
+    async def run(context: JobContext) -> dict[str, Any]:
+        parameters = context.job.parameters or {}
+        try:
+            idle = parse_duration(str(parameters.get("age") or age))
+        except ValueError as error:
+            raise JobFailed(f"parameter age: {error}") from None
+        dry = bool(parameters.get("dryRun", dry_run))
+        report = await purger.run(idle, dry, context.say, should_stop=context.should_stop)
+        context.end_listing()
+        return report.result()
 
     return run
 
@@ -176,6 +207,13 @@ class JobRunner:
             result = await self.actions[job.action](context)
         except asyncio.CancelledError:
             raise
+        except JobFailed as error:
+            beating.cancel()
+            context.say(f"failed: {error}")
+            await context.flush()
+            await self.store.jobs.finish(job.id, self.worker, "errors", None, str(error))
+            log.warning("job %s (%s) failed: %s; not retried", job.id, job.action, error)
+            return
         except Exception as error:
             beating.cancel()
             message = f"{type(error).__name__}: {error}"
