@@ -1,6 +1,6 @@
 """purgeUploads: abandoned uploads (rows and staged bytes), staged bytes no row knows, and
 stale multipart uploads left in the bucket go; uploads in use stay. Against a real `wharf
-serve` on both stacks."""
+serve` on both stacks, and the periodic purge fired once across replicas."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ import sqlalchemy as sa
 
 from wharf.config import load_settings
 from wharf.meta import schema as s
-from wharf.services.jobs import PURGE_UPLOADS
+from wharf.meta.sql import SQLMetadataStore
+from wharf.services.jobs import PURGE_UPLOADS, JobRunner, Timing
+from wharf.services.schedules import Periodic, ScheduleService
 from wharf.wiring import build_storage
 
 from .conftest import stack_config
@@ -191,6 +193,55 @@ def test_stale_multipart_uploads_that_no_upload_knows_are_aborted_on_s3(request,
             }
             assert pending() == {known, fresh}
             assert sum("aborted multipart upload of" in line for line in log_lines(http, job["id"])) == 2
+
+
+async def test_the_periodic_purge_is_created_once_per_interval_across_runners(database_url):
+    stores = [SQLMetadataStore(database_url) for _ in range(2)]
+    every = timedelta(hours=24)
+    try:
+
+        def runner(store: SQLMetadataStore, name: str) -> JobRunner:
+            periodic = [Periodic("uploadPurging", PURGE_UPLOADS, every, {"age": "168h"})]
+            schedules = ScheduleService(store, timedelta(hours=24), periodic)
+            # No actions: these runners start jobs and claim none, so the count is exact.
+            return JobRunner(store, {}, Timing(poll=0.05), worker=name, schedules=schedules)
+
+        runners = [runner(store, f"replica{n}") for n, store in enumerate(stores)]
+        for _ in range(3):
+            await asyncio.gather(*(r.run_one() for r in runners))
+        jobs = await stores[0].jobs.find(PURGE_UPLOADS, None, None, 0, 100)
+        assert len(jobs) == 1 and jobs[0].parameters == {"age": "168h"}
+
+        # A replica starting later in the same interval starts nothing either.
+        late = runner(stores[1], "replica2")
+        await late.run_one()
+        assert len(await stores[0].jobs.find(PURGE_UPLOADS, None, None, 0, 100)) == 1
+
+        # The next interval: one more, whichever replicas ask.
+        later = datetime.now(UTC) + every
+        fired = await asyncio.gather(*(r.schedules.fire_periodic(later) for r in [*runners, late]))
+        assert sum(len(jobs) for jobs in fired) == 1
+        assert len(await stores[0].jobs.find(PURGE_UPLOADS, None, None, 0, 100)) == 2
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def test_wharf_serve_purges_at_its_interval_when_upload_purging_is_enabled(make_server):
+    purging = {"enabled": True, "age": "1s", "interval": "1s"}
+    server = make_server({"storage": {"maintenance": {"uploadpurging": purging}}, "jobs": {"poll": "0.2s"}})
+    with server.client() as client:
+        upload_id, location = start_upload(client, "lib/periodic", b"abandoned")
+        deadline = time.monotonic() + 30
+        while upload_id in upload_rows(server):
+            assert time.monotonic() < deadline, "the abandoned upload was never purged"
+            time.sleep(0.2)
+        assert upload_id not in staged(server)
+        gone = client.patch(location, content=b"x", headers={"Content-Type": "application/octet-stream"})
+        assert gone.status_code == 404 and error_codes(gone) == ["BLOB_UPLOAD_UNKNOWN"]
+        jobs = client.get("/api/v0/jobs", params={"action": PURGE_UPLOADS, "limit": 1000}).json()["jobs"]
+        purged = [job for job in jobs if job["status"] == "done" and job["result"]["uploadsPurged"]]
+        assert purged and purged[0]["parameters"] == {"age": "1s", "dryRun": False}
 
 
 def test_purge_parameters_are_checked_when_the_job_is_posted(make_server):

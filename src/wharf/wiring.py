@@ -17,7 +17,7 @@ from .services.jobs import (
 from .services.policy import Policy
 from .services.purge import UploadPurger
 from .services.registry import Registry
-from .services.schedules import ScheduleService
+from .services.schedules import Periodic, ScheduleService
 from .storage.base import BlobStore
 from .storage.filesystem import FilesystemBlobStore
 
@@ -61,7 +61,14 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
         stale=parse_duration(jobs.stale).total_seconds(),
     )
     purging = settings.storage.maintenance.uploadpurging
-    schedules = ScheduleService(registry.meta, settings.gc.grace_period)
+    periodic = []
+    if purging.enabled:
+        # Like Distribution's uploadpurging: every interval, here once across replicas.
+        parameters = {"age": purging.age, "dryRun": purging.dryrun}
+        periodic.append(
+            Periodic("uploadPurging", PURGE_UPLOADS, parse_duration(purging.interval), parameters)
+        )
+    schedules = ScheduleService(registry.meta, settings.gc.grace_period, periodic)
     actions: dict[str, Action] = {
         REGISTRY_GC: gc_action(registry.gc),
         PURGE_UPLOADS: purge_action(

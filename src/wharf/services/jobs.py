@@ -189,6 +189,8 @@ class JobRunner:
             job = await self.schedules.fire_due(datetime.now(UTC), window)
             if job is not None:
                 log.info("schedule started job %s (%s)", job.id, job.action)
+            for job in await self.schedules.fire_periodic(datetime.now(UTC)):
+                log.info("periodic job %s (%s) started", job.id, job.action)
         stale_before = datetime.now(UTC) - timedelta(seconds=self.timing.stale)
         job = await self.store.jobs.claim(self.worker, list(self.actions), stale_before)
         if job is None:
