@@ -3,15 +3,19 @@ and the CLI commands); nothing here imports the web stack."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import Settings, parse_duration
 from .meta.sql import SQLMetadataStore
 from .services.jobs import (
+    METADATA_MIGRATION,
     PURGE_UPLOADS,
     REGISTRY_GC,
     Action,
     JobRunner,
     Timing,
     gc_action,
+    migration_action,
     purge_action,
 )
 from .services.policy import Policy
@@ -69,10 +73,14 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
             Periodic("uploadPurging", PURGE_UPLOADS, parse_duration(purging.interval), parameters)
         )
     schedules = ScheduleService(registry.meta, settings.gc.grace_period, periodic)
+    storage_root = None
+    if settings.storage.s3 is None:
+        storage_root = Path(settings.storage.filesystem.rootdirectory)
     actions: dict[str, Action] = {
         REGISTRY_GC: gc_action(registry.gc),
         PURGE_UPLOADS: purge_action(
             UploadPurger(registry.meta, registry.storage, registry.uploads), purging.age, purging.dryrun
         ),
+        METADATA_MIGRATION: migration_action(registry.meta, storage_root),
     }
     return JobRunner(registry.meta, actions, timing, schedules=schedules, policy=registry.policy)

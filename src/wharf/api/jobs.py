@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import parse_duration
 from ..errors import INVALID_JOB, NO_SUCH_JOB, RegistryError
 from ..meta.store import Job
-from ..services.jobs import ACTIONS, PURGE_UPLOADS, REGISTRY_GC
+from ..services.jobs import ACTIONS, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
 from ..services.registry import Registry
 
 router = APIRouter(tags=["jobs"])
@@ -93,9 +93,16 @@ class PurgeParameters(BaseModel):
         return value
 
 
+class MigrationParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = Field(min_length=1, description="the Distribution data directory (the storage root)")
+
+
 PARAMETERS: dict[str, type[BaseModel]] = {
     REGISTRY_GC: GCParameters,
     PURGE_UPLOADS: PurgeParameters,
+    METADATA_MIGRATION: MigrationParameters,
 }
 
 
@@ -106,7 +113,7 @@ class NewJob(BaseModel):
     parameters: dict[str, Any] | None = Field(
         default=None,
         description="registryGC: dryRun, deleteUntagged, graceSeconds, durationMinutes, scanStorage, "
-        "mode (online or readonly); purgeUploads: age, dryRun",
+        "mode (online or readonly); purgeUploads: age, dryRun; metadatastoremigration: root (required)",
     )
 
 

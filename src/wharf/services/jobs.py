@@ -15,11 +15,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
 from .gc import GarbageCollector, GCOptions
+from .importer import DistributionImporter, NotADistributionDirectory
 from .policy import Policy
 from .purge import UploadPurger
 from .schedules import ScheduleService
@@ -28,8 +30,9 @@ log = logging.getLogger("wharf.jobs")
 
 REGISTRY_GC = "registryGC"
 PURGE_UPLOADS = "purgeUploads"
+METADATA_MIGRATION = "metadatastoremigration"  # DTR's name: adopting a Distribution directory
 MAINTENANCE = "maintenance"  # the setting a read-only collection leaves while it runs
-ACTIONS = (REGISTRY_GC, PURGE_UPLOADS)
+ACTIONS = (REGISTRY_GC, PURGE_UPLOADS, METADATA_MIGRATION)
 # Lines of a job's log kept for the "eligible for deletion" listings, which can be long.
 LISTED_LINES = 100
 
@@ -135,6 +138,63 @@ def purge_action(purger: UploadPurger, age: str, dry_run: bool) -> Action:
         report = await purger.run(idle, dry, context.say, should_stop=context.should_stop)
         context.end_listing()
         return report.result()
+
+    return run
+
+
+def migration_action(meta: MetadataStore, storage_root: Path | None) -> Action:
+    """metadatastoremigration: adopt the Distribution data directory ``root`` (parameter),
+    which must be this registry's filesystem storage root: the blobs stay where they are."""
+
+    async def run(context: JobContext) -> dict[str, Any]:
+        given = (context.job.parameters or {}).get("root")
+        if not given:
+            raise JobFailed("parameter root is required: the Distribution data directory to import")
+        root = Path(str(given))
+        host = socket.gethostname()
+        if not root.exists():
+            raise JobFailed(f"root {root} does not exist (on {host}, where the worker runs)")
+        if not root.is_dir():
+            raise JobFailed(f"root {root} is not a directory")
+        try:
+            importer = DistributionImporter(meta, root.resolve())
+        except NotADistributionDirectory as error:
+            raise JobFailed(str(error)) from None
+        if storage_root is None:
+            raise JobFailed(
+                "this registry stores blobs on S3: a Distribution directory is adopted only by a "
+                "registry whose storage.filesystem.rootdirectory is that directory"
+            )
+        if root.resolve() != storage_root.resolve():
+            raise JobFailed(
+                f"root {root} is not this registry's storage root ({storage_root}): Wharf serves the "
+                "blobs where Distribution left them, so set storage.filesystem.rootdirectory to it"
+            )
+        context.say(f"importing the Distribution directory {root.resolve()}; no blob is copied")
+
+        def progress(done: int, total: int, name: str) -> None:
+            if name:
+                context.say(f"importing {name} ({done + 1} of {total})", listed=True)
+
+        report = await importer.run(progress, should_stop=context.should_stop)
+        for problem in report.skipped:
+            context.say(f"skipped: {problem}", listed=True)
+        context.end_listing()
+        context.say(
+            f"imported {report.repositories} repositories: {report.manifests} manifests, {report.tags} tags, "
+            f"{report.blobs} blobs added ({len(report.skipped)} items skipped)"
+            + (f"; stopped: {report.stopped} (run it again to finish)" if report.stopped else "")
+        )
+        result: dict[str, Any] = {
+            "repositories": report.repositories,
+            "manifests": report.manifests,
+            "tags": report.tags,
+            "blobs": report.blobs,
+            "skipped": len(report.skipped),
+        }
+        if report.stopped:
+            result.update(status="stopped", reason=report.stopped)
+        return result
 
     return run
 
