@@ -237,3 +237,19 @@ async def test_a_cancelled_write_leaves_the_upload_where_it_was(blob_store):
     await asyncio.sleep(0.5)  # had the thread outlived the cleanup, its bytes would land now
     assert await blob_store.append_upload("u1", 4, body(b"more")) == 8
     assert await read_all(blob_store.read_upload("u1")) == b"keepmore"
+
+
+async def test_staged_uploads_are_listed_with_their_size_and_last_write(blob_store):
+    before = datetime.now(UTC) - timedelta(seconds=2)  # S3 keeps whole seconds
+    await blob_store.create_upload("written")
+    await blob_store.append_upload("written", 0, body(b"12345"))
+    await blob_store.append_upload("written", 5, body(b"678"))
+    await blob_store.create_upload("empty")
+    listed = {item.id: item async for item in blob_store.list_uploads()}
+    assert {key: item.size for key, item in listed.items()} == {"written": 8, "empty": 0}
+    assert all(
+        before <= item.modified <= datetime.now(UTC) + timedelta(seconds=1) for item in listed.values()
+    )
+    await blob_store.delete_upload("written")
+    assert [item.id async for item in blob_store.list_uploads()] == ["empty"]
+    assert await blob_store.stale_multipart(datetime.now(UTC) + timedelta(hours=1)) == []

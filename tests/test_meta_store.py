@@ -269,3 +269,27 @@ async def test_a_schedule_fires_once_across_replicas_and_settings_round_trip(sto
     await store.jobs.put_setting("gc", {"schedule": "0 0 3 * * SAT"})
     await store.jobs.put_setting("gc", {"schedule": "0 3 * * *"})
     assert await store.jobs.get_setting("gc") == {"schedule": "0 3 * * *"}
+
+
+async def test_idle_uploads_are_listed_and_purged_only_while_still_idle(store):
+    from datetime import UTC, datetime, timedelta
+
+    await store.create_upload("idle", "lib/a")
+    await store.create_upload("written", "lib/a")
+    cutoff = datetime.now(UTC) + timedelta(seconds=1)
+    before_both = datetime.now(UTC) - timedelta(hours=1)
+    assert [u.id for u in await store.idle_uploads(before_both)] == []
+    idle = await store.idle_uploads(cutoff)
+    assert {u.id for u in idle} == {"idle", "written"}
+    assert all(u.repository == "lib/a" and u.offset == 0 for u in idle)
+    assert not await store.purge_upload("idle", before_both)  # not idle that long
+    assert await store.get_upload("idle") is not None
+
+    # A request writes between the listing and the purge: the row stays.
+    await asyncio.sleep(1.1)
+    assert await store.set_upload_offset("written", 0, 10)
+    assert not await store.purge_upload("written", cutoff)
+    assert (await store.get_upload("written")).offset == 10
+    assert await store.purge_upload("idle", cutoff)
+    assert await store.get_upload("idle") is None
+    assert not await store.purge_upload("idle", cutoff)  # once

@@ -195,8 +195,8 @@ def garbage_collect(
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 def worker(config: str | None) -> None:
-    """Run jobs only (garbage collection, schedules), with no HTTP server. Any number of
-    workers and servers may share one database: each job runs once."""
+    """Run jobs only (garbage collection, upload purging, imports, schedules), with no HTTP
+    server. Any number of workers and servers may share one database: each job runs once."""
     import asyncio
     import signal
 

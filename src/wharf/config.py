@@ -88,10 +88,25 @@ class ReadOnlyConfig(Section):
 
 
 class UploadPurgingConfig(Section):
+    """Distribution's: uploads no request wrote to for ``age`` are deleted every ``interval``
+    (by a purgeUploads job that one worker of all the replicas runs)."""
+
     enabled: bool = True
     age: str = "168h"
     interval: str = "24h"
     dryrun: bool = False
+
+    @field_validator("age", "interval")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _interval_positive(self) -> UploadPurgingConfig:
+        if self.enabled and parse_duration(self.interval) <= timedelta(0):
+            raise ValueError("interval must be longer than 0 (or set enabled: false)")
+        return self
 
 
 class MaintenanceConfig(Section):

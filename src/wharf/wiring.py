@@ -3,12 +3,25 @@ and the CLI commands); nothing here imports the web stack."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import Settings, parse_duration
 from .meta.sql import SQLMetadataStore
-from .services.jobs import REGISTRY_GC, JobRunner, Timing, gc_action
+from .services.jobs import (
+    METADATA_MIGRATION,
+    PURGE_UPLOADS,
+    REGISTRY_GC,
+    Action,
+    JobRunner,
+    Timing,
+    gc_action,
+    migration_action,
+    purge_action,
+)
 from .services.policy import Policy
+from .services.purge import UploadPurger
 from .services.registry import Registry
-from .services.schedules import ScheduleService
+from .services.schedules import Periodic, ScheduleService
 from .storage.base import BlobStore
 from .storage.filesystem import FilesystemBlobStore
 
@@ -51,6 +64,23 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
         heartbeat=parse_duration(jobs.heartbeat).total_seconds(),
         stale=parse_duration(jobs.stale).total_seconds(),
     )
-    schedules = ScheduleService(registry.meta, settings.gc.grace_period)
-    actions = {REGISTRY_GC: gc_action(registry.gc)}
+    purging = settings.storage.maintenance.uploadpurging
+    periodic = []
+    if purging.enabled:
+        # Like Distribution's uploadpurging: every interval, here once across replicas.
+        parameters = {"age": purging.age, "dryRun": purging.dryrun}
+        periodic.append(
+            Periodic("uploadPurging", PURGE_UPLOADS, parse_duration(purging.interval), parameters)
+        )
+    schedules = ScheduleService(registry.meta, settings.gc.grace_period, periodic)
+    storage_root = None
+    if settings.storage.s3 is None:
+        storage_root = Path(settings.storage.filesystem.rootdirectory)
+    actions: dict[str, Action] = {
+        REGISTRY_GC: gc_action(registry.gc),
+        PURGE_UPLOADS: purge_action(
+            UploadPurger(registry.meta, registry.storage, registry.uploads), purging.age, purging.dryrun
+        ),
+        METADATA_MIGRATION: migration_action(registry.meta, storage_root),
+    }
     return JobRunner(registry.meta, actions, timing, schedules=schedules, policy=registry.policy)

@@ -7,11 +7,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..config import parse_duration
 from ..errors import INVALID_JOB, NO_SUCH_JOB, RegistryError
 from ..meta.store import Job
-from ..services.jobs import ACTIONS
+from ..services.jobs import ACTIONS, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
 from ..services.registry import Registry
 
 router = APIRouter(tags=["jobs"])
@@ -78,11 +79,42 @@ class GCParameters(BaseModel):
     mode: Literal["online", "readonly"] = "online"
 
 
+class PurgeParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    age: str | None = Field(default=None, description="uploads idle this long go (24h, 90m, 1h30m)")
+    dryRun: bool | None = None
+
+    @field_validator("age")
+    @classmethod
+    def _is_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class MigrationParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = Field(min_length=1, description="the Distribution data directory (the storage root)")
+
+
+PARAMETERS: dict[str, type[BaseModel]] = {
+    REGISTRY_GC: GCParameters,
+    PURGE_UPLOADS: PurgeParameters,
+    METADATA_MIGRATION: MigrationParameters,
+}
+
+
 class NewJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    job: str = Field(description="the action: registryGC")
-    parameters: GCParameters | None = None
+    job: str = Field(description=f"the action: {', '.join(ACTIONS)}")
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="registryGC: dryRun, deleteUntagged, graceSeconds, durationMinutes, scanStorage, "
+        "mode (online or readonly); purgeUploads: age, dryRun; metadatastoremigration: root (required)",
+    )
 
 
 class LogLine(BaseModel):
@@ -101,9 +133,22 @@ async def start_job(request: Request, body: NewJob) -> JobOut:
             INVALID_JOB, {"job": body.job}, f"unknown job {body.job!r}; known: {', '.join(ACTIONS)}"
         )
     registry = _registry(request)
-    parameters = (body.parameters or GCParameters()).model_dump(exclude_none=True)
-    if "graceSeconds" not in parameters:
-        parameters["graceSeconds"] = request.app.state.settings.gc.grace_period.total_seconds()
+    try:
+        given = PARAMETERS[body.job].model_validate(body.parameters or {})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"parameters.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise RegistryError(
+            INVALID_JOB, {"job": body.job}, f"invalid parameters for {body.job}: {problems}"
+        ) from None
+    parameters = given.model_dump(exclude_none=True)
+    settings = request.app.state.settings
+    if body.job == REGISTRY_GC and "graceSeconds" not in parameters:
+        parameters["graceSeconds"] = settings.gc.grace_period.total_seconds()
+    if body.job == PURGE_UPLOADS:
+        purging = settings.storage.maintenance.uploadpurging
+        parameters = {"age": purging.age, "dryRun": purging.dryrun, **parameters}
     job = await registry.meta.jobs.create(body.job, parameters)
     return job_out(job)
 

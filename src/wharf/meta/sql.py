@@ -21,6 +21,7 @@ from .store import (
     Event,
     GCManifest,
     GCRun,
+    IdleUpload,
     ImportedBlob,
     MissingReference,
     NewManifest,
@@ -268,6 +269,28 @@ class SQLMetadataStore:
     async def delete_upload(self, upload_id: str) -> bool:
         def tx(conn: sa.Connection) -> bool:
             result = conn.execute(s.uploads.delete().where(s.uploads.c.id == upload_id))
+            return bool(result.rowcount)
+
+        return await self._db.write(tx)
+
+    async def idle_uploads(self, before: datetime) -> list[IdleUpload]:
+        u = s.uploads
+        query = sa.select(u.c.id, u.c.repository, u.c.offset, u.c.updated_at)
+        query = query.where(u.c.updated_at < before).order_by(u.c.updated_at, u.c.id)
+
+        def tx(conn: sa.Connection) -> list[IdleUpload]:
+            return [
+                IdleUpload(row.id, row.repository, int(row.offset), _aware(row.updated_at))
+                for row in conn.execute(query)
+            ]
+
+        return await self._db.read(tx)
+
+    async def purge_upload(self, upload_id: str, before: datetime) -> bool:
+        u = s.uploads
+
+        def tx(conn: sa.Connection) -> bool:
+            result = conn.execute(u.delete().where(u.c.id == upload_id, u.c.updated_at < before))
             return bool(result.rowcount)
 
         return await self._db.write(tx)

@@ -56,6 +56,16 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class IdleUpload:
+    """An upload in progress with when a request last wrote to it."""
+
+    id: str
+    repository: str
+    offset: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class Event:
     actor: str
     action: str
@@ -210,6 +220,12 @@ class MetadataStore(Protocol):
     async def get_upload(self, upload_id: str) -> Upload | None: ...
     async def set_upload_offset(self, upload_id: str, expected: int, offset: int) -> bool: ...
     async def delete_upload(self, upload_id: str) -> bool: ...
+    async def idle_uploads(self, before: datetime) -> list[IdleUpload]:
+        """Uploads last written to (or started, when never written) before ``before``, oldest first."""
+
+    async def purge_upload(self, upload_id: str, before: datetime) -> bool:
+        """Delete the upload's row if it is still idle since before ``before`` (a request that
+        wrote to it meanwhile keeps it); whether it was deleted."""
 
     # Manifests and tags.
     async def put_manifest(

@@ -11,6 +11,7 @@ running it again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class ImportReport:
     tags: int = 0
     blobs: int = 0
     skipped: list[str] = field(default_factory=list)  # what could not be imported, and why
+    stopped: str | None = None  # why it ended before the last repository
 
 
 @dataclass
@@ -161,18 +163,26 @@ class DistributionImporter:
         return repository
 
     async def run(
-        self, progress: Callable[[int, int, str], None] = lambda done, total, name: None
+        self,
+        progress: Callable[[int, int, str], None] = lambda done, total, name: None,
+        should_stop: Callable[[], str | None] = lambda: None,
     ) -> ImportReport:
+        """Import every repository; ``should_stop`` is asked between repositories (the
+        report's ``stopped`` says why it ended early; running again finishes the import).
+        The directory is read on a thread: a server's requests go on meanwhile."""
         report = ImportReport()
-        names = self.repositories()
+        names = await asyncio.to_thread(self.repositories)
         for number, name in enumerate(names):
+            report.stopped = should_stop()
+            if report.stopped is not None:
+                return report
             progress(number, len(names), name)
             try:
                 validate_name(name)
             except RegistryError as error:
                 report.skipped.append(f"{name}: {error.message}")
                 continue
-            repository = self._read(name, report)
+            repository = await asyncio.to_thread(self._read, name, report)
             event = Event(IMPORT_ACTOR, "repository.import", name, detail={"source": str(self.root)})
             added = await self.meta.import_repository(
                 name, list(repository.blobs.values()), repository.manifests, repository.tags, event

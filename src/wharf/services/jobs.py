@@ -15,20 +15,31 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
 from .gc import GarbageCollector, GCOptions
+from .importer import DistributionImporter, NotADistributionDirectory
 from .policy import Policy
+from .purge import UploadPurger
 from .schedules import ScheduleService
 
 log = logging.getLogger("wharf.jobs")
 
 REGISTRY_GC = "registryGC"
+PURGE_UPLOADS = "purgeUploads"
+METADATA_MIGRATION = "metadatastoremigration"  # DTR's name: adopting a Distribution directory
 MAINTENANCE = "maintenance"  # the setting a read-only collection leaves while it runs
-ACTIONS = (REGISTRY_GC,)
+ACTIONS = (REGISTRY_GC, PURGE_UPLOADS, METADATA_MIGRATION)
 # Lines of a job's log kept for the "eligible for deletion" listings, which can be long.
 LISTED_LINES = 100
+
+
+class JobFailed(Exception):
+    """The job cannot succeed as asked (a parameter names nothing usable): it ends in
+    errors at once, with this message, instead of being tried again."""
 
 
 def worker_name() -> str:
@@ -54,12 +65,18 @@ class JobContext:
     lines: list[str] = field(default_factory=list)
     listed: int = 0
 
-    def say(self, line: str) -> None:
-        if "eligible for deletion:" in line or "marking" in line:
+    def say(self, line: str, listed: bool = False) -> None:
+        """Add a line to the job's log; ``listed`` ones (one per item, like GC's listings of
+        what it marks and deletes) are kept up to LISTED_LINES."""
+        if listed or "eligible for deletion:" in line or "marking" in line:
             self.listed += 1
             if self.listed > LISTED_LINES:
                 return
         self.lines.append(line)
+
+    def end_listing(self) -> None:
+        if self.listed > LISTED_LINES:
+            self.say(f"... {self.listed - LISTED_LINES} more lines not kept")
 
     async def flush(self) -> None:
         lines, self.lines = self.lines, []
@@ -93,8 +110,7 @@ def gc_action(gc: GarbageCollector) -> Action:
             mode=str(parameters.get("mode", "online")),
         )
         outcome = await gc.run(options, context.say, should_stop=context.should_stop)
-        if context.listed > LISTED_LINES:
-            context.say(f"... {context.listed - LISTED_LINES} more lines not kept")
+        context.end_listing()
         run = outcome.run
         return {
             "gcRun": run.id,
@@ -104,6 +120,81 @@ def gc_action(gc: GarbageCollector) -> Action:
             "manifestsDeleted": run.manifests_deleted,
             "bytesFreed": run.bytes_freed,
         }
+
+    return run
+
+
+def purge_action(purger: UploadPurger, age: str, dry_run: bool) -> Action:
+    """purgeUploads: parameters ``age`` (a duration) and ``dryRun``; when not given, those
+    of the configuration (storage.maintenance.uploadpurging), passed here."""
+
+    async def run(context: JobContext) -> dict[str, Any]:
+        parameters = context.job.parameters or {}
+        try:
+            idle = parse_duration(str(parameters.get("age") or age))
+        except ValueError as error:
+            raise JobFailed(f"parameter age: {error}") from None
+        dry = bool(parameters.get("dryRun", dry_run))
+        report = await purger.run(idle, dry, context.say, should_stop=context.should_stop)
+        context.end_listing()
+        return report.result()
+
+    return run
+
+
+def migration_action(meta: MetadataStore, storage_root: Path | None) -> Action:
+    """metadatastoremigration: adopt the Distribution data directory ``root`` (parameter),
+    which must be this registry's filesystem storage root: the blobs stay where they are."""
+
+    async def run(context: JobContext) -> dict[str, Any]:
+        given = (context.job.parameters or {}).get("root")
+        if not given:
+            raise JobFailed("parameter root is required: the Distribution data directory to import")
+        root = Path(str(given))
+        host = socket.gethostname()
+        if not root.exists():
+            raise JobFailed(f"root {root} does not exist (on {host}, where the worker runs)")
+        if not root.is_dir():
+            raise JobFailed(f"root {root} is not a directory")
+        try:
+            importer = DistributionImporter(meta, root.resolve())
+        except NotADistributionDirectory as error:
+            raise JobFailed(str(error)) from None
+        if storage_root is None:
+            raise JobFailed(
+                "this registry stores blobs on S3: a Distribution directory is adopted only by a "
+                "registry whose storage.filesystem.rootdirectory is that directory"
+            )
+        if root.resolve() != storage_root.resolve():
+            raise JobFailed(
+                f"root {root} is not this registry's storage root ({storage_root}): Wharf serves the "
+                "blobs where Distribution left them, so set storage.filesystem.rootdirectory to it"
+            )
+        context.say(f"importing the Distribution directory {root.resolve()}; no blob is copied")
+
+        def progress(done: int, total: int, name: str) -> None:
+            if name:
+                context.say(f"importing {name} ({done + 1} of {total})", listed=True)
+
+        report = await importer.run(progress, should_stop=context.should_stop)
+        for problem in report.skipped:
+            context.say(f"skipped: {problem}", listed=True)
+        context.end_listing()
+        context.say(
+            f"imported {report.repositories} repositories: {report.manifests} manifests, {report.tags} tags, "
+            f"{report.blobs} blobs added ({len(report.skipped)} items skipped)"
+            + (f"; stopped: {report.stopped} (run it again to finish)" if report.stopped else "")
+        )
+        result: dict[str, Any] = {
+            "repositories": report.repositories,
+            "manifests": report.manifests,
+            "tags": report.tags,
+            "blobs": report.blobs,
+            "skipped": len(report.skipped),
+        }
+        if report.stopped:
+            result.update(status="stopped", reason=report.stopped)
+        return result
 
     return run
 
@@ -158,6 +249,8 @@ class JobRunner:
             job = await self.schedules.fire_due(datetime.now(UTC), window)
             if job is not None:
                 log.info("schedule started job %s (%s)", job.id, job.action)
+            for job in await self.schedules.fire_periodic(datetime.now(UTC)):
+                log.info("periodic job %s (%s) started", job.id, job.action)
         stale_before = datetime.now(UTC) - timedelta(seconds=self.timing.stale)
         job = await self.store.jobs.claim(self.worker, list(self.actions), stale_before)
         if job is None:
@@ -176,6 +269,13 @@ class JobRunner:
             result = await self.actions[job.action](context)
         except asyncio.CancelledError:
             raise
+        except JobFailed as error:
+            beating.cancel()
+            context.say(f"failed: {error}")
+            await context.flush()
+            await self.store.jobs.finish(job.id, self.worker, "errors", None, str(error))
+            log.warning("job %s (%s) failed: %s; not retried", job.id, job.action, error)
+            return
         except Exception as error:
             beating.cancel()
             message = f"{type(error).__name__}: {error}"

@@ -4,8 +4,9 @@ Saturday 03:00:00), as DTR documents."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from croniter import croniter
@@ -69,10 +70,30 @@ class GCSettings:
         return parameters
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A job started once in every ``every``-long slot of UTC time (slots start at the Unix
+    epoch), whatever the number of replicas: like upload purging at its interval."""
+
+    name: str  # the firings' name in the database
+    action: str
+    every: timedelta
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def slot(self, now: datetime) -> datetime:
+        """The start of the slot ``now`` falls in."""
+        return EPOCH + self.every * ((now - EPOCH) // self.every)
+
+
 class ScheduleService:
-    def __init__(self, meta: MetadataStore, grace: timedelta) -> None:
+    def __init__(self, meta: MetadataStore, grace: timedelta, periodic: Sequence[Periodic] = ()) -> None:
         self.meta = meta
         self.grace = grace
+        self.periodic = [job for job in periodic if job.every > timedelta(0)]
+        self._fired: dict[str, datetime] = {}  # the slot each periodic job was last fired for, here
 
     async def gc_settings(self) -> GCSettings:
         stored = await self.meta.jobs.get_setting(GC_SETTINGS) or {}
@@ -102,3 +123,20 @@ class ScheduleService:
         return await self.meta.jobs.fire_schedule(
             GC_SETTINGS, due, "registryGC", settings.job_parameters(self.grace)
         )
+
+    async def fire_periodic(self, now: datetime) -> list[Job]:
+        """Start each periodic job not yet started in the current slot: the first replica to
+        record the slot's firing (as a schedule firing) creates the job, the others nothing.
+        A replica starting in the middle of a slot fires it at once if no one did."""
+        started = []
+        for periodic in self.periodic:
+            slot = periodic.slot(now)
+            if self._fired.get(periodic.name) == slot:
+                continue  # already recorded from here: no write every poll
+            job = await self.meta.jobs.fire_schedule(
+                periodic.name, slot, periodic.action, periodic.parameters
+            )
+            self._fired[periodic.name] = slot
+            if job is not None:
+                started.append(job)
+        return started

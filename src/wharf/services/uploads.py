@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ..errors import (
@@ -70,6 +71,10 @@ class _Hashers:
         if lock is None:
             lock = self._locks[upload_id] = asyncio.Lock()
         return lock
+
+    def busy(self, upload_id: str) -> bool:
+        lock = self._locks.get(upload_id)
+        return lock is not None and lock.locked()
 
     def take(self, upload_id: str, offset: int) -> Any | None:
         state = self._states.pop(upload_id, None)
@@ -144,6 +149,38 @@ class UploadService:
         self._hashers.forget(upload_id)
         await self.meta.delete_upload(upload_id)
         await self.blobs.delete_upload(upload_id)
+
+    def in_use(self, upload_id: str) -> bool:
+        """Whether a request of this process is writing or completing the upload now."""
+        return self._hashers.busy(upload_id)
+
+    async def purge(self, upload_id: str, before: datetime) -> bool:
+        """Delete an abandoned upload: its row, only if no request wrote to it since
+        ``before``, then its staged bytes. Skipped (False) while a request of this process
+        holds the upload; a request in another process finds the row gone and answers
+        BLOB_UPLOAD_UNKNOWN, and cleans up what it was writing (see _write)."""
+        lock = self._hashers.lock(upload_id)
+        if lock.locked():
+            return False
+        async with lock:
+            if not await self.meta.purge_upload(upload_id, before):
+                return False
+            self._hashers.forget(upload_id)
+            await self.blobs.delete_upload(upload_id)
+        return True
+
+    async def purge_staged(self, upload_id: str) -> bool:
+        """Delete staged bytes that no upload row knows (a crash between deleting the row and
+        the bytes, or a whole-blob push cut short); False when a row or a request has it."""
+        lock = self._hashers.lock(upload_id)
+        if lock.locked():
+            return False
+        async with lock:
+            if await self.meta.get_upload(upload_id) is not None:
+                return False
+            self._hashers.forget(upload_id)
+            await self.blobs.delete_upload(upload_id)
+        return True
 
     # -- data -------------------------------------------------------------------------------
 

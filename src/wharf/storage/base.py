@@ -17,6 +17,27 @@ class StoredBlob:
     modified: datetime
 
 
+@dataclass(frozen=True)
+class StagedUpload:
+    """An upload's data as storage lists it: what upload purging compares with the rows."""
+
+    id: str
+    size: int  # bytes staged
+    modified: datetime  # the last write
+
+
+@dataclass(frozen=True)
+class PendingMultipart:
+    """A multipart upload the object store still holds parts of (never completed or aborted)."""
+
+    key: str
+    multipart_id: str
+    upload_id: str | None  # the Wharf upload whose prefix it lies under, if any
+    initiated: datetime
+    last_activity: datetime  # its newest part, or its start when it has none
+    size: int  # bytes held in its parts
+
+
 class UploadMissing(Exception):
     """The upload's data is gone from storage (cancelled, purged, or never started here)."""
 
@@ -123,3 +144,13 @@ class BlobStore(Protocol):
         """
 
     async def delete_upload(self, upload_id: str) -> None: ...
+
+    def list_uploads(self) -> AsyncIterator[StagedUpload]:
+        """The data of every upload staged on storage (also those no row knows any more)."""
+
+    async def stale_multipart(self, before: datetime) -> Sequence[PendingMultipart]:
+        """Multipart uploads under Wharf's prefixes started and last written to before
+        ``before``: parts an interrupted process left behind (none on a filesystem)."""
+
+    async def abort_multipart(self, pending: PendingMultipart) -> None:
+        """Free a multipart upload's parts (one already gone is no error)."""

@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from .base import LengthMismatch, OffsetMismatch, StoredBlob, UploadBusy, UploadMissing
+from .base import (
+    LengthMismatch,
+    OffsetMismatch,
+    PendingMultipart,
+    StagedUpload,
+    StoredBlob,
+    UploadBusy,
+    UploadMissing,
+)
 from .paths import BLOBS, UPLOADS, blob_path, upload_path
 from .streams import pipeline, result, settle, submit
 
@@ -65,6 +73,27 @@ def _list_digests(prefixes: list[tuple[str, str]]) -> list[str]:
     # Names only: a blob directory holds its data (a crash can leave one empty, which
     # describe() then reports as not stored).
     return [f"{algorithm}:{entry.name}" for algorithm, path in prefixes for entry in os.scandir(path)]
+
+
+def _list_uploads(base: Path) -> list[StagedUpload]:
+    staged: list[StagedUpload] = []
+    try:
+        entries = [entry for entry in os.scandir(base) if entry.is_dir()]
+    except FileNotFoundError:
+        return staged
+    for entry in entries:
+        try:
+            info = os.stat(Path(entry.path) / "data")
+        except FileNotFoundError:
+            # A directory without data: created and never written, or half deleted.
+            try:
+                info = entry.stat()
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            staged.append(StagedUpload(entry.name, 0, datetime.fromtimestamp(info.st_mtime, UTC)))
+            continue
+        staged.append(StagedUpload(entry.name, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC)))
+    return staged
 
 
 DELETE_THREADS = 4
@@ -310,3 +339,13 @@ class FilesystemBlobStore:
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
+
+    async def list_uploads(self) -> AsyncIterator[StagedUpload]:
+        for staged in await asyncio.to_thread(_list_uploads, self.root / UPLOADS):
+            yield staged
+
+    async def stale_multipart(self, before: datetime) -> Sequence[PendingMultipart]:
+        return []  # a file is written in place: nothing is left apart from the upload itself
+
+    async def abort_multipart(self, pending: PendingMultipart) -> None:
+        raise ValueError(f"a filesystem holds no multipart uploads ({pending.key})")

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -29,7 +30,16 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .base import BodyTooLarge, LengthMismatch, OffsetMismatch, StoredBlob, UploadBusy, UploadMissing
+from .base import (
+    BodyTooLarge,
+    LengthMismatch,
+    OffsetMismatch,
+    PendingMultipart,
+    StagedUpload,
+    StoredBlob,
+    UploadBusy,
+    UploadMissing,
+)
 from .paths import BLOBS, UPLOADS, blob_path
 from .streams import pipeline, result, settle, submit
 
@@ -448,6 +458,75 @@ class S3BlobStore:
         await self._delete_keys(
             [item["Key"] for item in await self._run(self._list, f"{self._upload(upload_id)}/")]
         )
+
+    async def list_uploads(self) -> AsyncIterator[StagedUpload]:
+        prefix = self._key(UPLOADS) + "/"
+        found: dict[str, tuple[int, datetime]] = {}
+        for item in await self._run(self._list, prefix):
+            upload_id = item["Key"][len(prefix) :].split("/", 1)[0]
+            size, modified = found.get(upload_id, (0, item["LastModified"]))
+            found[upload_id] = (size + int(item["Size"]), max(modified, item["LastModified"]))
+        for upload_id, (size, modified) in found.items():
+            yield StagedUpload(upload_id, size, modified)
+
+    def _multipart(self, prefix: str) -> Objects:
+        pending: Objects = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            pending.extend(page.get("Uploads", []))
+        return pending
+
+    def _multipart_parts(self, key: str, multipart: str) -> Objects:
+        parts: Objects = []
+        paginator = self.client.get_paginator("list_parts")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=multipart):
+                parts.extend(page.get("Parts", []))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"NoSuchUpload", "404"}:
+                return []  # completed or aborted meanwhile
+            raise
+        return parts
+
+    async def stale_multipart(self, before: datetime) -> Sequence[PendingMultipart]:
+        """Wharf starts multipart uploads on blob keys (a streamed push, the assembly of an
+        upload's parts); a process that died in between leaves their parts, which the bucket
+        keeps (and bills) until they are aborted. Uploads' own prefix is looked at too."""
+        uploads = self._key(UPLOADS) + "/"
+        stale: list[PendingMultipart] = []
+        for prefix in (uploads, self._key(BLOBS) + "/"):
+            for item in await self._run(self._multipart, prefix):
+                if item["Initiated"] >= before:
+                    continue
+                parts = await self._run(self._multipart_parts, item["Key"], item["UploadId"])
+                last = max([item["Initiated"], *(part["LastModified"] for part in parts)])
+                if last >= before:
+                    continue  # still being written
+                key: str = item["Key"]
+                owner = key[len(uploads) :].split("/", 1)[0] if key.startswith(uploads) else None
+                stale.append(
+                    PendingMultipart(
+                        key=key,
+                        multipart_id=item["UploadId"],
+                        upload_id=owner or None,
+                        initiated=item["Initiated"],
+                        last_activity=last,
+                        size=sum(int(part["Size"]) for part in parts),
+                    )
+                )
+        return stale
+
+    async def abort_multipart(self, pending: PendingMultipart) -> None:
+        try:
+            await self._run(
+                self.client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=pending.key,
+                UploadId=pending.multipart_id,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in {"NoSuchUpload", "404"}:
+                raise
 
     async def _delete_keys(self, keys: Keys) -> None:
         for start in range(0, len(keys), 1000):

@@ -1,0 +1,94 @@
+"""metadatastoremigration: `wharf import-distribution` as a job of the admin API, with its
+progress in the job's log; a root that cannot be imported fails the job, not the worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from wharf.services.jobs import METADATA_MIGRATION, PURGE_UPLOADS
+
+from .distribution import Distribution
+from .layout import Layout, make_image
+from .oci import error_codes
+from .test_import import skopeo_copy
+from .test_jobs import wait_for
+from .test_skopeo import all_digests, assert_layout_holds
+
+ENDED = {"done", "errors", "stopped"}
+
+
+def migrate(client: httpx.Client, parameters: dict[str, Any] | None) -> httpx.Response:
+    return client.post("/api/v0/admin/jobs", json={"job": METADATA_MIGRATION, "parameters": parameters})
+
+
+def log_lines(client: httpx.Client, job_id: str) -> list[str]:
+    return [entry["line"] for entry in client.get(f"/api/v0/jobs/{job_id}/logs").json()["logs"]]
+
+
+@pytest.mark.slow
+def test_metadatastoremigration_adopts_the_distribution_directory_it_serves(
+    skopeo, docker_registry, make_server, tmp_path
+):
+    source = Layout(tmp_path / "source")
+    image = make_image()
+    source.add_image(image, "v1")
+    distribution = Distribution(docker_registry, tmp_path).start()
+    try:
+        skopeo_copy(skopeo, f"oci:{source.path}:v1", f"docker://{distribution.address}/lib/adopted:v1")
+    finally:
+        distribution.stop()
+
+    root = distribution.root
+    server = make_server({"storage": {"filesystem": {"rootdirectory": str(root)}}, "jobs": {"poll": "0.2s"}})
+    with server.client() as client:
+        assert client.get("/v2/lib/adopted/manifests/v1").status_code == 404
+        started = migrate(client, {"root": str(root)})
+        assert started.status_code == 202, started.text
+        job = wait_for(client, started.json()["id"], ENDED)
+        assert job["status"] == "done", job
+        assert job["result"] == {"repositories": 1, "manifests": 1, "tags": 1, "blobs": 3, "skipped": 0}
+        lines = log_lines(client, job["id"])
+        assert "importing lib/adopted (1 of 1)" in lines, lines
+        assert any(line.startswith("imported 1 repositories: 1 manifests, 1 tags") for line in lines), lines
+        assert client.get("/v2/lib/adopted/tags/list").json()["tags"] == ["v1"]
+
+    out = tmp_path / "pulled"
+    skopeo_copy(skopeo, f"docker://127.0.0.1:{server.port}/lib/adopted:v1", f"oci:{out}:v1")
+    assert_layout_holds(out, "v1", image.digest, all_digests(image))
+
+
+def test_metadatastoremigration_needs_a_root_and_fails_cleanly_on_one_it_cannot_import(make_server, tmp_path):
+    server = make_server({"jobs": {"poll": "0.2s"}})
+    with server.client() as client:
+        for parameters in (None, {}, {"root": ""}):
+            refused = migrate(client, parameters)
+            assert refused.status_code == 400 and error_codes(refused) == ["INVALID_JOB"], refused.text
+            assert "parameters.root" in refused.json()["errors"][0]["message"]
+        extra = migrate(client, {"root": str(tmp_path), "copy": True})
+        assert extra.status_code == 400 and "parameters.copy" in extra.json()["errors"][0]["message"]
+
+        missing = tmp_path / "no-such-directory"
+        job = wait_for(client, migrate(client, {"root": str(missing)}).json()["id"], ENDED)
+        # Not worth retrying: it ends at the first attempt, saying why.
+        assert (job["status"], job["attempts"]) == ("errors", 1), job
+        assert job["error"].startswith(f"root {missing} does not exist")
+        assert any(
+            line.startswith(f"failed: root {missing} does not exist") for line in log_lines(client, job["id"])
+        )
+
+        elsewhere = tmp_path / "elsewhere"
+        (elsewhere / "docker/registry/v2").mkdir(parents=True)
+        job = wait_for(client, migrate(client, {"root": str(elsewhere)}).json()["id"], ENDED)
+        assert job["status"] == "errors" and "is not this registry's storage root" in job["error"], job
+
+        not_distribution = tmp_path / "plain"
+        not_distribution.mkdir()
+        job = wait_for(client, migrate(client, {"root": str(not_distribution)}).json()["id"], ENDED)
+        assert job["status"] == "errors" and "not a Distribution data directory" in job["error"], job
+
+        # The worker goes on: the next job runs.
+        after = client.post("/api/v0/admin/jobs", json={"job": PURGE_UPLOADS}).json()
+        assert wait_for(client, after["id"], ENDED)["status"] == "done"
