@@ -79,6 +79,7 @@ manifest_children = sa.Table(
     metadata,
     sa.Column("parent_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("child_digest", sa.String(150), primary_key=True),
+    sa.Index(None, "child_digest"),
 )
 
 tags = sa.Table(
@@ -141,6 +142,22 @@ gc_pending = sa.Table(
     metadata,
     sa.Column("digest", sa.String(150), primary_key=True),
     sa.Column("at", Timestamp, nullable=False),
+)
+
+# Review queues: what may have become garbage since the last collection, fed by triggers
+# (migration 0004 says when). ``hits`` counts the times an entry was queued.
+gc_blob_review = sa.Table(
+    "gc_blob_review",
+    metadata,
+    sa.Column("digest", sa.String(150), sa.ForeignKey("blobs.digest", ondelete="CASCADE"), primary_key=True),
+    sa.Column("hits", sa.Integer, nullable=False),
+)
+
+gc_manifest_review = sa.Table(
+    "gc_manifest_review",
+    metadata,
+    sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("hits", sa.Integer, nullable=False),
 )
 
 # What each garbage collection found and freed, and how it ended.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -603,10 +603,13 @@ class SQLMetadataStore:
 
     # -- garbage collection -----------------------------------------------------------------
 
-    async def gc_manifests(self, with_blobs: bool = False) -> list[GCManifest]:
+    def _gc_manifest_rows(
+        self, conn: sa.Connection, where: Any | None, with_blobs: bool = False
+    ) -> list[GCManifest]:
+        """GC's view of the manifests ``where`` selects (all of them when None)."""
         m, r, t, c, mb = s.manifests, s.repositories, s.tags, s.manifest_children, s.manifest_blobs
         tagged = sa.select(t.c.name).where(t.c.repository_id == m.c.repository_id, t.c.digest == m.c.digest)
-        rows_query = sa.select(
+        query = sa.select(
             m.c.id,
             r.c.name,
             m.c.digest,
@@ -614,29 +617,85 @@ class SQLMetadataStore:
             tagged.exists().label("tagged"),
             sa.func.coalesce(m.c.last_seen_at, m.c.created_at).label("seen_at"),
         ).join(r)
-        children_query = sa.select(c.c.parent_id, c.c.child_digest)
-
-        def tx(conn: sa.Connection) -> list[GCManifest]:
-            children: dict[int, list[str]] = {}
-            for parent, child in conn.execute(children_query):
+        if where is not None:
+            query = query.where(where)
+        rows = conn.execute(query).all()
+        children: dict[int, list[str]] = {}
+        blobs: dict[int, list[str]] = {}
+        if where is None:
+            for parent, child in conn.execute(sa.select(c.c.parent_id, c.c.child_digest)):
                 children.setdefault(parent, []).append(child)
-            blobs: dict[int, list[str]] = {}
             if with_blobs:
                 for manifest_id, digest in conn.execute(sa.select(mb.c.manifest_id, mb.c.digest)):
                     blobs.setdefault(manifest_id, []).append(digest)
-            return [
-                GCManifest(
-                    row.id,
-                    row.name,
-                    row.digest,
-                    row.subject_digest,
-                    bool(row.tagged),
-                    _aware(row.seen_at),
-                    tuple(children.get(row.id, ())),
-                    tuple(blobs.get(row.id, ())),
-                )
-                for row in conn.execute(rows_query)
-            ]
+        else:
+            for batch in _batches(sorted(row.id for row in rows)):
+                for parent, child in conn.execute(
+                    sa.select(c.c.parent_id, c.c.child_digest).where(c.c.parent_id.in_(batch))
+                ):
+                    children.setdefault(parent, []).append(child)
+        return [
+            GCManifest(
+                row.id,
+                row.name,
+                row.digest,
+                row.subject_digest,
+                bool(row.tagged),
+                _aware(row.seen_at),
+                tuple(children.get(row.id, ())),
+                tuple(blobs.get(row.id, ())),
+            )
+            for row in rows
+        ]
+
+    async def gc_manifests(self, with_blobs: bool = False) -> list[GCManifest]:
+        def tx(conn: sa.Connection) -> list[GCManifest]:
+            return self._gc_manifest_rows(conn, None, with_blobs)
+
+        return await self._db.read(tx)
+
+    async def gc_manifest_queue(self) -> dict[int, int]:
+        q = s.gc_manifest_review
+
+        def tx(conn: sa.Connection) -> dict[int, int]:
+            return {row.manifest_id: row.hits for row in conn.execute(sa.select(q.c.manifest_id, q.c.hits))}
+
+        return await self._db.read(tx)
+
+    async def gc_manifests_around(
+        self,
+        ids: Collection[int] = (),
+        parents_of: Collection[tuple[str, str]] = (),
+        keys: Collection[tuple[str, str]] = (),
+        referrers_of: Collection[tuple[str, str]] = (),
+    ) -> list[GCManifest]:
+        m, r, c = s.manifests, s.repositories, s.manifest_children
+        selections: list[tuple[Callable[[Sequence[Any]], Any], list[Any]]] = [
+            (m.c.id.in_, sorted(set(ids))),
+            (
+                # Indexes in those repositories listing those digests (a few more at most:
+                # an index elsewhere listing the same digest, which costs a row, no harm).
+                lambda batch: sa.and_(
+                    r.c.name.in_(sorted({name for name, _digest in batch})),
+                    m.c.id.in_(
+                        sa.select(c.c.parent_id).where(
+                            c.c.child_digest.in_(sorted({digest for _name, digest in batch}))
+                        )
+                    ),
+                ),
+                sorted(set(parents_of)),
+            ),
+            (sa.tuple_(r.c.name, m.c.digest).in_, sorted(set(keys))),
+            (sa.tuple_(r.c.name, m.c.subject_digest).in_, sorted(set(referrers_of))),
+        ]
+
+        def tx(conn: sa.Connection) -> list[GCManifest]:
+            found: dict[int, GCManifest] = {}
+            for condition, values in selections:
+                for batch in _batches(values):
+                    for manifest in self._gc_manifest_rows(conn, condition(batch)):
+                        found[manifest.id] = manifest
+            return list(found.values())
 
         return await self._db.read(tx)
 
@@ -735,35 +794,67 @@ class SQLMetadataStore:
 
         return await self._db.write(tx)
 
-    async def gc_blob_candidates(self, cutoff: datetime, dropped: Collection[int]) -> list[tuple[str, int]]:
-        b, mb = s.blobs, s.manifest_blobs
-        unreferenced = sa.select(b.c.digest, b.c.size).where(
-            b.c.last_seen_at < cutoff, ~sa.select(mb.c.digest).where(mb.c.digest == b.c.digest).exists()
+    async def gc_blob_candidates(
+        self, cutoff: datetime, dropped: Collection[int], full: bool = True
+    ) -> tuple[list[tuple[str, int]], dict[str, int]]:
+        b, mb, q = s.blobs, s.manifest_blobs, s.gc_blob_review
+        named = sa.select(mb.c.digest).where(mb.c.digest == b.c.digest).exists()
+        unreferenced = sa.select(b.c.digest, b.c.size).where(b.c.last_seen_at < cutoff, ~named)
+        queued = sa.select(q.c.digest, q.c.hits, b.c.size, b.c.last_seen_at, named.label("named")).join(
+            b, b.c.digest == q.c.digest
         )
         dropped_ids = sorted(set(dropped))
 
-        def tx(conn: sa.Connection) -> list[tuple[str, int]]:
-            found = {row.digest: int(row.size) for row in conn.execute(unreferenced)}
+        def tx(conn: sa.Connection) -> tuple[list[tuple[str, int]], dict[str, int]]:
+            found: dict[str, int] = {}
+            reviewed: dict[str, int] = {}  # queued, and named by a manifest: kept until it goes
+            if full:
+                found.update((row.digest, int(row.size)) for row in conn.execute(unreferenced))
+            else:
+                for row in conn.execute(queued):
+                    if row.named:
+                        reviewed[row.digest] = int(row.hits)
+                    elif _aware(row.last_seen_at) < cutoff:
+                        found[row.digest] = int(row.size)
             # Blobs named only by manifests that are about to go.
-            named: set[str] = set()
+            named_by_dropped: set[str] = set()
             for batch in _batches(dropped_ids):
-                named.update(conn.scalars(sa.select(mb.c.digest).where(mb.c.manifest_id.in_(batch))))
+                named_by_dropped.update(
+                    conn.scalars(sa.select(mb.c.digest).where(mb.c.manifest_id.in_(batch)))
+                )
             still_named: set[str] = set()
             dropped_set = set(dropped_ids)
-            for digests in _batches(sorted(named)):
+            for digests in _batches(sorted(named_by_dropped)):
                 for digest, manifest_id in conn.execute(
                     sa.select(mb.c.digest, mb.c.manifest_id).where(mb.c.digest.in_(digests))
                 ):
                     if manifest_id not in dropped_set:
                         still_named.add(digest)
-            for digests in _batches(sorted(named - still_named)):
+            for digests in _batches(sorted(named_by_dropped - still_named)):
                 rows = conn.execute(
                     sa.select(b.c.digest, b.c.size).where(b.c.digest.in_(digests), b.c.last_seen_at < cutoff)
                 )
                 found.update((row.digest, int(row.size)) for row in rows)
-            return sorted(found.items())
+            return sorted(found.items()), reviewed
 
         return await self._db.read(tx)
+
+    async def gc_forget_reviewed(self, manifests: dict[int, int], blobs: dict[str, int]) -> None:
+        """Take reviewed entries off the queues, each only if nothing queued it again since."""
+        qm, qb = s.gc_manifest_review, s.gc_blob_review
+        forget_manifest = qm.delete().where(
+            qm.c.manifest_id == sa.bindparam("key"), qm.c.hits == sa.bindparam("seen")
+        )
+        forget_blob = qb.delete().where(qb.c.digest == sa.bindparam("key"), qb.c.hits == sa.bindparam("seen"))
+
+        def tx(conn: sa.Connection) -> None:
+            for statement, entries in ((forget_manifest, manifests), (forget_blob, blobs)):
+                if entries:
+                    conn.execute(
+                        statement, [{"key": key, "seen": hits} for key, hits in sorted(entries.items())]
+                    )
+
+        await self._db.write(tx)
 
     async def gc_delete_blobs(self, digests: Collection[str], cutoff: datetime) -> list[tuple[str, int]]:
         b, mb, rb = s.blobs, s.manifest_blobs, s.repository_blobs

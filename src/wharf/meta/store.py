@@ -263,9 +263,30 @@ class MetadataStore(Protocol):
         seen before ``cutoff``, listed by no index, its subject gone, or without a subject
         when ``delete_untagged``); the ids deleted."""
 
-    async def gc_blob_candidates(self, cutoff: datetime, dropped: Collection[int]) -> list[tuple[str, int]]:
+    async def gc_manifest_queue(self) -> dict[int, int]:
+        """The manifests queued for review (something may have made them garbage), with
+        their ``hits``: pass those found kept for good to ``gc_forget_reviewed``."""
+
+    async def gc_manifests_around(
+        self,
+        ids: Collection[int] = (),
+        parents_of: Collection[tuple[str, str]] = (),
+        keys: Collection[tuple[str, str]] = (),
+        referrers_of: Collection[tuple[str, str]] = (),
+    ) -> list[GCManifest]:
+        """As ``gc_manifests``, for the manifests with these ids, the indexes listing these
+        (repository, digest) pairs, the manifests with these keys, and the referrers of
+        these subjects."""
+
+    async def gc_blob_candidates(
+        self, cutoff: datetime, dropped: Collection[int], full: bool = True
+    ) -> tuple[list[tuple[str, int]], dict[str, int]]:
         """(digest, size) of every blob seen before ``cutoff`` that no manifest names once the
-        manifests ``dropped`` are gone."""
+        manifests ``dropped`` are gone: among every blob when ``full``, else among the queued
+        ones. Also the queued blobs found named by a manifest, with their ``hits``."""
+
+    async def gc_forget_reviewed(self, manifests: dict[int, int], blobs: dict[str, int]) -> None:
+        """Take reviewed entries off the queues, each only if its ``hits`` are unchanged."""
 
     async def gc_delete_blobs(self, digests: Collection[str], cutoff: datetime) -> list[tuple[str, int]]:
         """Delete the rows (and repository links) of those blobs that are still garbage, and

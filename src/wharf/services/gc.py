@@ -45,7 +45,9 @@ class GCOptions:
     dry_run: bool = False
     delete_untagged: bool = False
     grace: timedelta = DEFAULT_GRACE
-    scan_storage: bool = False  # also list all of storage for files no row knows
+    # Read every row, not only the review queues, and list all of storage for files no
+    # row knows: a thorough run, whose work grows with the registry.
+    scan_storage: bool = False
     mode: str = "offline"  # how it was started: offline (CLI), online, readonly
     verbose: bool = False  # list every marked manifest and blob (as Distribution does)
     batch: int = BLOB_BATCH  # blobs per critical section
@@ -60,6 +62,9 @@ class Plan:
     orphans: list[StoredBlob]  # files on storage that no row knows (found by a storage scan)
     blobs_marked: int
     pending: list[str] = field(default_factory=list)  # rows gone, bytes maybe not (a crash)
+    # Queue entries (with their hits) found kept for good, to take off the review queues.
+    reviewed_manifests: dict[int, int] = field(default_factory=dict)
+    reviewed_blobs: dict[str, int] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -163,23 +168,65 @@ class GarbageCollector:
     async def plan(self, options: GCOptions, say: Say = _quiet, progress: Progress = _no_progress) -> Plan:
         cutoff = datetime.now(UTC) - options.grace
         progress("mark", 0, 1)
-        manifests = await self.meta.gc_manifests(with_blobs=options.verbose)
+        full = options.scan_storage  # a thorough run reads every row, not just the queues
+        queue: dict[int, int] = {}
+        if full:
+            manifests = await self.meta.gc_manifests(with_blobs=options.verbose)
+        else:
+            manifests, queue = await self._queued_manifests(cutoff, options.delete_untagged)
         live, garbage = mark(manifests, cutoff, options.delete_untagged)
         if options.verbose:
-            for m in sorted(live, key=lambda m: (m.repository, m.digest)):
+            shown = live
+            if not full:  # the listing wants every live manifest: read them all, to print
+                gone = {m.id for m in garbage}
+                shown = [m for m in await self.meta.gc_manifests(with_blobs=True) if m.id not in gone]
+            for m in sorted(shown, key=lambda m: (m.repository, m.digest)):
                 say(f"{m.repository}: marking manifest {m.digest}")
                 for digest in m.blobs:
                     say(f"{m.repository}: marking blob {digest}")
         for m in garbage:
             say(f"{m.repository}: manifest eligible for deletion: {m.digest}")
-        blobs = await self.meta.gc_blob_candidates(cutoff, [m.id for m in garbage])
+        blobs, reviewed_blobs = await self.meta.gc_blob_candidates(cutoff, [m.id for m in garbage], full)
+        # Queued manifests kept by a tag, directly or through an index or a subject, leave
+        # the queue: losing that reason queues them again. Those kept only by the grace
+        # period or by being untagged in a run without --delete-untagged stay queued.
+        for_good, _garbage = mark(manifests, datetime.max.replace(tzinfo=UTC), True)
+        reviewed = {m.id: queue[m.id] for m in for_good if m.id in queue}
         progress("mark", 1, 1)
         pending = await self.meta.gc_pending()
         orphans: list[StoredBlob] = []
         if options.scan_storage:
             orphans = await self._orphans(cutoff, {m.digest for m in live} | set(pending), progress)
         total = await self.meta.count_blobs()
-        return Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending)
+        plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending)
+        plan.reviewed_manifests, plan.reviewed_blobs = reviewed, reviewed_blobs
+        return plan
+
+    async def _queued_manifests(
+        self, cutoff: datetime, delete_untagged: bool
+    ) -> tuple[list[GCManifest], dict[int, int]]:
+        """The queued manifests and every manifest their fate depends on: the indexes that
+        list them and their subjects, up to the top (so ``mark`` over these alone decides
+        exactly as over all of them), and what a garbage one lists or is the subject of
+        (which may be garbage too), with theirs in turn. Also the queue, with its hits."""
+        queue = await self.meta.gc_manifest_queue()
+        known: dict[int, GCManifest] = {}
+        new = await self.meta.gc_manifests_around(ids=queue) if queue else []
+        while new:
+            while new:  # upwards
+                known.update((m.id, m) for m in new)
+                parents = [(m.repository, m.digest) for m in new]
+                subjects = [(m.repository, m.subject) for m in new if m.subject is not None]
+                found = await self.meta.gc_manifests_around(parents_of=parents, keys=subjects)
+                new = [m for m in found if m.id not in known]
+            _live, garbage = mark(list(known.values()), cutoff, delete_untagged)
+            children = [(g.repository, child) for g in garbage for child in g.children]
+            subjects = [(g.repository, g.digest) for g in garbage]
+            found = (
+                await self.meta.gc_manifests_around(keys=children, referrers_of=subjects) if garbage else []
+            )
+            new = [m for m in found if m.id not in known]  # downwards, then up from there
+        return list(known.values()), queue
 
     async def _orphans(self, cutoff: datetime, keep: set[str], progress: Progress) -> list[StoredBlob]:
         """Files older than the grace period that no blob row knows. A file holding a live
@@ -277,6 +324,8 @@ class GarbageCollector:
                 await self.meta.gc_forget_pending(pending_batch)
             run.files_deleted += len(leftovers)
             run.blobs_deleted += len(leftovers)
+
+        await self.meta.gc_forget_reviewed(plan.reviewed_manifests, plan.reviewed_blobs)
 
         by_id = {m.id: m for m in plan.manifests}
         ids = [m.id for m in plan.manifests]
