@@ -234,3 +234,14 @@ async def test_gc_totals_add_up_runs_by_status_and_dry_run(store: SQLMetadataSto
         ("running", False, 1, 2, 1, 20, None),
         ("stopped", False, 1, 1, 0, 100, start + timedelta(hours=3, minutes=5)),
     ]
+
+
+def test_with_several_workers_any_of_them_reports_all_requests(make_server):
+    server = make_server({"http": {"workers": 2}, "jobs": {"enabled": False}})
+    for _ in range(30):  # a connection each: the workers share them out
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    counts = set()
+    for _ in range(6):
+        with server.client() as client:
+            counts.add(http(scrape(client), "wharf_http_requests_total", "/healthz", "GET", 200))
+    assert counts == {30}

@@ -76,12 +76,15 @@ def main() -> None:
 )
 def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
+    from .metrics_dir import share_metrics
+
     settings = _settings(config)
     log_config = _configure_logging(settings)
     _prepare_database(settings)
     if config:
         os.environ["WHARF_CONFIG"] = str(Path(config).resolve())
     http = settings.http
+    share_metrics(http.workers)
     started = (
         f"wharf: serving on http://{http.addr} with {http.workers} worker(s), data in "
         f"{Path(settings.storage.filesystem.rootdirectory).resolve()}"
