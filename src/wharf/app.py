@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
-from .api.app import create_api
+from .api.app import create_api, http_error
 from .config import Settings, load_settings
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> Starlette:
             Mount("/api/v0", app=create_api(registry, settings)),
         ],
         middleware=[Middleware(MetricsMiddleware)],
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.registry = registry
