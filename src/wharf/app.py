@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
-from .api.app import create_api
+from .api.app import create_api, http_error
 from .config import Settings, load_settings
+from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
 from .wiring import build_registry, build_runner, build_storage
 
@@ -73,8 +76,11 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/{path:path}", dispatch, methods=V2_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Mount("/api/v0", app=create_api(registry, settings)),
         ],
+        middleware=[Middleware(MetricsMiddleware)],
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.registry = registry

@@ -7,6 +7,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,8 +29,10 @@ def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log.level.upper().replace("WARN", "WARNING").replace("INGING", "ING"))
+def _configure_logging(settings: Settings) -> dict[str, Any]:
+    from .logs import configure
+
+    return configure(settings.log)
 
 
 def _prepare_database(settings: Settings) -> None:
@@ -73,17 +76,23 @@ def main() -> None:
 )
 def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
+    from .metrics_dir import share_metrics
+
     settings = _settings(config)
-    _configure_logging(settings)
+    log_config = _configure_logging(settings)
     _prepare_database(settings)
     if config:
         os.environ["WHARF_CONFIG"] = str(Path(config).resolve())
     http = settings.http
-    click.echo(
+    share_metrics(http.workers)
+    started = (
         f"wharf: serving on http://{http.addr} with {http.workers} worker(s), data in "
-        f"{Path(settings.storage.filesystem.rootdirectory).resolve()}",
-        err=True,
+        f"{Path(settings.storage.filesystem.rootdirectory).resolve()}"
     )
+    if settings.log.formatter == "json":
+        log.info(started)
+    else:
+        click.echo(started, err=True)
     if server == "uvicorn":
         import uvicorn
 
@@ -96,6 +105,7 @@ def serve(config: str | None, server: str) -> None:
             loop="uvloop",
             http="httptools",
             log_level="warning",
+            log_config=log_config,
             access_log=False,
         )
         return
@@ -111,6 +121,7 @@ def serve(config: str | None, server: str) -> None:
         workers=http.workers,
         log_access=False,
         log_level="warning",  # type: ignore[arg-type]
+        log_dictconfig=log_config,
     ).serve()
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from ..services.registry import Registry
 from .jobs import iso
+from .responses import MAX_START
 
 router = APIRouter(tags=["activities"])
 
@@ -39,7 +40,7 @@ async def activities(
     ] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
-    start: Annotated[int, Query(ge=0)] = 0,
+    start: Annotated[int, Query(ge=0, le=MAX_START)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ActivitiesOut:
     registry: Registry = request.app.state.registry

@@ -5,11 +5,23 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from ..config import Settings
 from ..errors import RegistryError
 from ..services.registry import Registry
 from . import activities, gc_settings, jobs, repositories
+from .responses import ERRORS
+
+# The framework's own refusals (no route, a body that is not JSON), in the registry's shape.
+_HTTP_CODES = {400: "INVALID_JSON", 404: "NOT_FOUND", 405: "UNSUPPORTED"}
+
+
+async def http_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    body = {"errors": [{"code": _HTTP_CODES.get(error.status_code, "UNKNOWN"), "message": error.detail}]}
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 def create_api(registry: Registry, settings: Settings) -> FastAPI:
@@ -28,6 +40,8 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
     async def registry_error(_request: Request, error: RegistryError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
 
+    api.add_exception_handler(HTTPException, http_error)
+
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         problems = [
@@ -36,8 +50,6 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
         ]
         return JSONResponse({"errors": problems}, status_code=400)
 
-    api.include_router(repositories.router)
-    api.include_router(jobs.router)
-    api.include_router(gc_settings.router)
-    api.include_router(activities.router)
+    for module in (repositories, jobs, gc_settings, activities):
+        api.include_router(module.router, responses=ERRORS)
     return api

@@ -14,6 +14,7 @@ from ..errors import INVALID_JOB, NO_SUCH_JOB, RegistryError
 from ..meta.store import Job
 from ..services.jobs import ACTIONS, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
 from ..services.registry import Registry
+from .responses import MAX_START
 
 router = APIRouter(tags=["jobs"])
 
@@ -159,7 +160,7 @@ async def list_jobs(
     action: str | None = None,
     worker: str = "any",
     running: Literal["any", "true", "false"] = "any",
-    start: int = Query(0, ge=0),
+    start: int = Query(0, ge=0, le=MAX_START),
     limit: int = Query(10, ge=1, le=1000),
 ) -> JobsOut:
     jobs = await _registry(request).meta.jobs.find(
@@ -186,7 +187,10 @@ async def get_job(request: Request, job_id: str) -> JobOut:
 
 @router.get("/jobs/{job_id}/logs", response_model=LogsOut, summary="A job's log, oldest line first")
 async def job_logs(
-    request: Request, job_id: str, start: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000)
+    request: Request,
+    job_id: str,
+    start: int = Query(0, ge=0, le=MAX_START),
+    limit: int = Query(1000, ge=1, le=10000),
 ) -> LogsOut:
     await _job(request, job_id)
     lines = await _registry(request).meta.jobs.logs(job_id, start, limit)

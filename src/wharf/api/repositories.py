@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from ..services.policy import ANONYMOUS
 from ..services.registry import Registry
+from .responses import error
 
 router = APIRouter(tags=["repositories"])
 
@@ -19,7 +20,7 @@ def _registry(request: Request) -> Registry:
     "/repositories/{namespace}/{repo:path}/manifests/{reference}",
     status_code=204,
     summary="Delete an image (by digest, with its tags) or a tag",
-    responses={404: {"description": "no such repository, manifest or tag"}},
+    responses={404: error("No such repository, manifest or tag")},
 )
 async def delete_manifest(request: Request, namespace: str, repo: str, reference: str) -> Response:
     """By digest: the image leaves the repository with every tag on it. By tag: the tag
@@ -32,7 +33,7 @@ async def delete_manifest(request: Request, namespace: str, repo: str, reference
     "/repositories/{namespace}/{repo:path}",
     status_code=204,
     summary="Delete a repository",
-    responses={404: {"description": "no such repository"}},
+    responses={404: error("No such repository")},
 )
 async def delete_repository(request: Request, namespace: str, repo: str) -> Response:
     """Every manifest, tag and blob link of the repository; the bytes wait for garbage collection."""

@@ -21,6 +21,7 @@ from .store import (
     Event,
     GCManifest,
     GCRun,
+    GCTotals,
     IdleUpload,
     ImportedBlob,
     MissingReference,
@@ -982,5 +983,21 @@ class SQLMetadataStore:
             for row in rows:
                 row["at"] = _aware(row["at"])
             return rows
+
+        return await self._db.read(tx)
+
+    async def gc_totals(self) -> list[GCTotals]:
+        r = s.gc_runs
+        total = [sa.func.coalesce(sa.func.sum(c), 0) for c in (r.c.blobs_deleted, r.c.manifests_deleted)]
+        freed = sa.func.coalesce(sa.func.sum(r.c.bytes_freed), 0)
+        query = sa.select(r.c.status, r.c.dry_run, sa.func.count(), *total, freed, sa.func.max(r.c.ended_at))
+
+        def tx(conn: sa.Connection) -> list[GCTotals]:
+            return [
+                GCTotals(
+                    status, bool(dry), int(n), int(b), int(m), int(f), None if end is None else _aware(end)
+                )
+                for status, dry, n, b, m, f, end in conn.execute(query.group_by(r.c.status, r.c.dry_run))
+            ]
 
         return await self._db.read(tx)

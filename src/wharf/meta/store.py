@@ -119,6 +119,19 @@ class GCRun:
 
 
 @dataclass(frozen=True)
+class GCTotals:
+    """The garbage collection runs of one status and kind (dry or not), added up."""
+
+    status: str
+    dry_run: bool
+    runs: int
+    blobs_deleted: int
+    manifests_deleted: int
+    bytes_freed: int
+    last_ended_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     action: str
@@ -307,6 +320,8 @@ class MetadataStore(Protocol):
     async def count_blobs(self) -> int: ...
     async def save_gc_run(self, run: GCRun) -> GCRun: ...
     async def gc_runs(self, limit: int = 20) -> list[GCRun]: ...
+    async def gc_totals(self) -> list[GCTotals]:
+        """Every run recorded, added up by (status, dry_run): what all replicas collected."""
 
     # The activity log.
     async def events(

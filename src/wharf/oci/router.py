@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..errors import INTERNAL, NAME_UNKNOWN, UNSUPPORTED, RegistryError
+from ..metrics import ROUTE_KEY
 from ..services.registry import Registry
 from . import blobs, listing, manifests, uploads
 from .responses import empty, error_response, json_response
@@ -22,19 +23,23 @@ from .responses import empty, error_response, json_response
 Handler = Callable[..., Awaitable[Response]]
 log = logging.getLogger(__name__)
 
-ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(r"/v2/_catalog"), {"GET": listing.catalog}),
-    (re.compile(r"/v2/(?P<name>.+)/blobs/uploads/?"), {"POST": uploads.start}),
+# (pattern, the route's template for metrics and logs, handlers by method)
+ROUTES: list[tuple[re.Pattern[str], str, dict[str, Handler]]] = [
+    (re.compile(r"/v2/_catalog"), "/v2/_catalog", {"GET": listing.catalog}),
+    (re.compile(r"/v2/(?P<name>.+)/blobs/uploads/?"), "/v2/{name}/blobs/uploads/", {"POST": uploads.start}),
     (
         re.compile(r"/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)"),
+        "/v2/{name}/blobs/uploads/{reference}",
         {"GET": uploads.status, "PATCH": uploads.patch, "PUT": uploads.finish, "DELETE": uploads.cancel},
     ),
     (
         re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
+        "/v2/{name}/blobs/{digest}",
         {"GET": blobs.head_or_get, "HEAD": blobs.head_or_get, "DELETE": blobs.delete},
     ),
     (
         re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
+        "/v2/{name}/manifests/{reference}",
         {
             "GET": manifests.head_or_get,
             "HEAD": manifests.head_or_get,
@@ -42,8 +47,12 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             "DELETE": manifests.delete,
         },
     ),
-    (re.compile(r"/v2/(?P<name>.+)/tags/list"), {"GET": listing.tags}),
-    (re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)"), {"GET": listing.referrers}),
+    (re.compile(r"/v2/(?P<name>.+)/tags/list"), "/v2/{name}/tags/list", {"GET": listing.tags}),
+    (
+        re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)"),
+        "/v2/{name}/referrers/{digest}",
+        {"GET": listing.referrers},
+    ),
 ]
 
 
@@ -51,15 +60,19 @@ async def version_check(request: Request) -> Response:
     return json_response({})
 
 
-def _match(path: str, method: str) -> tuple[Handler, dict[str, Any]]:
+def _match(scope: MutableMapping[str, Any], path: str, method: str) -> tuple[Handler, dict[str, Any]]:
+    """The handler and its parameters; the route's template goes into the scope (for a 405,
+    the first route whose pattern matched the path)."""
     allowed: set[str] = set()
-    for pattern, handlers in ROUTES:
+    for pattern, template, handlers in ROUTES:
         found = pattern.fullmatch(path)
         if found is None:
             continue
         handler = handlers.get(method)
         if handler is not None:
+            scope[ROUTE_KEY] = template
             return handler, found.groupdict()
+        scope.setdefault(ROUTE_KEY, template)
         allowed.update(handlers)
     if allowed:
         raise RegistryError(
@@ -74,7 +87,7 @@ def _match(path: str, method: str) -> tuple[Handler, dict[str, Any]]:
 async def dispatch(request: Request) -> Response:
     registry: Registry = request.app.state.registry
     try:
-        handler, params = _match(request.url.path, request.method)
+        handler, params = _match(request.scope, request.url.path, request.method)
         return await handler(registry, request, **params)
     except RegistryError as error:
         return error_response(error)

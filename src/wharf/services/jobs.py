@@ -11,12 +11,15 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import Counter, Histogram
 
 from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
@@ -33,6 +36,14 @@ PURGE_UPLOADS = "purgeUploads"
 METADATA_MIGRATION = "metadatastoremigration"  # DTR's name: adopting a Distribution directory
 MAINTENANCE = "maintenance"  # the setting a read-only collection leaves while it runs
 ACTIONS = (REGISTRY_GC, PURGE_UPLOADS, METADATA_MIGRATION)
+# Observed in the process that runs the job (a `wharf serve` with jobs enabled, or a worker).
+JOB_DURATION = Histogram(
+    "wharf_job_duration_seconds",
+    "How long job attempts ran, by action and outcome (done, stopped, failed)",
+    ("action", "outcome"),
+    buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 21600),
+)
+JOB_FAILURES = Counter("wharf_job_failures", "Job attempts that failed (raised), by action", ("action",))
 # Lines of a job's log kept for the "eligible for deletion" listings, which can be long.
 LISTED_LINES = 100
 
@@ -259,6 +270,7 @@ class JobRunner:
         return True
 
     async def execute(self, job: Job) -> None:
+        started = time.monotonic()
         context = JobContext(job, self.store)
         beating = asyncio.create_task(self._heartbeat(context))
         await self.store.jobs.log(job.id, f"attempt {job.attempts} of {job.max_attempts} on {self.worker}")
@@ -283,8 +295,15 @@ class JobRunner:
             await context.flush()
             at = datetime.now(UTC) + timedelta(seconds=self.timing.retry_delay)
             again = await self.store.jobs.retry(job.id, self.worker, message, at)
+            JOB_FAILURES.labels(job.action).inc()
+            JOB_DURATION.labels(job.action, "failed").observe(time.monotonic() - started)
             log.warning(
-                "job %s (%s) failed: %s; %s", job.id, job.action, message, "retried" if again else "gave up"
+                "job %s (%s) failed: %s; %s",
+                job.id,
+                job.action,
+                message,
+                "retried" if again else "gave up",
+                extra={"job_id": job.id, "action": job.action, "attempt": job.attempts, "retried": again},
             )
             return
         finally:
@@ -295,6 +314,16 @@ class JobRunner:
         status = "stopped" if result.get("status") == "stopped" else "done"
         await self.store.jobs.finish(
             job.id, self.worker, status, result, result.get("reason") if status == "stopped" else None
+        )
+        seconds = time.monotonic() - started
+        JOB_DURATION.labels(job.action, status).observe(seconds)
+        log.info(
+            "job %s (%s) %s in %.1f s",
+            job.id,
+            job.action,
+            status,
+            seconds,
+            extra={"job_id": job.id, "action": job.action, "attempt": job.attempts, "status": status},
         )
 
     async def _enter_readonly(self, job: Job) -> None:
