@@ -103,6 +103,62 @@ async def test_a_running_job_stops_when_asked(store):
     assert 0 < len(steps) < 200
 
 
+async def test_a_worker_told_to_stop_hands_its_running_job_back(store):
+    """Shutting down: the running job is interrupted and waiting again at once, the attempt
+    given back, so another worker takes it without waiting for ``stale``."""
+    entered = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def endless(context: JobContext) -> dict[str, Any]:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(context.job.id)
+            raise
+        return {"by": "nobody"}
+
+    job = await store.jobs.create("work")
+    slow_timing = Timing(poll=0.05, heartbeat=0.1, stale=3600, retry_delay=0.0)
+    stop = asyncio.Event()
+    leaving = JobRunner(store, {"work": endless}, slow_timing, worker="leaving")
+    running = asyncio.create_task(leaving.run(stop))
+    await asyncio.wait_for(entered.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(running, 10)
+    assert cancelled == [job.id]
+    back = await store.jobs.get(job.id)
+    assert (back.status, back.worker, back.attempts, back.ended_at) == ("waiting", None, 0, None)
+
+    async def work(context: JobContext) -> dict[str, Any]:
+        return {"by": "staying"}
+
+    staying = JobRunner(store, {"work": work}, slow_timing, worker="staying")
+    assert await staying.run_one()  # no stale wait: it is waiting already
+    done = await store.jobs.get(job.id)
+    assert (done.status, done.worker, done.attempts, done.result) == ("done", "staying", 1, {"by": "staying"})
+    log = [line for _at, line in await store.jobs.logs(job.id, 0, 100)]
+    assert log == [
+        "attempt 1 of 3 on leaving",
+        "handed back: worker leaving is shutting down (this attempt is not counted)",
+        "attempt 1 of 3 on staying",
+    ]
+
+
+async def test_release_belongs_to_the_owner_and_honours_a_stop_request(store):
+    never = datetime.now(UTC) - timedelta(hours=1)
+    job = await store.jobs.create("work")
+    assert (await store.jobs.claim("owner", ["work"], never)).id == job.id
+    assert await store.jobs.release(job.id, "someone-else") is None
+    assert (await store.jobs.get(job.id)).status == "running"
+    await store.jobs.request_stop(job.id)
+    assert await store.jobs.release(job.id, "owner") == "stopped"
+    stopped = await store.jobs.get(job.id)
+    assert (stopped.status, stopped.error, stopped.attempts) == ("stopped", "stopped on request", 1)
+    assert stopped.ended_at is not None
+    assert await store.jobs.release(job.id, "owner") is None  # ended: nothing to hand back
+
+
 # -- the admin API ------------------------------------------------------------------------
 
 
