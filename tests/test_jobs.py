@@ -159,6 +159,33 @@ async def test_release_belongs_to_the_owner_and_honours_a_stop_request(store):
     assert await store.jobs.release(job.id, "owner") is None  # ended: nothing to hand back
 
 
+async def test_a_gc_job_waits_for_a_collection_already_running(store, tmp_path):
+    """Another collection holds the lock: the job waits for it (its attempt is not spent
+    on GCBusy), then runs, once."""
+    from wharf.services.gc import GarbageCollector
+    from wharf.services.jobs import REGISTRY_GC, gc_action
+    from wharf.storage.filesystem import FilesystemBlobStore
+
+    collector = GarbageCollector(store, FilesystemBlobStore(tmp_path / "blobs", fsync=False))
+    job = await store.jobs.create(REGISTRY_GC, {"graceSeconds": 0})
+    runner = JobRunner(store, {REGISTRY_GC: gc_action(collector, busy_poll=0.05)}, FAST, worker="w1")
+    waiting = "another garbage collection is running: waiting for it to end"
+    async with store.gc_lock() as held:
+        assert held
+        running = asyncio.create_task(runner.run_one())
+        deadline = time.monotonic() + 10
+        while waiting not in [line for _at, line in await store.jobs.logs(job.id, 0, 100)]:
+            assert time.monotonic() < deadline, "the job never said it was waiting"
+            await asyncio.sleep(0.05)
+        assert not running.done()
+        assert (await store.jobs.get(job.id)).status == "running"
+        assert await store.gc_runs(limit=5) == []
+    await asyncio.wait_for(running, 10)
+    done = await store.jobs.get(job.id)
+    assert (done.status, done.attempts) == ("done", 1)
+    assert [run.id for run in await store.gc_runs(limit=5)] == [done.result["gcRun"]]
+
+
 # -- the admin API ------------------------------------------------------------------------
 
 
@@ -212,6 +239,10 @@ def test_jobs_api_errors_say_what_was_wrong(make_server):
         )
         assert bad_parameter.status_code == 400
         assert "durationMinutes" in bad_parameter.json()["errors"][0]["message"]
+        bad_batch = client.post(
+            "/api/v0/admin/jobs", json={"job": "registryGC", "parameters": {"batchSize": 0}}
+        )
+        assert bad_batch.status_code == 400 and "batchSize" in bad_batch.json()["errors"][0]["message"]
         missing = client.get("/api/v0/jobs/no-such-job")
         assert missing.status_code == 404 and error_codes(missing) == ["NO_SUCH_JOB"]
         assert client.get("/api/v0/jobs", params={"running": "maybe"}).status_code == 400

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
-from .gc import GarbageCollector, GCOptions
+from .gc import BLOB_BATCH, GarbageCollector, GCBusy, GCOptions
 from .importer import DistributionImporter, NotADistributionDirectory
 from .policy import Policy
 from .purge import UploadPurger
@@ -96,7 +96,12 @@ class JobContext:
 Action = Callable[[JobContext], Awaitable[dict[str, Any]]]
 
 
-def gc_action(gc: GarbageCollector) -> Action:
+def gc_action(gc: GarbageCollector, busy_poll: float = 1.0) -> Action:
+    """registryGC. A collection already running (another job's, on any replica, or
+    `wharf garbage-collect`) is waited for, looking again every ``busy_poll`` seconds: the
+    job runs after it rather than failing an attempt. The wait counts against
+    ``durationMinutes`` and ends on a stop request."""
+
     async def run(context: JobContext) -> dict[str, Any]:
         parameters = context.job.parameters or {}
         minutes = parameters.get("durationMinutes")
@@ -110,8 +115,22 @@ def gc_action(gc: GarbageCollector) -> Action:
             grace=timedelta(seconds=float(parameters.get("graceSeconds", 24 * 3600))),
             scan_storage=bool(parameters.get("scanStorage", False)),
             mode=str(parameters.get("mode", "online")),
+            batch=int(parameters.get("batchSize", BLOB_BATCH)),
         )
-        outcome = await gc.run(options, context.say, should_stop=context.should_stop)
+        waiting = False
+        while True:
+            try:
+                outcome = await gc.run(options, context.say, should_stop=context.should_stop)
+                break
+            except GCBusy:
+                reason = context.should_stop()
+                if reason is not None:
+                    context.say(f"{reason} while waiting for another garbage collection to end")
+                    return {"gcRun": None, "status": "stopped", "reason": reason}
+                if not waiting:
+                    context.say("another garbage collection is running: waiting for it to end")
+                    waiting = True
+                await asyncio.sleep(busy_poll)
         context.end_listing()
         run = outcome.run
         return {
