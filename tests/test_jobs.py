@@ -103,6 +103,89 @@ async def test_a_running_job_stops_when_asked(store):
     assert 0 < len(steps) < 200
 
 
+async def test_a_worker_told_to_stop_hands_its_running_job_back(store):
+    """Shutting down: the running job is interrupted and waiting again at once, the attempt
+    given back, so another worker takes it without waiting for ``stale``."""
+    entered = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def endless(context: JobContext) -> dict[str, Any]:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(context.job.id)
+            raise
+        return {"by": "nobody"}
+
+    job = await store.jobs.create("work")
+    slow_timing = Timing(poll=0.05, heartbeat=0.1, stale=3600, retry_delay=0.0)
+    stop = asyncio.Event()
+    leaving = JobRunner(store, {"work": endless}, slow_timing, worker="leaving")
+    running = asyncio.create_task(leaving.run(stop))
+    await asyncio.wait_for(entered.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(running, 10)
+    assert cancelled == [job.id]
+    back = await store.jobs.get(job.id)
+    assert (back.status, back.worker, back.attempts, back.ended_at) == ("waiting", None, 0, None)
+
+    async def work(context: JobContext) -> dict[str, Any]:
+        return {"by": "staying"}
+
+    staying = JobRunner(store, {"work": work}, slow_timing, worker="staying")
+    assert await staying.run_one()  # no stale wait: it is waiting already
+    done = await store.jobs.get(job.id)
+    assert (done.status, done.worker, done.attempts, done.result) == ("done", "staying", 1, {"by": "staying"})
+    log = [line for _at, line in await store.jobs.logs(job.id, 0, 100)]
+    assert log == [
+        "attempt 1 of 3 on leaving",
+        "handed back: worker leaving is shutting down (this attempt is not counted)",
+        "attempt 1 of 3 on staying",
+    ]
+
+
+async def test_release_belongs_to_the_owner_and_honours_a_stop_request(store):
+    never = datetime.now(UTC) - timedelta(hours=1)
+    job = await store.jobs.create("work")
+    assert (await store.jobs.claim("owner", ["work"], never)).id == job.id
+    assert await store.jobs.release(job.id, "someone-else") is None
+    assert (await store.jobs.get(job.id)).status == "running"
+    await store.jobs.request_stop(job.id)
+    assert await store.jobs.release(job.id, "owner") == "stopped"
+    stopped = await store.jobs.get(job.id)
+    assert (stopped.status, stopped.error, stopped.attempts) == ("stopped", "stopped on request", 1)
+    assert stopped.ended_at is not None
+    assert await store.jobs.release(job.id, "owner") is None  # ended: nothing to hand back
+
+
+async def test_a_gc_job_waits_for_a_collection_already_running(store, tmp_path):
+    """Another collection holds the lock: the job waits for it (its attempt is not spent
+    on GCBusy), then runs, once."""
+    from wharf.services.gc import GarbageCollector
+    from wharf.services.jobs import REGISTRY_GC, gc_action
+    from wharf.storage.filesystem import FilesystemBlobStore
+
+    collector = GarbageCollector(store, FilesystemBlobStore(tmp_path / "blobs", fsync=False))
+    job = await store.jobs.create(REGISTRY_GC, {"graceSeconds": 0})
+    runner = JobRunner(store, {REGISTRY_GC: gc_action(collector, busy_poll=0.05)}, FAST, worker="w1")
+    waiting = "another garbage collection is running: waiting for it to end"
+    async with store.gc_lock() as held:
+        assert held
+        running = asyncio.create_task(runner.run_one())
+        deadline = time.monotonic() + 10
+        while waiting not in [line for _at, line in await store.jobs.logs(job.id, 0, 100)]:
+            assert time.monotonic() < deadline, "the job never said it was waiting"
+            await asyncio.sleep(0.05)
+        assert not running.done()
+        assert (await store.jobs.get(job.id)).status == "running"
+        assert await store.gc_runs(limit=5) == []
+    await asyncio.wait_for(running, 10)
+    done = await store.jobs.get(job.id)
+    assert (done.status, done.attempts) == ("done", 1)
+    assert [run.id for run in await store.gc_runs(limit=5)] == [done.result["gcRun"]]
+
+
 # -- the admin API ------------------------------------------------------------------------
 
 
@@ -156,6 +239,10 @@ def test_jobs_api_errors_say_what_was_wrong(make_server):
         )
         assert bad_parameter.status_code == 400
         assert "durationMinutes" in bad_parameter.json()["errors"][0]["message"]
+        bad_batch = client.post(
+            "/api/v0/admin/jobs", json={"job": "registryGC", "parameters": {"batchSize": 0}}
+        )
+        assert bad_batch.status_code == 400 and "batchSize" in bad_batch.json()["errors"][0]["message"]
         missing = client.get("/api/v0/jobs/no-such-job")
         assert missing.status_code == 404 and error_codes(missing) == ["NO_SUCH_JOB"]
         assert client.get("/api/v0/jobs", params={"running": "maybe"}).status_code == 400

@@ -24,6 +24,8 @@ from .wiring import build_registry, build_runner, build_storage
 __all__ = ["app_from_environment", "build_registry", "build_storage", "create_app"]
 
 V2_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+# Seconds a stopping server gives its job worker to hand its running job back.
+SHUTDOWN_GRACE = 10.0
 
 
 async def healthz(request: Request) -> Response:
@@ -64,10 +66,11 @@ def create_app(settings: Settings) -> Starlette:
         yield
         stop.set()
         if worker is not None:
-            # A job still running is left to its heartbeat: another worker takes it over.
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            # The worker interrupts a running job and hands it back (waiting again) for
+            # another replica to take at once. Should that hang, the job is cancelled and
+            # left to its heartbeat: another worker takes it over after jobs.stale.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(worker, SHUTDOWN_GRACE)
         await registry.close()
 
     app = Starlette(

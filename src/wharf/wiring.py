@@ -84,7 +84,7 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
     if settings.storage.s3 is None:
         storage_root = Path(settings.storage.filesystem.rootdirectory)
     actions: dict[str, Action] = {
-        REGISTRY_GC: gc_action(registry.gc),
+        REGISTRY_GC: gc_action(registry.gc, timing.poll),
         PURGE_UPLOADS: purge_action(
             UploadPurger(registry.meta, registry.storage, registry.uploads), purging.age, purging.dryrun
         ),

@@ -78,6 +78,9 @@ class GCParameters(BaseModel):
     durationMinutes: float | None = Field(default=None, gt=0)
     scanStorage: bool = False
     mode: Literal["online", "readonly"] = "online"
+    batchSize: int | None = Field(
+        default=None, ge=1, description="blobs per critical section (default 500), as --batch-size"
+    )
 
 
 class PurgeParameters(BaseModel):
@@ -114,7 +117,8 @@ class NewJob(BaseModel):
     parameters: dict[str, Any] | None = Field(
         default=None,
         description="registryGC: dryRun, deleteUntagged, graceSeconds, durationMinutes, scanStorage, "
-        "mode (online or readonly); purgeUploads: age, dryRun; metadatastoremigration: root (required)",
+        "mode (online or readonly), batchSize; purgeUploads: age, dryRun; "
+        "metadatastoremigration: root (required)",
     )
 
 

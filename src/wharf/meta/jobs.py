@@ -181,6 +181,33 @@ class SQLJobStore:
 
         return await self._db.write(tx)
 
+    async def release(self, job_id: str, worker: str) -> str | None:
+        """Hand a running job back, as its worker shuts down: waiting again at once, for any
+        worker to claim, and the attempt given back (a shutdown is not the job failing, so
+        rolling restarts never use up its attempts). A job whose stop was asked ends
+        stopped instead. Only while ``worker`` still owns it: the status it is left in, or
+        None when it was no longer this worker's (taken over, or already ended)."""
+        j = s.jobs
+        mine = (j.c.id == job_id, j.c.worker == worker, j.c.status == "running")
+
+        def tx(conn: sa.Connection) -> str | None:
+            now = _now()
+            if conn.execute(
+                j.update()
+                .where(*mine, j.c.stop_requested)
+                .values(status="stopped", ended_at=now, error="stopped on request")
+            ).rowcount:
+                return "stopped"
+            if conn.execute(
+                j.update()
+                .where(*mine)
+                .values(status="waiting", worker=None, attempts=j.c.attempts - 1, scheduled_at=now)
+            ).rowcount:
+                return "waiting"
+            return None
+
+        return await self._db.write(tx)
+
     async def request_stop(self, job_id: str) -> Job | None:
         j = s.jobs
 

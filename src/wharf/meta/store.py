@@ -173,6 +173,10 @@ class JobStore(Protocol):
     async def retry(self, job_id: str, worker: str, error: str, at: datetime) -> bool:
         """Back to waiting until ``at`` if attempts are left (True); else ends in errors."""
 
+    async def release(self, job_id: str, worker: str) -> str | None:
+        """Hand a running job back (its worker shuts down): waiting again, the attempt not
+        counted; stopped if a stop was asked. None when ``worker`` no longer owned it."""
+
     async def request_stop(self, job_id: str) -> Job | None: ...
     async def log(self, job_id: str, line: str) -> None: ...
     async def logs(self, job_id: str, start: int, limit: int) -> list[tuple[datetime, str]]: ...

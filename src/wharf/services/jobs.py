@@ -2,6 +2,8 @@
 database. A worker claims the oldest due job, runs its action while heart-beating (which
 is also how it learns that a stop was asked), and records how it ended. A failed job is
 tried again, three attempts in all; a job whose worker stopped heart-beating is taken over.
+A worker told to stop hands its running job back at once (waiting again, the attempt not
+counted), so another worker takes it without waiting for the heartbeat to go stale.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from prometheus_client import Counter, Histogram
 
 from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
-from .gc import GarbageCollector, GCOptions
+from .gc import BLOB_BATCH, GarbageCollector, GCBusy, GCOptions
 from .importer import DistributionImporter, NotADistributionDirectory
 from .policy import Policy
 from .purge import UploadPurger
@@ -105,7 +107,12 @@ class JobContext:
 Action = Callable[[JobContext], Awaitable[dict[str, Any]]]
 
 
-def gc_action(gc: GarbageCollector) -> Action:
+def gc_action(gc: GarbageCollector, busy_poll: float = 1.0) -> Action:
+    """registryGC. A collection already running (another job's, on any replica, or
+    `wharf garbage-collect`) is waited for, looking again every ``busy_poll`` seconds: the
+    job runs after it rather than failing an attempt. The wait counts against
+    ``durationMinutes`` and ends on a stop request."""
+
     async def run(context: JobContext) -> dict[str, Any]:
         parameters = context.job.parameters or {}
         minutes = parameters.get("durationMinutes")
@@ -119,8 +126,22 @@ def gc_action(gc: GarbageCollector) -> Action:
             grace=timedelta(seconds=float(parameters.get("graceSeconds", 24 * 3600))),
             scan_storage=bool(parameters.get("scanStorage", False)),
             mode=str(parameters.get("mode", "online")),
+            batch=int(parameters.get("batchSize", BLOB_BATCH)),
         )
-        outcome = await gc.run(options, context.say, should_stop=context.should_stop)
+        waiting = False
+        while True:
+            try:
+                outcome = await gc.run(options, context.say, should_stop=context.should_stop)
+                break
+            except GCBusy:
+                reason = context.should_stop()
+                if reason is not None:
+                    context.say(f"{reason} while waiting for another garbage collection to end")
+                    return {"gcRun": None, "status": "stopped", "reason": reason}
+                if not waiting:
+                    context.say("another garbage collection is running: waiting for it to end")
+                    waiting = True
+                await asyncio.sleep(busy_poll)
         context.end_listing()
         run = outcome.run
         return {
@@ -226,9 +247,13 @@ class JobRunner:
         self.policy = policy
         self.timing = timing or Timing()
         self.worker = worker or worker_name()
+        # Set while this worker shuts down (``run``'s stop): a running job is handed back.
+        self.stopping: asyncio.Event | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Claim and run jobs until ``stop`` is set."""
+        """Claim and run jobs until ``stop`` is set. A job running then is interrupted and
+        handed back (see ``execute``), so this returns promptly."""
+        self.stopping = stop
         while not stop.is_set():
             try:
                 worked = await self.run_one()
@@ -278,7 +303,7 @@ class JobRunner:
         try:
             if readonly:
                 await self._enter_readonly(job)
-            result = await self.actions[job.action](context)
+            result = await self._act(job, context)
         except asyncio.CancelledError:
             raise
         except JobFailed as error:
@@ -310,6 +335,9 @@ class JobRunner:
             beating.cancel()
             if readonly:
                 await self._leave_readonly()
+        if result is None:
+            await self._hand_back(job, context)
+            return
         await context.flush()
         status = "stopped" if result.get("status") == "stopped" else "done"
         await self.store.jobs.finish(
@@ -325,6 +353,41 @@ class JobRunner:
             seconds,
             extra={"job_id": job.id, "action": job.action, "attempt": job.attempts, "status": status},
         )
+
+    async def _act(self, job: Job, context: JobContext) -> dict[str, Any] | None:
+        """The action's result; None when this worker was told to stop first, in which case
+        the action was cancelled (and has cleaned up: a GC cancelled mid-batch is left as a
+        crash would leave it, which the next run finishes)."""
+        acting = asyncio.ensure_future(self.actions[job.action](context))
+        if self.stopping is None:
+            return await acting
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        interrupted = False
+        try:
+            await asyncio.wait({acting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not acting.done():
+                interrupted = True
+                acting.cancel()
+                await asyncio.wait({acting})
+        if interrupted and (acting.cancelled() or acting.exception() is not None):
+            if not acting.cancelled():
+                error = acting.exception()
+                log.info("job %s (%s) ended as it was interrupted: %r", job.id, job.action, error)
+            return None
+        return acting.result()
+
+    async def _hand_back(self, job: Job, context: JobContext) -> None:
+        context.say(f"handed back: worker {self.worker} is shutting down (this attempt is not counted)")
+        await context.flush()
+        status = await self.store.jobs.release(job.id, self.worker)
+        if status == "waiting":
+            log.info("job %s (%s) handed back for another worker", job.id, job.action)
+        elif status == "stopped":
+            log.info("job %s (%s) stopped as asked, by its worker shutting down", job.id, job.action)
+        else:
+            log.warning("job %s (%s) was no longer this worker's to hand back", job.id, job.action)
 
     async def _enter_readonly(self, job: Job) -> None:
         reason = (
