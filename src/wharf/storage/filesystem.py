@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
@@ -171,16 +172,15 @@ class FilesystemBlobStore:
         return self._remove(digest)
 
     def _remove(self, digest: str) -> bool:
-        path = self._blob(digest)
+        # Strings, not Paths, and the blob's own directory only (the two-character prefix
+        # directories above are shared and seldom empty): GC calls this for every blob.
+        directory = os.path.dirname(os.fspath(self._blob(digest)))
         try:
-            path.unlink()
+            os.unlink(directory + "/data")
         except FileNotFoundError:
             return False
-        for directory in (path.parent, path.parent.parent):
-            try:
-                directory.rmdir()
-            except OSError:
-                break
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
         return True
 
     async def list(self) -> AsyncIterator[str]:
