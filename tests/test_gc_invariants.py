@@ -7,6 +7,8 @@ import asyncio
 import os
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,6 +96,42 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     assert await registry.meta.linked_blob_size("lib/race", digest) == len(data)
     assert await registry.storage.stat(digest) == len(data)
     await registry.manifests.put("lib/race", "v1", image.manifest, OCI_MANIFEST)
+
+
+async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes(registry: Registry):
+    """Invariant 3 when the collection is cancelled (a job handed back at shutdown) while a
+    storage thread deletes a batch's bytes: the thread goes on regardless, so the section
+    must not end before it has. Otherwise a push of the digest could store its bytes in
+    between, and the late delete would leave its row without bytes."""
+    data = os.urandom(4096)
+    digest = sha256(data)
+    await registry.uploads.monolithic("lib/cancel", digest, body(data))
+    backdate(registry, digest)
+
+    loop = asyncio.get_running_loop()
+    entered, deleted = asyncio.Event(), threading.Event()
+    delete_many = registry.storage.delete_many
+
+    def slow_storage(targets: list[str]) -> None:  # a storage thread, which no cancel stops
+        time.sleep(0.5)
+        asyncio.run_coroutine_threadsafe(delete_many(targets), loop).result()
+        deleted.set()
+
+    async def threaded_delete(targets: list[str]) -> None:
+        entered.set()
+        await asyncio.to_thread(slow_storage, targets)
+
+    registry.gc.storage.delete_many = threaded_delete  # type: ignore[method-assign]
+    collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1))))
+    await asyncio.wait_for(entered.wait(), 30)
+    collection.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(collection, 30)
+    assert deleted.is_set(), "the collection ended while its bytes were still being deleted"
+
+    await registry.uploads.monolithic("lib/cancel", digest, body(data))  # pushed again
+    assert await registry.meta.linked_blob_size("lib/cancel", digest) == len(data)
+    assert await registry.storage.stat(digest) == len(data)
 
 
 async def test_a_manifest_committed_after_the_mark_keeps_its_blobs(registry: Registry):

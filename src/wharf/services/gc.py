@@ -365,20 +365,26 @@ class GarbageCollector:
         """Rows first (journalled as pending), then the bytes, then the journal entries: a
         crash anywhere leaves bytes without a row, which the next run finishes. The journal
         is cleared once at the end (a crash before that makes the next run look again at
-        digests already gone, which costs a lookup and nothing else). False if stopped."""
+        digests already gone, which costs a lookup and nothing else). False if stopped.
+
+        A batch once begun always ends, even if this is cancelled (a job handed back at
+        shutdown): its section must not end while its bytes are still being deleted."""
         plan, run = outcome.plan, outcome.run
         done = 0
+
+        async def sweep(digests: list[str]) -> None:
+            async with self.meta.digest_section(digests):
+                gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
+                await self.storage.delete_many([digest for digest, _size in gone])
+            outcome.deleted_blobs.extend(gone)
+            run.blobs_deleted += len(gone)
+            run.bytes_freed += sum(size for _digest, size in gone)
+
         try:
             for blob_batch in _batches(plan.blobs, size):
                 if stopped():
                     return False
-                digests = [digest for digest, _size in blob_batch]
-                async with self.meta.digest_section(digests):
-                    gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
-                    await self.storage.delete_many([digest for digest, _size in gone])
-                outcome.deleted_blobs.extend(gone)
-                run.blobs_deleted += len(gone)
-                run.bytes_freed += sum(size for _digest, size in gone)
+                await _ended(asyncio.create_task(sweep([digest for digest, _size in blob_batch])))
                 done += len(blob_batch)
                 progress("blobs", done, len(plan.blobs))
                 say(f"deleted {run.blobs_deleted} of {len(plan.blobs)} blobs so far")
@@ -388,3 +394,17 @@ class GarbageCollector:
                     self.meta.gc_forget_pending([digest for digest, _size in outcome.deleted_blobs])
                 )
         return True
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait until ``task`` has ended, however often this is cancelled meanwhile; then pass
+    the cancellation on, or the task's error."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
