@@ -367,9 +367,23 @@ class Timed:
     spawned: float = 0.0  # time.time() at the spawn (after the sync)
 
 
+COLD = {"on": False}  # --cold: the page cache is emptied before every timed run
+
+
+def drop_caches() -> None:
+    """Empty the kernel's page, dentry and inode caches (root only): the run then reads its
+    data, its directories and its program from the disk, as the first run of the night does."""
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as error:
+        raise SystemExit(f"--cold needs root (writing /proc/sys/vm/drop_caches): {error}") from None
+
+
 def timed(command: list[str], env: dict[str, str]) -> Timed:
     """Wall clock from spawn to exit, its output (stdout and stderr) read from a pipe."""
     os.sync()
+    if COLD["on"]:
+        drop_caches()
     spawned = time.time()
     began = time.perf_counter()
     process = subprocess.Popen(
@@ -809,6 +823,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tmpdir", help="where to make the temporary directory (default /dev/shm if room)")
     parser.add_argument("--json", help="also write every run's number to this file")
     parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="empty the page cache before every timed run (root; use with --tmpdir on a disk)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="after the timings: per-phase timings and py-spy profiles of Wharf's GC",
@@ -831,6 +850,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    COLD["on"] = args.cold
     if not Path(args.distribution_bin).exists():
         raise SystemExit(f"{args.distribution_bin} not found: apt-get install -y docker-registry")
     signal.signal(signal.SIGTERM, _interrupt)
@@ -864,7 +884,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Wharf ({revision}), SQLite + filesystem, `wharf garbage-collect --grace 0s`; Distribution "
         f"{args.distribution_bin} `garbage-collect`, filesystem driver. Both servers stopped during GC; "
         f"data in {'/dev/shm' if str(workdir).startswith('/dev/shm') else workdir.parent}. "
-        f"Median of {args.runs} run(s), each from a restored snapshot; output piped and read. "
+        f"Median of {args.runs} run(s), each from a restored snapshot"
+        f"{', page cache emptied before each' if args.cold else ' (page cache warm)'}; "
+        "output piped and read. "
         f"Ratio = Wharf time / Distribution time: lower is better. {os.cpu_count()} CPUs. "
         f"Took {time.monotonic() - began:.0f} s."
     )

@@ -3,9 +3,13 @@ both stacks: the cases the issue names, each checked on the bytes in storage too
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from wharf.meta.sql import SQLMetadataStore
+from wharf.services.gc import IMPORTING
 
 from .gc import blob_rows, eligible, run_gc, set_blob_seen, store_file, stored, stored_digests
 from .oci import (
@@ -216,6 +220,30 @@ def test_files_no_row_knows_wait_for_the_grace_period(own_server):
     assert eligible(run_gc(own_server, "--grace", "0s").stdout) == set()  # no scan, no look
     assert eligible(run_gc(own_server, "--grace", "0s", "--scan-storage").stdout) == {sha256(orphan)}
     assert not stored(own_server, sha256(orphan))
+
+
+def test_an_unfinished_import_keeps_files_no_row_knows(own_server):
+    """Until an import of a Distribution directory has finished, the blobs of repositories it
+    has yet to adopt look like files no row knows: a storage scan keeps them."""
+
+    def importing(value: dict[str, str]) -> None:
+        async def put() -> None:
+            store = SQLMetadataStore(own_server.database_url)
+            try:
+                await store.jobs.put_setting(IMPORTING, value)
+            finally:
+                await store.close()
+
+        asyncio.run(put())
+
+    orphan = b"a blob of a repository not imported yet"
+    store_file(own_server, orphan, sha256(orphan))
+    importing({"root": "/srv/registry"})
+    kept = run_gc(own_server, "--grace", "0s", "--scan-storage")
+    assert eligible(kept.stdout) == set() and stored(own_server, sha256(orphan))
+    assert "an import of /srv/registry has not finished" in kept.stdout
+    importing({})
+    assert eligible(run_gc(own_server, "--grace", "0s", "--scan-storage").stdout) == {sha256(orphan)}
 
 
 def test_progress_shows_on_a_terminal_and_stays_out_of_logs(make_server):

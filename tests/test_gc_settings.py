@@ -30,7 +30,13 @@ def test_cron_five_fields_or_six_with_seconds_first():
 
 @pytest.mark.parametrize(
     ("expression", "named"),
-    [("0 3 * *", "not 4"), ("61 * * * *", "61 * * * *"), ("0 0 3 * * FUNDAY", "FUNDAY"), ("", "not 0")],
+    [
+        ("0 3 * *", "not 4"),
+        ("61 * * * *", "61 * * * *"),
+        ("0 0 3 * * FUNDAY", "FUNDAY"),
+        ("", "not 0"),
+        ("0 0 31 2 *", "never fires"),  # well formed, but 31 February never comes
+    ],
 )
 def test_invalid_cron_names_the_problem(expression, named):
     with pytest.raises(InvalidSchedule) as error:

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -161,34 +162,31 @@ def test_gc_runs_and_what_they_freed_are_read_from_the_database(own_server: Whar
     assert value(after, "wharf_job_failures_total", action="registryGC") == 0
 
 
-async def test_a_failed_job_attempt_is_counted(own_server: WharfServer):
-    """A collection started while another holds the GC lock fails (and is retried later)."""
-    store = SQLMetadataStore(own_server.database_url)
-    try:
-        async with store.gc_lock() as held, httpx.AsyncClient(base_url=own_server.url, timeout=30) as client:
-            assert held
-            response = await client.post("/api/v0/admin/jobs", json={"job": "registryGC"})
-            assert response.status_code == 202, response.text
-            job_id = response.json()["id"]
-            deadline = time.monotonic() + 30
-            while True:
-                samples = text_string_to_metric_families((await client.get("/metrics")).text)
-                failures = {
-                    s.labels["action"]: s.value
-                    for family in samples
-                    for s in family.samples
-                    if s.name == "wharf_job_failures_total"
-                }
-                if failures.get("registryGC"):
-                    break
-                assert time.monotonic() < deadline, "no failure counted"
-                await asyncio.sleep(0.1)
-            assert failures == {"registryGC": 1}
-            job = (await client.get(f"/api/v0/jobs/{job_id}")).json()
-            assert job["status"] == "waiting" and "GCBusy" in job["error"], job
-            await client.delete(f"/api/v0/jobs/{job_id}")
-    finally:
-        await store.close()
+async def test_a_failed_job_attempt_is_counted(own_server: WharfServer, tmp_path: Path):
+    """A job whose attempt fails (here an import of a directory that is not the storage root) counts."""
+    async with httpx.AsyncClient(base_url=own_server.url, timeout=30) as client:
+        missing = str(tmp_path / "no-such-directory")
+        response = await client.post(
+            "/api/v0/admin/jobs", json={"job": "metadatastoremigration", "parameters": {"root": missing}}
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        deadline = time.monotonic() + 30
+        while True:
+            samples = text_string_to_metric_families((await client.get("/metrics")).text)
+            failures = {
+                s.labels["action"]: s.value
+                for family in samples
+                for s in family.samples
+                if s.name == "wharf_job_failures_total"
+            }
+            if failures.get("metadatastoremigration"):
+                break
+            assert time.monotonic() < deadline, "no failure counted"
+            await asyncio.sleep(0.1)
+        assert failures == {"metadatastoremigration": 1}
+        job = (await client.get(f"/api/v0/jobs/{job_id}")).json()
+        assert job["status"] == "errors" and job["attempts"] == 1, job
 
 
 @pytest.fixture

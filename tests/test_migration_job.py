@@ -3,11 +3,14 @@ progress in the job's log; a root that cannot be imported fails the job, not the
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import httpx
 import pytest
 
+from wharf.meta.sql import SQLMetadataStore
 from wharf.services.jobs import METADATA_MIGRATION, PURGE_UPLOADS
 
 from .distribution import Distribution
@@ -60,35 +63,58 @@ def test_metadatastoremigration_adopts_the_distribution_directory_it_serves(
     assert_layout_holds(out, "v1", image.digest, all_digests(image))
 
 
-def test_metadatastoremigration_needs_a_root_and_fails_cleanly_on_one_it_cannot_import(make_server, tmp_path):
+def test_metadatastoremigration_takes_only_the_storage_root_and_fails_cleanly(make_server, tmp_path):
     server = make_server({"jobs": {"poll": "0.2s"}})
     with server.client() as client:
-        for parameters in (None, {}, {"root": ""}):
-            refused = migrate(client, parameters)
-            assert refused.status_code == 400 and error_codes(refused) == ["INVALID_JOB"], refused.text
-            assert "parameters.root" in refused.json()["errors"][0]["message"]
+        refused = migrate(client, {"root": ""})
+        assert refused.status_code == 400 and error_codes(refused) == ["INVALID_JOB"], refused.text
+        assert "parameters.root" in refused.json()["errors"][0]["message"]
         extra = migrate(client, {"root": str(tmp_path), "copy": True})
         assert extra.status_code == 400 and "parameters.copy" in extra.json()["errors"][0]["message"]
 
-        missing = tmp_path / "no-such-directory"
-        job = wait_for(client, migrate(client, {"root": str(missing)}).json()["id"], ENDED)
-        # Not worth retrying: it ends at the first attempt, saying why.
-        assert (job["status"], job["attempts"]) == ("errors", 1), job
-        assert job["error"].startswith(f"root {missing} does not exist")
-        assert any(
-            line.startswith(f"failed: root {missing} does not exist") for line in log_lines(client, job["id"])
-        )
+        # Any other directory, there or not, gets the same answer: nothing is said about
+        # what exists on the worker's host.
+        for elsewhere in (tmp_path / "no-such-directory", tmp_path):
+            job = wait_for(client, migrate(client, {"root": str(elsewhere)}).json()["id"], ENDED)
+            # Not worth retrying: it ends at the first attempt, saying why.
+            assert (job["status"], job["attempts"]) == ("errors", 1), job
+            assert job["error"].startswith(f"root {elsewhere} is not this registry's storage root"), job
+            assert any(line.startswith(f"failed: root {elsewhere}") for line in log_lines(client, job["id"]))
 
-        elsewhere = tmp_path / "elsewhere"
-        (elsewhere / "docker/registry/v2").mkdir(parents=True)
-        job = wait_for(client, migrate(client, {"root": str(elsewhere)}).json()["id"], ENDED)
-        assert job["status"] == "errors" and "is not this registry's storage root" in job["error"], job
-
-        not_distribution = tmp_path / "plain"
-        not_distribution.mkdir()
-        job = wait_for(client, migrate(client, {"root": str(not_distribution)}).json()["id"], ENDED)
-        assert job["status"] == "errors" and "not a Distribution data directory" in job["error"], job
+        # Without a root, as DTR starts it: the storage root (here holding no repository).
+        job = wait_for(client, migrate(client, None).json()["id"], ENDED)
+        assert job["status"] == "done" and job["result"]["repositories"] == 0, job
 
         # The worker goes on: the next job runs.
         after = client.post("/api/v0/admin/jobs", json={"job": PURGE_UPLOADS}).json()
         assert wait_for(client, after["id"], ENDED)["status"] == "done"
+
+
+async def test_an_import_waits_for_a_running_collection(make_server):
+    """A collection must not see half an import (its storage scan would take the blobs of the
+    repositories not imported yet for files no row knows): the import waits for it."""
+    server = make_server({"jobs": {"poll": "0.2s"}})
+    store = SQLMetadataStore(server.database_url)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            async with store.gc_lock() as held:
+                assert held
+                job_id = (await client.post("/api/v0/admin/jobs", json={"job": METADATA_MIGRATION})).json()[
+                    "id"
+                ]
+                deadline = time.monotonic() + 30
+                while True:
+                    lines = [
+                        e["line"] for e in (await client.get(f"/api/v0/jobs/{job_id}/logs")).json()["logs"]
+                    ]
+                    if "a garbage collection is running: waiting for it to end" in lines:
+                        break
+                    assert time.monotonic() < deadline, lines
+                    await asyncio.sleep(0.1)
+                assert (await client.get(f"/api/v0/jobs/{job_id}")).json()["status"] == "running"
+            while (job := (await client.get(f"/api/v0/jobs/{job_id}")).json())["status"] == "running":
+                assert time.monotonic() < deadline + 30, job
+                await asyncio.sleep(0.1)
+            assert job["status"] == "done" and job["attempts"] == 1, job
+    finally:
+        await store.close()

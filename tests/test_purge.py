@@ -252,6 +252,9 @@ def test_purge_parameters_are_checked_when_the_job_is_posted(make_server):
         )
         assert bad_age.status_code == 400 and error_codes(bad_age) == ["INVALID_JOB"]
         assert "parameters.age" in bad_age.json()["errors"][0]["message"]
+        for age in ("9999999999999999d", "999999999d"):  # no overflow, no 500
+            huge = client.post("/api/v0/admin/jobs", json={"job": PURGE_UPLOADS, "parameters": {"age": age}})
+            assert huge.status_code == 400 and "too long" in huge.json()["errors"][0]["message"], huge.text
         unknown = client.post(
             "/api/v0/admin/jobs", json={"job": PURGE_UPLOADS, "parameters": {"older": "1h"}}
         )

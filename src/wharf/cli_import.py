@@ -10,7 +10,7 @@ import click
 
 from .config import Settings
 from .meta.sql import SQLMetadataStore
-from .services.importer import DistributionImporter, NotADistributionDirectory
+from .services.importer import DistributionImporter, ImportBusy, NotADistributionDirectory
 
 
 def run_import(settings: Settings, root: Path, quiet: bool) -> int:
@@ -46,6 +46,9 @@ async def _run(settings: Settings, root: Path, quiet: bool) -> int:
 
         try:
             report = await importer.run(progress)
+        except ImportBusy as exc:
+            click.echo(f"wharf import-distribution: {exc}", err=True)
+            return 2
         except Exception as exc:
             click.echo(f"wharf import-distribution: failed: {type(exc).__name__}: {exc}", err=True)
             return 1

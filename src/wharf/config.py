@@ -29,6 +29,9 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION = timedelta(days=36525)  # later than that, dates overflow
+
+
 def parse_duration(text: str) -> timedelta:
     """Durations as Distribution writes them: ``24h``, ``90m``, ``1h30m``, ``0s`` (also ``7d``
     and a bare ``0``)."""
@@ -38,7 +41,10 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION_PART.findall(value)
     if not parts or "".join(n + u for n, u in parts) != value:
         raise ValueError(f"{text!r} is not a duration (examples: 24h, 30m, 1h30m, 45s, 0s)")
-    return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text!r} is too long a duration (at most 100 years)")
+    return timedelta(seconds=seconds)
 
 
 class ConfigError(Exception):

@@ -3,6 +3,7 @@ document (schedule, duration, mode) with "save and start", and the history of ru
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -90,7 +91,8 @@ def _run_out(run: GCRun) -> RunOut:
 def _out(settings: GCSettings, **extra: Any) -> SettingsOut:
     upcoming = None
     if settings.schedule and settings.duration != "never":
-        upcoming = iso(next_fire(settings.schedule, datetime.now(UTC)))
+        with contextlib.suppress(ValueError):  # a schedule saved before dates were checked
+            upcoming = iso(next_fire(settings.schedule, datetime.now(UTC)))
     return SettingsOut(**asdict(settings), nextRun=upcoming, **extra)
 
 

@@ -100,7 +100,11 @@ class PurgeParameters(BaseModel):
 class MigrationParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    root: str = Field(min_length=1, description="the Distribution data directory (the storage root)")
+    root: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the Distribution data directory: the storage root, which is the default",
+    )
 
 
 PARAMETERS: dict[str, type[BaseModel]] = {

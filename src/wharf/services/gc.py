@@ -28,6 +28,9 @@ from ..storage.base import BlobStore, StoredBlob
 T = TypeVar("T")
 
 GC_ACTOR = "garbage-collector"
+# The setting an import of a Distribution directory leaves until it has finished: a storage
+# scan must not take the blobs of repositories not imported yet for files no row knows.
+IMPORTING = "distributionImport"
 DEFAULT_GRACE = timedelta(hours=24)
 # Blobs per critical section: uploads of these digests wait for one batch at most.
 BLOB_BATCH = 500
@@ -195,7 +198,13 @@ class GarbageCollector:
         progress("mark", 1, 1)
         pending = await self.meta.gc_pending()
         orphans: list[StoredBlob] = []
-        if options.scan_storage:
+        importing = (await self.meta.jobs.get_setting(IMPORTING) or {}).get("root")
+        if options.scan_storage and importing:
+            say(
+                f"an import of {importing} has not finished: files no row knows may be blobs it has "
+                "yet to adopt, so they are kept (run the import again to finish it)"
+            )
+        elif options.scan_storage:
             orphans = await self._orphans(cutoff, {m.digest for m in live} | set(pending), progress)
         total = await self.meta.count_blobs()
         plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending)

@@ -22,6 +22,7 @@ from ..errors import RegistryError
 from ..meta.store import Event, ImportedBlob, MetadataStore, NewManifest
 from ..reference import is_valid_digest, validate_name
 from ..storage.paths import blob_path
+from .gc import IMPORTING
 from .manifest_format import new_manifest, parse_manifest
 
 REPOSITORIES = Path("docker/registry/v2/repositories")
@@ -33,6 +34,10 @@ Progress = Callable[[int, int, str], None]  # done, total, repository
 
 def _no_progress(_done: int, _total: int, _name: str) -> None:
     pass
+
+
+class ImportBusy(Exception):
+    """A garbage collection is running: an import waits for it to end."""
 
 
 class NotADistributionDirectory(Exception):
@@ -170,6 +175,18 @@ class DistributionImporter:
         """Import every repository; ``should_stop`` is asked between repositories (the
         report's ``stopped`` says why it ended early; running again finishes the import).
         The directory is read on a thread: a server's requests go on meanwhile."""
+        async with self.meta.gc_lock() as held:  # no collection sees half an import
+            if not held:
+                raise ImportBusy("a garbage collection is running; import when it has ended")
+            await self.meta.jobs.put_setting(IMPORTING, {"root": str(self.root)})
+            report = await self._import(progress, should_stop)
+            if report.stopped is None:
+                await self.meta.jobs.put_setting(IMPORTING, {})
+            return report
+
+    async def _import(
+        self, progress: Callable[[int, int, str], None], should_stop: Callable[[], str | None]
+    ) -> ImportReport:
         report = ImportReport()
         names = await asyncio.to_thread(self.repositories)
         for number, name in enumerate(names):

@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Histogram
 
 from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
 from .gc import BLOB_BATCH, GarbageCollector, GCBusy, GCOptions
-from .importer import DistributionImporter, NotADistributionDirectory
+from .importer import DistributionImporter, ImportBusy, NotADistributionDirectory
 from .policy import Policy
 from .purge import UploadPurger
 from .schedules import ScheduleService
@@ -107,6 +107,29 @@ class JobContext:
 Action = Callable[[JobContext], Awaitable[dict[str, Any]]]
 
 
+T = TypeVar("T")
+
+
+async def _once_free(
+    context: JobContext, attempt: Callable[[], Awaitable[T]], busy: type[Exception], what: str, poll: float
+) -> T | None:
+    """``attempt()``, run again every ``poll`` seconds while it raises ``busy`` (``what``
+    holds the garbage collection lock); None if a stop is asked meanwhile."""
+    waiting = False
+    while True:
+        try:
+            return await attempt()
+        except busy:
+            reason = context.should_stop()
+            if reason is not None:
+                context.say(f"{reason} while waiting for {what} to end")
+                return None
+            if not waiting:
+                context.say(f"{what} is running: waiting for it to end")
+                waiting = True
+            await asyncio.sleep(poll)
+
+
 def gc_action(gc: GarbageCollector, busy_poll: float = 1.0) -> Action:
     """registryGC. A collection already running (another job's, on any replica, or
     `wharf garbage-collect`) is waited for, looking again every ``busy_poll`` seconds: the
@@ -128,20 +151,15 @@ def gc_action(gc: GarbageCollector, busy_poll: float = 1.0) -> Action:
             mode=str(parameters.get("mode", "online")),
             batch=int(parameters.get("batchSize", BLOB_BATCH)),
         )
-        waiting = False
-        while True:
-            try:
-                outcome = await gc.run(options, context.say, should_stop=context.should_stop)
-                break
-            except GCBusy:
-                reason = context.should_stop()
-                if reason is not None:
-                    context.say(f"{reason} while waiting for another garbage collection to end")
-                    return {"gcRun": None, "status": "stopped", "reason": reason}
-                if not waiting:
-                    context.say("another garbage collection is running: waiting for it to end")
-                    waiting = True
-                await asyncio.sleep(busy_poll)
+        outcome = await _once_free(
+            context,
+            lambda: gc.run(options, context.say, should_stop=context.should_stop),
+            GCBusy,
+            "another garbage collection",
+            busy_poll,
+        )
+        if outcome is None:
+            return {"gcRun": None, "status": "stopped", "reason": context.should_stop()}
         context.end_listing()
         run = outcome.run
         return {
@@ -174,41 +192,49 @@ def purge_action(purger: UploadPurger, age: str, dry_run: bool) -> Action:
     return run
 
 
-def migration_action(meta: MetadataStore, storage_root: Path | None) -> Action:
-    """metadatastoremigration: adopt the Distribution data directory ``root`` (parameter),
-    which must be this registry's filesystem storage root: the blobs stay where they are."""
+def migration_action(meta: MetadataStore, storage_root: Path | None, busy_poll: float = 1.0) -> Action:
+    """metadatastoremigration: adopt the Distribution data directory ``root`` (parameter;
+    by default, and necessarily, this registry's filesystem storage root: the blobs stay
+    where they are). Garbage collections and the import wait for each other."""
 
     async def run(context: JobContext) -> dict[str, Any]:
-        given = (context.job.parameters or {}).get("root")
-        if not given:
-            raise JobFailed("parameter root is required: the Distribution data directory to import")
-        root = Path(str(given))
-        host = socket.gethostname()
-        if not root.exists():
-            raise JobFailed(f"root {root} does not exist (on {host}, where the worker runs)")
-        if not root.is_dir():
-            raise JobFailed(f"root {root} is not a directory")
-        try:
-            importer = DistributionImporter(meta, root.resolve())
-        except NotADistributionDirectory as error:
-            raise JobFailed(str(error)) from None
         if storage_root is None:
             raise JobFailed(
                 "this registry stores blobs on S3: a Distribution directory is adopted only by a "
                 "registry whose storage.filesystem.rootdirectory is that directory"
             )
+        root = Path(str((context.job.parameters or {}).get("root") or storage_root))
+        # Compared first: nothing is said about paths elsewhere on the worker's host.
         if root.resolve() != storage_root.resolve():
             raise JobFailed(
                 f"root {root} is not this registry's storage root ({storage_root}): Wharf serves the "
                 "blobs where Distribution left them, so set storage.filesystem.rootdirectory to it"
             )
+        host = socket.gethostname()
+        if not root.is_dir():
+            raise JobFailed(
+                f"root {root} does not exist or is not a directory (on {host}, where the worker runs)"
+            )
+        try:
+            importer = DistributionImporter(meta, root.resolve())
+        except NotADistributionDirectory as error:
+            raise JobFailed(str(error)) from None
         context.say(f"importing the Distribution directory {root.resolve()}; no blob is copied")
 
         def progress(done: int, total: int, name: str) -> None:
             if name:
                 context.say(f"importing {name} ({done + 1} of {total})", listed=True)
 
-        report = await importer.run(progress, should_stop=context.should_stop)
+        found = await _once_free(
+            context,
+            lambda: importer.run(progress, should_stop=context.should_stop),
+            ImportBusy,
+            "a garbage collection",
+            busy_poll,
+        )
+        if found is None:
+            return {"status": "stopped", "reason": context.should_stop()}
+        report = found
         for problem in report.skipped:
             context.say(f"skipped: {problem}", listed=True)
         context.end_listing()
@@ -311,7 +337,15 @@ class JobRunner:
             context.say(f"failed: {error}")
             await context.flush()
             await self.store.jobs.finish(job.id, self.worker, "errors", None, str(error))
-            log.warning("job %s (%s) failed: %s; not retried", job.id, job.action, error)
+            JOB_FAILURES.labels(job.action).inc()
+            JOB_DURATION.labels(job.action, "failed").observe(time.monotonic() - started)
+            log.warning(
+                "job %s (%s) failed: %s; not retried",
+                job.id,
+                job.action,
+                error,
+                extra={"job_id": job.id, "action": job.action, "attempt": job.attempts, "retried": False},
+            )
             return
         except Exception as error:
             beating.cancel()

@@ -18,6 +18,9 @@ Duration = Literal["untilDone", "minutes", "never"]
 Mode = Literal["readonly", "online"]
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class InvalidSchedule(ValueError):
     pass
 
@@ -36,6 +39,12 @@ def parse_cron(expression: str) -> tuple[str, bool]:
         croniter(text, second_at_beginning=seconds_first)
     except (ValueError, KeyError) as error:
         raise InvalidSchedule(f"invalid schedule {expression!r}: {error}") from None
+    # A well-formed expression can still name no date at all (31 February): it would fail
+    # every time a worker looked for what is due.
+    try:
+        croniter(text, EPOCH, second_at_beginning=seconds_first).get_next(datetime)
+    except ValueError:
+        raise InvalidSchedule(f"schedule {expression!r} never fires: no date matches it") from None
     return text, seconds_first
 
 
@@ -68,9 +77,6 @@ class GCSettings:
         if self.duration == "minutes" and self.minutes:
             parameters["durationMinutes"] = self.minutes
         return parameters
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,10 @@ class ScheduleService:
         settings = await self.gc_settings()
         if not settings.schedule or settings.duration == "never":
             return None
-        due = previous_fire(settings.schedule, now)
+        try:
+            due = previous_fire(settings.schedule, now)
+        except ValueError:  # saved before it was checked: never fires, and blocks nothing
+            return None
         if now - due > window:
             return None
         return await self.meta.jobs.fire_schedule(
