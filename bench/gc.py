@@ -632,8 +632,9 @@ async def main():
     registry = build_registry(settings)
     t_built = time.time()
     gc = registry.gc
-    for name in ("gc_manifests", "gc_blob_candidates", "gc_pending", "gc_blob_rows", "count_blobs",
-                 "gc_delete_manifests", "gc_delete_blobs", "gc_forget_pending", "save_gc_run", "record"):
+    for name in ("gc_manifests", "gc_listing", "gc_manifest_queue", "gc_manifests_around",
+                 "gc_blob_candidates", "gc_pending", "gc_blob_rows", "count_blobs", "gc_delete_manifests",
+                 "gc_delete_blobs", "gc_forget_reviewed", "gc_forget_pending", "save_gc_run", "record"):
         if hasattr(gc.meta, name):
             setattr(gc.meta, name, timer("meta." + name, getattr(gc.meta, name)))
     for name in ("delete_many", "describe"):

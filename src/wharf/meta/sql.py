@@ -604,11 +604,9 @@ class SQLMetadataStore:
 
     # -- garbage collection -----------------------------------------------------------------
 
-    def _gc_manifest_rows(
-        self, conn: sa.Connection, where: Any | None, with_blobs: bool = False
-    ) -> list[GCManifest]:
+    def _gc_manifest_rows(self, conn: sa.Connection, where: Any | None) -> list[GCManifest]:
         """GC's view of the manifests ``where`` selects (all of them when None)."""
-        m, r, t, c, mb = s.manifests, s.repositories, s.tags, s.manifest_children, s.manifest_blobs
+        m, r, t, c = s.manifests, s.repositories, s.tags, s.manifest_children
         tagged = sa.select(t.c.name).where(t.c.repository_id == m.c.repository_id, t.c.digest == m.c.digest)
         query = sa.select(
             m.c.id,
@@ -622,13 +620,9 @@ class SQLMetadataStore:
             query = query.where(where)
         rows = conn.execute(query).all()
         children: dict[int, list[str]] = {}
-        blobs: dict[int, list[str]] = {}
         if where is None:
             for parent, child in conn.execute(sa.select(c.c.parent_id, c.c.child_digest)):
                 children.setdefault(parent, []).append(child)
-            if with_blobs:
-                for manifest_id, digest in conn.execute(sa.select(mb.c.manifest_id, mb.c.digest)):
-                    blobs.setdefault(manifest_id, []).append(digest)
         else:
             for batch in _batches(sorted(row.id for row in rows)):
                 for parent, child in conn.execute(
@@ -644,14 +638,32 @@ class SQLMetadataStore:
                 bool(row.tagged),
                 _aware(row.seen_at),
                 tuple(children.get(row.id, ())),
-                tuple(blobs.get(row.id, ())),
             )
             for row in rows
         ]
 
-    async def gc_manifests(self, with_blobs: bool = False) -> list[GCManifest]:
+    async def gc_manifests(self) -> list[GCManifest]:
         def tx(conn: sa.Connection) -> list[GCManifest]:
-            return self._gc_manifest_rows(conn, None, with_blobs)
+            return self._gc_manifest_rows(conn, None)
+
+        return await self._db.read(tx)
+
+    async def gc_listing(self) -> list[tuple[int, str, str, tuple[str, ...]]]:
+        m, r, mb = s.manifests, s.repositories, s.manifest_blobs
+        query = (
+            sa.select(m.c.id, r.c.name, m.c.digest)
+            .join(r)
+            .order_by(self._ordered(r.c.name), self._ordered(m.c.digest))
+        )
+
+        def tx(conn: sa.Connection) -> list[tuple[int, str, str, tuple[str, ...]]]:
+            blobs: dict[int, list[str]] = {}
+            for manifest_id, digest in conn.execute(sa.select(mb.c.manifest_id, mb.c.digest)).tuples():
+                blobs.setdefault(manifest_id, []).append(digest)
+            return [
+                (manifest_id, name, digest, tuple(blobs.get(manifest_id, ())))
+                for manifest_id, name, digest in conn.execute(query).tuples()
+            ]
 
         return await self._db.read(tx)
 

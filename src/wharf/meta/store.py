@@ -93,7 +93,6 @@ class GCManifest:
     tagged: bool
     seen_at: datetime  # last pushed
     children: tuple[str, ...] = ()
-    blobs: tuple[str, ...] = ()  # only when asked for
 
 
 @dataclass
@@ -270,8 +269,12 @@ class MetadataStore(Protocol):
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[Referrer]: ...
 
     # Garbage collection.
-    async def gc_manifests(self, with_blobs: bool = False) -> list[GCManifest]:
-        """Every manifest, with what makes it live or not (and the blobs it names, if asked)."""
+    async def gc_manifests(self) -> list[GCManifest]:
+        """Every manifest, with what makes it live or not."""
+
+    async def gc_listing(self) -> list[tuple[int, str, str, tuple[str, ...]]]:
+        """(id, repository, digest, blobs named) of every manifest, in byte order of
+        repository and digest: what a collection's listing prints."""
 
     async def gc_delete_manifests(
         self, ids: Sequence[int], cutoff: datetime, delete_untagged: bool, actor: str

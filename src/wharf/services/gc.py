@@ -174,19 +174,17 @@ class GarbageCollector:
         full = options.scan_storage  # a thorough run reads every row, not just the queues
         queue: dict[int, int] = {}
         if full:
-            manifests = await self.meta.gc_manifests(with_blobs=options.verbose)
+            manifests = await self.meta.gc_manifests()
         else:
             manifests, queue = await self._queued_manifests(cutoff, options.delete_untagged)
         live, garbage = mark(manifests, cutoff, options.delete_untagged)
-        if options.verbose:
-            shown = live
-            if not full:  # the listing wants every live manifest: read them all, to print
-                gone = {m.id for m in garbage}
-                shown = [m for m in await self.meta.gc_manifests(with_blobs=True) if m.id not in gone]
-            for m in sorted(shown, key=lambda m: (m.repository, m.digest)):
-                say(f"{m.repository}: marking manifest {m.digest}")
-                for digest in m.blobs:
-                    say(f"{m.repository}: marking blob {digest}")
+        if options.verbose:  # the listing names every live manifest: all are read, to print
+            gone = {m.id for m in garbage}
+            for manifest_id, repository, digest, named in await self.meta.gc_listing():
+                if manifest_id not in gone:
+                    say(f"{repository}: marking manifest {digest}")
+                    for blob in named:
+                        say(f"{repository}: marking blob {blob}")
         for m in garbage:
             say(f"{m.repository}: manifest eligible for deletion: {m.digest}")
         blobs, reviewed_blobs = await self.meta.gc_blob_candidates(cutoff, [m.id for m in garbage], full)
