@@ -128,6 +128,11 @@ async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(collection, 30)
     assert deleted.is_set(), "the collection ended while its bytes were still being deleted"
+    [cancelled] = await registry.meta.gc_runs(limit=1)
+    assert (cancelled.status, cancelled.reason) == (
+        "stopped",
+        "cancelled; what is left is collected next time",
+    )
 
     await registry.uploads.monolithic("lib/cancel", digest, body(data))  # pushed again
     assert await registry.meta.linked_blob_size("lib/cancel", digest) == len(data)
@@ -231,3 +236,9 @@ def test_gc_killed_half_way_leaves_every_image_pullable_and_the_next_run_finishe
         assert stored_digests(own_server) == expected_live
         for number in range(len(live)):
             assert pulls(client, "lib/kill", f"keep{number}")
+
+        # The killed run is closed by the next one, which knows (holding the lock) that it
+        # cannot still be going.
+        runs = client.get("/api/v0/admin/settings/registry/garbageCollection/history").json()["runs"]
+        assert [run["status"] for run in runs][:2] == ["done", "failed"], runs
+        assert runs[1]["reason"].startswith("interrupted: its process ended"), runs

@@ -957,6 +957,15 @@ class SQLMetadataStore:
         run.id = await self._db.write(tx)
         return run
 
+    async def gc_close_interrupted(self, reason: str) -> int:
+        g = s.gc_runs
+        close = g.update().where(g.c.status == "running").values(status="failed", reason=reason)
+
+        def tx(conn: sa.Connection) -> int:
+            return int(conn.execute(close.values(ended_at=_now())).rowcount or 0)
+
+        return await self._db.write(tx)
+
     async def gc_runs(self, limit: int = 20) -> list[GCRun]:
         query = sa.select(s.gc_runs).order_by(s.gc_runs.c.id.desc()).limit(limit)
 

@@ -326,6 +326,10 @@ class MetadataStore(Protocol):
 
     async def count_blobs(self) -> int: ...
     async def save_gc_run(self, run: GCRun) -> GCRun: ...
+    async def gc_close_interrupted(self, reason: str) -> int:
+        """Mark the runs still recorded as running as failed, for ``reason``; call it holding
+        ``gc_lock``, when no run can be running. How many there were."""
+
     async def gc_runs(self, limit: int = 20) -> list[GCRun]: ...
     async def gc_totals(self) -> list[GCTotals]:
         """Every run recorded, added up by (status, dry_run): what all replicas collected."""

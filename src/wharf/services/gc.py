@@ -32,6 +32,7 @@ GC_ACTOR = "garbage-collector"
 # scan must not take the blobs of repositories not imported yet for files no row knows.
 IMPORTING = "distributionImport"
 DEFAULT_GRACE = timedelta(hours=24)
+INTERRUPTED = "interrupted: its process ended before it finished (what it freed was not recorded)"
 # Blobs per critical section: uploads of these digests wait for one batch at most.
 BLOB_BATCH = 500
 MANIFEST_BATCH = 200
@@ -266,6 +267,9 @@ class GarbageCollector:
         async with self.meta.gc_lock() as held:
             if not held:
                 raise GCBusy("another garbage collection is running; try again when it has finished")
+            # Holding the lock, no other run can be going: one still recorded as running ended
+            # with its process (killed), before it could say so.
+            await self.meta.gc_close_interrupted(INTERRUPTED)
             run = GCRun(
                 started_at=datetime.now(UTC),
                 dry_run=options.dry_run,
@@ -295,6 +299,8 @@ class GarbageCollector:
             except BaseException as error:
                 run.status = "failed"
                 run.reason = f"{type(error).__name__}: {error}"
+                if isinstance(error, asyncio.CancelledError):  # its job handed back, say
+                    run.status, run.reason = "stopped", "cancelled; what is left is collected next time"
                 run.ended_at = datetime.now(UTC)
                 await asyncio.shield(self.meta.save_gc_run(run))
                 raise
