@@ -11,6 +11,7 @@ from datetime import timedelta
 import click
 
 from .config import Settings
+from .progress import terminal_bar
 from .services.gc import GCBusy, GCOptions, Outcome
 from .wiring import build_registry
 
@@ -73,19 +74,7 @@ async def _run(settings: Settings, options: GCOptions, max_duration: timedelta |
         if not quiet:
             write(line + "\n")
 
-    progress_bar = None
-    if sys.stderr.isatty() and not quiet:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        progress_bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
+    progress_bar = terminal_bar("{task.description}", quiet, elapsed=True)
     tasks: dict[str, object] = {}
 
     def progress(phase: str, done: int, total: int) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import click
 
 from .config import Settings
 from .meta.sql import SQLMetadataStore
+from .progress import terminal_bar
 from .services.importer import DistributionImporter, ImportBusy, NotADistributionDirectory
 
 
@@ -25,18 +25,8 @@ async def _run(settings: Settings, root: Path, quiet: bool) -> int:
         except NotADistributionDirectory as exc:
             click.echo(f"wharf import-distribution: {exc}", err=True)
             return 1
-        bar = None
-        if sys.stderr.isatty() and not quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            bar = Progress(
-                TextColumn("importing {task.fields[repository]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
+        bar = terminal_bar("importing {task.fields[repository]}", quiet)
+        if bar is not None:
             task = bar.add_task("import", total=None, repository="")
             bar.start()
 
