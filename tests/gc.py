@@ -67,8 +67,8 @@ def store_file(server: WharfServer, data: bytes, digest: str) -> None:
     async def body() -> Any:
         yield data
 
-    async def accept(_size: int) -> bool:
-        return True
+    async def accept(_size: int, publish: Any) -> None:
+        await publish()
 
     asyncio.run(store.store_blob(digest, body(), lambda _chunk: None, accept))
 

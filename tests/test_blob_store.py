@@ -191,8 +191,9 @@ async def test_whole_blob_with_known_digest_is_visible_only_when_accepted(blob_s
     pieces = [data[i : i + 300_000] for i in range(0, len(data), 300_000)]
     seen = hashlib.sha256()
 
-    async def accept(n: int) -> bool:
-        return "sha256:" + seen.hexdigest() == digest(data)
+    async def accept(n: int, publish):
+        if "sha256:" + seen.hexdigest() == digest(data):
+            await publish()
 
     stored = await blob_store.store_blob(digest(data), body(*pieces), seen.update, accept)
     assert stored == size
@@ -204,8 +205,8 @@ async def test_whole_blob_refused_leaves_nothing(blob_store):
     data = os.urandom(20 << 20)
     claimed = digest(b"something else")
 
-    async def refuse(n: int) -> bool:
-        return False
+    async def refuse(n: int, publish):
+        pass
 
     assert await blob_store.store_blob(claimed, body(data), lambda chunk: None, refuse) is None
     assert await blob_store.stat(claimed) is None

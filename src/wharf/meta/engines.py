@@ -10,7 +10,7 @@ import hashlib
 import os
 import random
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -72,6 +72,42 @@ class Database(Protocol):
 
 # How long a waiter sleeps between tries at most: locks here are held for milliseconds.
 LOCK_POLL_MAX = 0.02
+
+
+async def run_in_section(
+    section: Callable[[], AbstractAsyncContextManager[None]], body: Callable[[], Awaitable[T]]
+) -> T:
+    """Run ``body`` holding ``section``'s locks, and release them only once ``body`` has
+    ended, whatever cancels the caller.
+
+    The locks are taken and the body run in a task of their own, which nothing here
+    cancels: every await in the body (a storage thread deleting bytes, the SQLite writer
+    thread recording a row) ends before the locks go. A caller cancelled while the locks
+    are still being taken waits for them, then lets them go without running the body
+    (taking them is not cancelled half way: on PostgreSQL that could leave a lock on a
+    pooled connection). The caller's cancellation is passed on once the task has ended.
+    """
+    abandoned = False
+
+    async def whole() -> T:
+        async with section():
+            if abandoned:
+                raise asyncio.CancelledError
+            return await body()
+
+    task = asyncio.create_task(whole())
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as error:
+            abandoned = True
+            cancelled = error
+    if cancelled is not None:
+        if not task.cancelled() and task.exception() is not None:
+            raise cancelled from task.exception()
+        raise cancelled
+    return task.result()
 
 
 class FileLocks:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +15,7 @@ from . import reads
 from . import schema as s
 from .clock import aware as _aware
 from .clock import now as _now
-from .engines import AsyncEngineDatabase, Database, ThreadedSQLite
+from .engines import AsyncEngineDatabase, Database, ThreadedSQLite, run_in_section
 from .jobs import SQLJobStore
 from .store import (
     Event,
@@ -94,8 +94,8 @@ class SQLMetadataStore:
 
         await self._db.read(tx)
 
-    def digest_section(self, digests: Collection[str]) -> AbstractAsyncContextManager[None]:
-        return self._db.section(digests)
+    async def digest_section(self, digests: Collection[str], body: Callable[[], Awaitable[T]]) -> T:
+        return await run_in_section(lambda: self._db.section(digests), body)
 
     def gc_lock(self) -> AbstractAsyncContextManager[bool]:
         return self._db.exclusive("gc")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class MissingReference(Exception):
@@ -199,10 +201,12 @@ class MetadataStore(Protocol):
         """Raise unless the database answers (and its schema is there)."""
 
     # Coordination.
-    def digest_section(self, digests: Collection[str]) -> AbstractAsyncContextManager[None]:
-        """One critical section per digest, across processes and replicas: storing a blob's
-        bytes and recording its row happen inside it, and so do deleting the row and then
-        the bytes, so neither can interleave with the other (GC invariant 3)."""
+    async def digest_section(self, digests: Collection[str], body: Callable[[], Awaitable[T]]) -> T:
+        """Run ``body`` inside one critical section per digest, across processes and replicas:
+        storing a blob's bytes and recording its row happen inside it, and so do deleting
+        the row and then the bytes, so neither can interleave with the other (GC invariant
+        3). The body runs as a task of its own and the locks outlive it, whatever cancels
+        the caller (see ``engines.run_in_section``): the one way into a section."""
 
     def gc_lock(self) -> AbstractAsyncContextManager[bool]:
         """Held for a whole garbage collection; yields False when another one runs (invariant 6)."""

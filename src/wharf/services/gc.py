@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from ..meta.store import Event, GCManifest, GCRun, MetadataStore
@@ -326,17 +327,19 @@ class GarbageCollector:
                 run.status, run.reason = "stopped", reason
             return reason is not None
 
+        async def finish_pending(digests: Sequence[str]) -> None:
+            # A push may have stored one of them again since: its row says so now.
+            known = await self.meta.gc_blob_rows(digests)
+            leftovers = [digest for digest in digests if digest not in known]
+            await self.storage.delete_many(leftovers)
+            await self.meta.gc_forget_pending(digests)
+            run.files_deleted += len(leftovers)
+            run.blobs_deleted += len(leftovers)
+
         for pending_batch in _batches(plan.pending, size):
             if stopped():
                 return
-            async with self.meta.digest_section(pending_batch):
-                # A push may have stored one of them again since: its row says so now.
-                known = await self.meta.gc_blob_rows(pending_batch)
-                leftovers = [digest for digest in pending_batch if digest not in known]
-                await self.storage.delete_many(leftovers)
-                await self.meta.gc_forget_pending(pending_batch)
-            run.files_deleted += len(leftovers)
-            run.blobs_deleted += len(leftovers)
+            await self.meta.digest_section(pending_batch, partial(finish_pending, pending_batch))
 
         await self.meta.gc_forget_reviewed(plan.reviewed_manifests, plan.reviewed_blobs)
 
@@ -355,21 +358,24 @@ class GarbageCollector:
         if not await self._delete_blobs(outcome, size, say, progress, stopped):
             return
 
-        done = 0
-        for file_batch in _batches(plan.orphans, size):
-            if stopped():
-                return
-            files = list(file_batch)
-            async with self.meta.digest_section([f.digest for f in files]):
-                # A push may have committed one of them since the scan: its row says so now.
-                known = await self.meta.gc_blob_rows([f.digest for f in files])
-                unknown = [f for f in files if f.digest not in known]
-                await self.storage.delete_many([f.digest for f in unknown])
+        async def delete_orphans(files: Sequence[StoredBlob]) -> None:
+            # A push may have committed one of them since the scan: its row says so now.
+            known = await self.meta.gc_blob_rows([f.digest for f in files])
+            unknown = [f for f in files if f.digest not in known]
+            await self.storage.delete_many([f.digest for f in unknown])
             outcome.deleted_files.extend(unknown)
             run.files_deleted += len(unknown)
             run.blobs_deleted += len(unknown)
             run.bytes_freed += sum(f.size for f in unknown)
-            done += len(files)
+
+        done = 0
+        for file_batch in _batches(plan.orphans, size):
+            if stopped():
+                return
+            await self.meta.digest_section(
+                [f.digest for f in file_batch], partial(delete_orphans, file_batch)
+            )
+            done += len(file_batch)
             progress("files", done, len(plan.orphans))
 
     async def _delete_blobs(
@@ -381,14 +387,13 @@ class GarbageCollector:
         digests already gone, which costs a lookup and nothing else). False if stopped.
 
         A batch once begun always ends, even if this is cancelled (a job handed back at
-        shutdown): its section must not end while its bytes are still being deleted."""
+        shutdown): ``digest_section`` holds its locks until its bytes are gone."""
         plan, run = outcome.plan, outcome.run
         done = 0
 
         async def sweep(digests: list[str]) -> None:
-            async with self.meta.digest_section(digests):
-                gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
-                await self.storage.delete_many([digest for digest, _size in gone])
+            gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
+            await self.storage.delete_many([digest for digest, _size in gone])
             outcome.deleted_blobs.extend(gone)
             run.blobs_deleted += len(gone)
             run.bytes_freed += sum(size for _digest, size in gone)
@@ -397,7 +402,8 @@ class GarbageCollector:
             for blob_batch in _batches(plan.blobs, size):
                 if stopped():
                     return False
-                await _ended(asyncio.create_task(sweep([digest for digest, _size in blob_batch])))
+                digests = [digest for digest, _size in blob_batch]
+                await self.meta.digest_section(digests, partial(sweep, digests))
                 done += len(blob_batch)
                 progress("blobs", done, len(plan.blobs))
                 say(f"deleted {run.blobs_deleted} of {len(plan.blobs)} blobs so far")
@@ -407,17 +413,3 @@ class GarbageCollector:
                     self.meta.gc_forget_pending([digest for digest, _size in outcome.deleted_blobs])
                 )
         return True
-
-
-async def _ended(task: asyncio.Task[None]) -> None:
-    """Wait until ``task`` has ended, however often this is cancelled meanwhile; then pass
-    the cancellation on, or the task's error."""
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    task.result()

@@ -9,12 +9,11 @@ the bytes already written. Memory per upload is one hasher and one chunk in flig
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -323,7 +322,8 @@ class UploadService:
         # (collected later), never a row without its bytes. Both inside the digest's
         # critical section, so a collection of this digest runs wholly before or after.
         event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
-        async with self.meta.digest_section([digest]):
+
+        async def publish_and_record() -> None:
             try:
                 await self.blobs.commit_upload(upload_id, digest, size)
             except UploadMissing:
@@ -337,6 +337,8 @@ class UploadService:
             await self.meta.link_blob(
                 repository, digest, size, event, finished_upload=upload_id if session else None
             )
+
+        await self.meta.digest_section([digest], publish_and_record)
         self._hashers.forget(upload_id)
 
     async def monolithic(
@@ -359,24 +361,24 @@ class UploadService:
     ) -> None:
         algorithm = digest.split(":", 1)[0]
         hasher = hashlib.new(algorithm)
-        async with contextlib.AsyncExitStack() as section:
 
-            async def accept(_size: int) -> bool:
-                if f"{algorithm}:{hasher.hexdigest()}" != digest:
-                    return False
-                # From here until the row is in: the digest's critical section (see _commit).
-                await section.enter_async_context(self.meta.digest_section([digest]))
-                return True
+        async def accept(size: int, publish: Callable[[], Awaitable[None]]) -> None:
+            if f"{algorithm}:{hasher.hexdigest()}" != digest:
+                return
 
-            try:
-                size = await self.blobs.store_blob(digest, chunks, hasher.update, accept)
-            except BodyTooLarge as exc:
-                raise _too_large(exc) from None
-            if size is not None:
-                # The bytes are in place before the row names them (see _commit).
+            async def publish_and_record() -> None:
+                await publish()  # the bytes are in place before the row names them (see _commit)
                 event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
                 await self.meta.link_blob(repository, digest, size, event, finished_upload=finished_upload)
-                return
+
+            await self.meta.digest_section([digest], publish_and_record)
+
+        try:
+            size = await self.blobs.store_blob(digest, chunks, hasher.update, accept)
+        except BodyTooLarge as exc:
+            raise _too_large(exc) from None
+        if size is not None:
+            return
         if finished_upload is not None:
             await self._discard(finished_upload)
         actual = f"{algorithm}:{hasher.hexdigest()}"

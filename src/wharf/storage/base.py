@@ -72,6 +72,10 @@ class BodyTooLarge(Exception):
         super().__init__(f"a request body over {limit} bytes cannot be stored at once; send it in chunks")
 
 
+# accept(size, publish): called once the whole body is in; publish() makes it the blob.
+Accept = Callable[[int, Callable[[], Awaitable[None]]], Awaitable[None]]
+
+
 class BlobStore(Protocol):
     """Content-addressed blobs plus the temporary uploads that become them.
 
@@ -106,13 +110,14 @@ class BlobStore(Protocol):
         digest: str,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], object],
-        accept: Callable[[int], Awaitable[bool]],
+        accept: Accept,
     ) -> int | None:
         """Receive a whole blob whose digest is known before its first byte.
 
-        ``observe`` sees every chunk in order; after the last one ``accept(size)`` decides.
-        The blob becomes visible, complete and at once, only if it says yes; otherwise
-        nothing is left behind and the answer is None.
+        ``observe`` sees every chunk in order; after the last one ``accept(size, publish)``
+        decides: it calls ``publish()`` (inside the digest's critical section, with the
+        row written after it) to make the blob visible, complete and at once, and the
+        answer is its size; if it does not, nothing is left behind and the answer is None.
         """
 
     async def create_upload(self, upload_id: str) -> None: ...

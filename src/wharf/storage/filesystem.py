@@ -9,13 +9,14 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from .base import (
+    Accept,
     LengthMismatch,
     OffsetMismatch,
     PendingMultipart,
@@ -217,16 +218,21 @@ class FilesystemBlobStore:
         digest: str,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], object],
-        accept: Callable[[int], Awaitable[bool]],
+        accept: Accept,
     ) -> int | None:
         upload_id = f"whole-{uuid.uuid4()}"
         await self.create_upload(upload_id)
+        published = False
         try:
             size = await self.append_upload(upload_id, 0, chunks, observe)
-            if not await accept(size):
-                return None
-            await self.commit_upload(upload_id, digest, size)
-            return size
+
+            async def publish() -> None:
+                nonlocal published
+                await self.commit_upload(upload_id, digest, size)
+                published = True
+
+            await accept(size, publish)
+            return size if published else None
         finally:
             await self.delete_upload(upload_id)  # gone already when committed
 

@@ -20,7 +20,7 @@ import concurrent.futures
 import tempfile
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
@@ -31,6 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from .base import (
+    Accept,
     BodyTooLarge,
     LengthMismatch,
     OffsetMismatch,
@@ -248,7 +249,7 @@ class S3BlobStore:
         digest: str,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], object],
-        accept: Callable[[int], Awaitable[bool]],
+        accept: Accept,
     ) -> int | None:
         """Streamed straight into a multipart upload of the blob's own key, parts sent while
         the next bytes arrive; only completing it makes the object exist, so a blob whose
@@ -289,11 +290,10 @@ class S3BlobStore:
                 done.append(sent.popleft().result())
 
         done: list[dict[str, Any]] = []
-        try:
-            await pipeline(chunks, work)
-            await asyncio.get_running_loop().run_in_executor(None, finish)
-            if not await accept(size):
-                raise _Rejected
+        published = False
+
+        async def publish() -> None:
+            nonlocal published
             await self._run(
                 self.client.complete_multipart_upload,
                 Bucket=self.bucket,
@@ -301,8 +301,18 @@ class S3BlobStore:
                 UploadId=multipart,
                 MultipartUpload={"Parts": done},
             )
+            published = True
+
+        try:
+            await pipeline(chunks, work)
+            await asyncio.get_running_loop().run_in_executor(None, finish)
+            await accept(size, publish)
+            if not published:
+                raise _Rejected
             return size
         except BaseException as error:
+            if published:  # the blob is whole and visible (the caller was cancelled after)
+                raise
             # Parts still being sent could outlive an abort: wait for them first.
             in_flight = list(sent)
             await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, in_flight)
