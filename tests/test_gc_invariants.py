@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -22,7 +23,7 @@ from wharf.services.registry import Registry
 from wharf.wiring import build_registry
 
 from .conftest import STACKS, stack_config
-from .gc import gc_command, gc_env, run_gc, set_blob_seen, stored_digests
+from .gc import eligible, gc_command, gc_env, run_gc, set_blob_seen, stored_digests
 from .oci import OCI_MANIFEST, Image, sha256
 from .server import deep_merge
 from .test_gc import pulls
@@ -232,7 +233,18 @@ def test_gc_killed_half_way_leaves_every_image_pullable_and_the_next_run_finishe
         for number in range(len(live)):
             assert pulls(client, "lib/kill", f"keep{number}")
 
-        run_gc(own_server, "--grace", "0s")
+        # Invariant 4 after a crash: a dry run names exactly what the run then deletes, the
+        # killed run's journal (rows gone, bytes maybe not) included, in blobs and bytes.
+        dry = run_gc(own_server, "--grace", "0s", "--dry-run").stdout
+        would = re.search(r"would delete (\d+) manifests and (\d+) blobs \(([^)]*)\)", dry)
+        assert would is not None, dry
+        real = run_gc(own_server, "--grace", "0s").stdout
+        did = re.search(r"deleted (\d+) manifests and (\d+) blobs, freed (.*) in", real)
+        assert did is not None, real
+        assert did.groups() == would.groups(), (dry, real)
+        # (It also names journalled blobs whose bytes the killed run did delete: their
+        # freeing is counted by this run, since the killed one never recorded it.)
+        assert eligible(dry) & left == left - stored_digests(own_server)
         assert stored_digests(own_server) == expected_live
         for number in range(len(live)):
             assert pulls(client, "lib/kill", f"keep{number}")
@@ -240,5 +252,9 @@ def test_gc_killed_half_way_leaves_every_image_pullable_and_the_next_run_finishe
         # The killed run is closed by the next one, which knows (holding the lock) that it
         # cannot still be going.
         runs = client.get("/api/v0/admin/settings/registry/garbageCollection/history").json()["runs"]
-        assert [run["status"] for run in runs][:2] == ["done", "failed"], runs
-        assert runs[1]["reason"].startswith("interrupted: its process ended"), runs
+        assert [(run["status"], run["dryRun"]) for run in runs][:3] == [
+            ("done", False),
+            ("done", True),
+            ("failed", False),
+        ], runs
+        assert runs[2]["reason"].startswith("interrupted: its process ended"), runs

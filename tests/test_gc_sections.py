@@ -102,7 +102,7 @@ async def test_journal_batch_cancelled_mid_delete_keeps_a_repushed_blob(registry
     with pytest.raises(OSError):
         await registry.gc.run(GCOptions(grace=timedelta(hours=1)))
     registry.gc.storage.delete_many = delete_many  # type: ignore[method-assign]
-    assert await registry.meta.gc_pending() == [digest]
+    assert await registry.meta.gc_pending() == [(digest, len(data))]
     assert await registry.storage.stat(digest) == len(data)
 
     held = await cancel_mid_delete(registry, GCOptions(grace=timedelta(hours=1)))

@@ -30,14 +30,13 @@ def summary(outcome: Outcome, seconds: float) -> str:
     if run.dry_run:
         return (
             f"dry run: would delete {len(plan.manifests)} manifests and "
-            f"{len(plan.blobs) + len(plan.orphans)} blobs ({human_bytes(plan.bytes)}); nothing was deleted"
+            f"{plan.blob_count} blobs ({human_bytes(plan.bytes)}); nothing was deleted"
         )
     line = (
         f"deleted {run.manifests_deleted} manifests and {run.blobs_deleted} blobs, "
         f"freed {human_bytes(run.bytes_freed)} in {seconds:.2f} s"
     )
-    skipped = len(plan.manifests) + len(plan.blobs) + len(plan.orphans)
-    skipped -= run.manifests_deleted + run.blobs_deleted
+    skipped = len(plan.manifests) + plan.blob_count - run.manifests_deleted - run.blobs_deleted
     if run.status == "stopped":
         line += f"\nstopped: {run.reason}; what is left is collected by the next run"
     elif skipped:

@@ -142,6 +142,7 @@ gc_pending = sa.Table(
     metadata,
     sa.Column("digest", sa.String(150), primary_key=True),
     sa.Column("at", Timestamp, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=True),  # null: journalled before it was kept
 )
 
 # Review queues: what may have become garbage since the last collection, fed by triggers

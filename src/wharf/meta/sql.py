@@ -897,16 +897,19 @@ class SQLMetadataStore:
                     keys = [{"key": row.digest} for row in rows]
                     conn.execute(unlink, keys)
                     conn.execute(forget, keys)
-                    conn.execute(note, [{"digest": row.digest, "at": now} for row in rows])
+                    conn.execute(note, [{"digest": row.digest, "at": now, "size": row.size} for row in rows])
                 gone.extend((row.digest, int(row.size)) for row in rows)
             return gone
 
         now = _now()
         return await self._db.write(tx)
 
-    async def gc_pending(self) -> list[str]:
-        def tx(conn: sa.Connection) -> list[str]:
-            return list(conn.scalars(sa.select(s.gc_pending.c.digest).order_by(s.gc_pending.c.digest)))
+    async def gc_pending(self) -> list[tuple[str, int]]:
+        p = s.gc_pending
+
+        def tx(conn: sa.Connection) -> list[tuple[str, int]]:
+            rows = conn.execute(sa.select(p.c.digest, p.c.size).order_by(p.c.digest))
+            return [(row.digest, int(row.size or 0)) for row in rows]
 
         return await self._db.read(tx)
 

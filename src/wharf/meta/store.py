@@ -317,8 +317,9 @@ class MetadataStore(Protocol):
         note them as pending; call it inside their ``digest_section``, delete the bytes of
         what it returns, then ``gc_forget_pending`` them."""
 
-    async def gc_pending(self) -> list[str]:
-        """Blobs whose rows a collection deleted and whose bytes it may not have deleted."""
+    async def gc_pending(self) -> list[tuple[str, int]]:
+        """(digest, size) of blobs whose rows a collection deleted and whose bytes it may not
+        have deleted (size 0 when journalled before sizes were kept)."""
 
     async def gc_forget_pending(self, digests: Collection[str]) -> None: ...
 

@@ -66,14 +66,27 @@ class Plan:
     blobs: list[tuple[str, int]]  # (digest, size) of blob rows to delete
     orphans: list[StoredBlob]  # files on storage that no row knows (found by a storage scan)
     blobs_marked: int
-    pending: list[str] = field(default_factory=list)  # rows gone, bytes maybe not (a crash)
+    # (digest, size) whose rows an earlier run deleted, bytes maybe not (it crashed or
+    # could not delete them), and which have no row again: their bytes go.
+    pending: list[tuple[str, int]] = field(default_factory=list)
+    # Journal entries whose digest has a row again (pushed since): only forgotten.
+    repushed: list[str] = field(default_factory=list)
     # Queue entries (with their hits) found kept for good, to take off the review queues.
     reviewed_manifests: dict[int, int] = field(default_factory=dict)
     reviewed_blobs: dict[str, int] = field(default_factory=dict)
 
     @property
+    def blob_count(self) -> int:
+        """Blobs the plan deletes: rows, files no row knows, and a crashed run's leftovers."""
+        return len(self.blobs) + len(self.orphans) + len(self.pending)
+
+    @property
     def bytes(self) -> int:
-        return sum(size for _digest, size in self.blobs) + sum(f.size for f in self.orphans)
+        return (
+            sum(size for _digest, size in self.blobs)
+            + sum(f.size for f in self.orphans)
+            + sum(size for _digest, size in self.pending)
+        )
 
 
 @dataclass
@@ -196,7 +209,11 @@ class GarbageCollector:
         for_good, _garbage = mark(manifests, datetime.max.replace(tzinfo=UTC), True)
         reviewed = {m.id: queue[m.id] for m in for_good if m.id in queue}
         progress("mark", 1, 1)
-        pending = await self.meta.gc_pending()
+        journal = await self.meta.gc_pending()
+        stored_again = (
+            await self.meta.gc_blob_rows([digest for digest, _size in journal]) if journal else set()
+        )
+        pending = [(digest, size) for digest, size in journal if digest not in stored_again]
         orphans: list[StoredBlob] = []
         importing = (await self.meta.jobs.get_setting(IMPORTING) or {}).get("root")
         if options.scan_storage and importing:
@@ -205,9 +222,10 @@ class GarbageCollector:
                 "yet to adopt, so they are kept (run the import again to finish it)"
             )
         elif options.scan_storage:
-            orphans = await self._orphans(cutoff, {m.digest for m in live} | set(pending), progress)
+            journalled = {digest for digest, _size in journal}
+            orphans = await self._orphans(cutoff, {m.digest for m in live} | journalled, progress)
         total = await self.meta.count_blobs()
-        plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending)
+        plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending, sorted(stored_again))
         plan.reviewed_manifests, plan.reviewed_blobs = reviewed, reviewed_blobs
         return plan
 
@@ -282,7 +300,7 @@ class GarbageCollector:
             try:
                 plan = await self.plan(options, say, progress)
                 run.blobs_marked = plan.blobs_marked
-                run.blobs_eligible = len(plan.blobs) + len(plan.orphans) + len(plan.pending)
+                run.blobs_eligible = plan.blob_count
                 run.manifests_eligible = len(plan.manifests)
                 say(f"{plan.blobs_marked} blobs marked, {run.blobs_eligible} blobs eligible for deletion")
                 say(f"{len(plan.manifests)} manifests eligible for deletion")
@@ -290,7 +308,7 @@ class GarbageCollector:
                     say(f"blob eligible for deletion: {digest}")
                 for stored in plan.orphans:
                     say(f"blob eligible for deletion: {stored.digest} (on storage, unknown to the database)")
-                for digest in plan.pending:
+                for digest, _size in plan.pending:
                     say(f"blob eligible for deletion: {digest} (left by an interrupted collection)")
                 outcome = Outcome(run, plan)
                 if not options.dry_run:
@@ -327,19 +345,24 @@ class GarbageCollector:
                 run.status, run.reason = "stopped", reason
             return reason is not None
 
-        async def finish_pending(digests: Sequence[str]) -> None:
-            # A push may have stored one of them again since: its row says so now.
+        async def finish_pending(entries: Sequence[tuple[str, int]]) -> None:
+            digests = [digest for digest, _size in entries]
+            # A push may have stored one of them again since the plan: its row says so now.
             known = await self.meta.gc_blob_rows(digests)
-            leftovers = [digest for digest in digests if digest not in known]
-            await self.storage.delete_many(leftovers)
+            leftovers = [(digest, size) for digest, size in entries if digest not in known]
+            await self.storage.delete_many([digest for digest, _size in leftovers])
             await self.meta.gc_forget_pending(digests)
             run.files_deleted += len(leftovers)
             run.blobs_deleted += len(leftovers)
+            run.bytes_freed += sum(size for _digest, size in leftovers)
 
+        if plan.repushed:  # stored again since: their bytes are a new blob's, to keep
+            await self.meta.gc_forget_pending(plan.repushed)
         for pending_batch in _batches(plan.pending, size):
             if stopped():
                 return
-            await self.meta.digest_section(pending_batch, partial(finish_pending, pending_batch))
+            digests = [digest for digest, _size in pending_batch]
+            await self.meta.digest_section(digests, partial(finish_pending, pending_batch))
 
         await self.meta.gc_forget_reviewed(plan.reviewed_manifests, plan.reviewed_blobs)
 
