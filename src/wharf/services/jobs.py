@@ -27,6 +27,7 @@ from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
 from .gc import BLOB_BATCH, GarbageCollector, GCBusy, GCOptions
 from .importer import DistributionImporter, ImportBusy, NotADistributionDirectory
+from .maintenance import MAINTENANCE
 from .policy import Policy
 from .purge import UploadPurger
 from .schedules import ScheduleService
@@ -36,7 +37,6 @@ log = logging.getLogger("wharf.jobs")
 REGISTRY_GC = "registryGC"
 PURGE_UPLOADS = "purgeUploads"
 METADATA_MIGRATION = "metadatastoremigration"  # DTR's name: adopting a Distribution directory
-MAINTENANCE = "maintenance"  # the setting a read-only collection leaves while it runs
 ACTIONS = (REGISTRY_GC, PURGE_UPLOADS, METADATA_MIGRATION)
 # Observed in the process that runs the job (a `wharf serve` with jobs enabled, or a worker).
 JOB_DURATION = Histogram(
@@ -290,21 +290,7 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.timing.poll)
 
-    async def refresh_maintenance(self) -> None:
-        """Follow a read-only collection running on any replica: writes here wait for it too.
-        A mark left by a worker that died counts only while its job is still running."""
-        if self.policy is None:
-            return
-        mark = await self.store.jobs.get_setting(MAINTENANCE) or {}
-        reason = None
-        if mark.get("job"):
-            job = await self.store.jobs.get(str(mark["job"]))
-            if job is not None and job.status == "running":
-                reason = str(mark.get("reason"))
-        self.policy.maintenance = reason
-
     async def run_one(self) -> bool:
-        await self.refresh_maintenance()
         if self.schedules is not None:
             # Any worker may start the scheduled job; the database lets one of them do it.
             window = timedelta(seconds=max(self.timing.poll * 3, 10.0))
