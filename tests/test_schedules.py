@@ -9,9 +9,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from wharf.meta.sql import SQLMetadataStore
@@ -154,3 +156,26 @@ async def test_a_settings_document_with_unknown_keys_still_fires_and_jobs_are_cl
     saved = await store.jobs.get_setting(GC_SETTINGS)
     assert saved is not None
     assert (saved["mode"], saved["retentionDays"], saved["notify"]) == ("readonly", 30, {"to": "ops"})
+
+
+async def test_the_settings_api_reads_a_document_with_unknown_keys(own_server):
+    """Through a real `wharf serve`: the document a newer version saved answers 200 with
+    what this version knows (a 500 before), says so in the log, and is saved back whole."""
+    store = SQLMetadataStore(own_server.database_url)
+    base = "/api/v0/admin/settings/registry/garbageCollection"
+    try:
+        await store.jobs.put_setting(GC_SETTINGS, {"schedule": "0 3 * * *", "retentionDays": 30})
+        async with httpx.AsyncClient(base_url=own_server.url, timeout=30) as client:
+            read = await client.get(base)
+            assert read.status_code == 200, read.text
+            assert (read.json()["schedule"], read.json()["mode"]) == ("0 3 * * *", "online")
+            assert "retentionDays" not in read.json()
+            saved = await client.post(f"{base}/schedule", json={"schedule": "0 4 * * *"})
+            assert saved.status_code == 200, saved.text
+        assert await store.jobs.get_setting(GC_SETTINGS) == {
+            **asdict(GCSettings(schedule="0 4 * * *")),
+            "retentionDays": 30,
+        }
+        assert "keys this version does not know, ignored: retentionDays" in own_server.log_path.read_text()
+    finally:
+        await store.close()
