@@ -49,10 +49,17 @@ class MaintenanceWatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Refresh at once, then every poll, until ``stop`` is set. A database that does not
         answer keeps the last state known (and is said in the log), never ends the watch."""
+        failing = False
         while not stop.is_set():
             try:
                 await self.refresh()
             except Exception:
-                log.exception("maintenance watcher: reading the read-only mark failed")
+                if not failing:  # once per outage, not once a poll
+                    log.exception("maintenance watcher: reading the read-only mark failed")
+                failing = True
+            else:
+                if failing:
+                    log.info("maintenance watcher: reading the read-only mark again")
+                failing = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll)
