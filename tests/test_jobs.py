@@ -259,6 +259,7 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
     from wharf.errors import RegistryError
     from wharf.meta import migrate
     from wharf.services.jobs import REGISTRY_GC
+    from wharf.services.maintenance import MaintenanceWatcher
     from wharf.wiring import build_registry
 
     from .oci import OCI_MANIFEST, sha256
@@ -281,10 +282,10 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
 
         job = await here.meta.jobs.create(REGISTRY_GC, {"mode": "readonly"})
         runner = JobRunner(here.meta, {REGISTRY_GC: slow_gc}, FAST, policy=here.policy)
-        other = JobRunner(there.meta, {}, FAST, policy=there.policy)
+        other = MaintenanceWatcher(there.meta, there.policy, FAST.poll)
         running = asyncio.create_task(runner.run_one())
         await asyncio.wait_for(entered.wait(), 10)
-        await other.refresh_maintenance()
+        await other.refresh()
         for registry in (here, there):
             with pytest.raises(RegistryError) as refused:
                 await registry.uploads.start("lib/ro")
@@ -295,7 +296,7 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
             assert (await registry.manifests.get("lib/ro", "v1")).digest == image.digest  # pulls go on
         release.set()
         await asyncio.wait_for(running, 10)
-        await other.refresh_maintenance()
+        await other.refresh()
         for registry in (here, there):
             await registry.uploads.start("lib/ro")  # writable again
     finally:

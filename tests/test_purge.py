@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from wharf.config import load_settings
 from wharf.meta import schema as s
 from wharf.meta.sql import SQLMetadataStore
-from wharf.services.jobs import PURGE_UPLOADS, JobRunner, Timing
+from wharf.services.jobs import PURGE_UPLOADS
 from wharf.services.schedules import Periodic, ScheduleService
 from wharf.wiring import build_storage
 
@@ -198,28 +198,28 @@ def test_stale_multipart_uploads_that_no_upload_knows_are_aborted_on_s3(request,
 async def test_the_periodic_purge_is_created_once_per_interval_across_runners(database_url):
     stores = [SQLMetadataStore(database_url) for _ in range(2)]
     every = timedelta(hours=24)
+    window = timedelta(seconds=10)
     try:
 
-        def runner(store: SQLMetadataStore, name: str) -> JobRunner:
+        def replica(store: SQLMetadataStore) -> ScheduleService:
             periodic = [Periodic("uploadPurging", PURGE_UPLOADS, every, {"age": "168h"})]
-            schedules = ScheduleService(store, timedelta(hours=24), periodic)
-            # No actions: these runners start jobs and claim none, so the count is exact.
-            return JobRunner(store, {}, Timing(poll=0.05), worker=name, schedules=schedules)
+            return ScheduleService(store, timedelta(hours=24), periodic)
 
-        runners = [runner(store, f"replica{n}") for n, store in enumerate(stores)]
+        replicas = [replica(store) for store in stores]
+        now = datetime.now(UTC)
         for _ in range(3):
-            await asyncio.gather(*(r.run_one() for r in runners))
+            await asyncio.gather(*(r.fire(now, window) for r in replicas))
         jobs = await stores[0].jobs.find(PURGE_UPLOADS, None, None, 0, 100)
         assert len(jobs) == 1 and jobs[0].parameters == {"age": "168h"}
 
         # A replica starting later in the same interval starts nothing either.
-        late = runner(stores[1], "replica2")
-        await late.run_one()
+        late = replica(stores[1])
+        await late.fire(now, window)
         assert len(await stores[0].jobs.find(PURGE_UPLOADS, None, None, 0, 100)) == 1
 
         # The next interval: one more, whichever replicas ask.
-        later = datetime.now(UTC) + every
-        fired = await asyncio.gather(*(r.schedules.fire_periodic(later) for r in [*runners, late]))
+        later = now + every
+        fired = await asyncio.gather(*(r.fire_periodic(later) for r in [*replicas, late]))
         assert sum(len(jobs) for jobs in fired) == 1
         assert len(await stores[0].jobs.find(PURGE_UPLOADS, None, None, 0, 100)) == 2
     finally:

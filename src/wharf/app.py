@@ -19,7 +19,7 @@ from .api.app import create_api, http_error
 from .config import Settings, load_settings
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
-from .wiring import build_registry, build_runner, build_storage
+from .wiring import build_registry, build_runner, build_storage, build_watcher
 
 __all__ = ["app_from_environment", "build_registry", "build_storage", "create_app"]
 
@@ -60,11 +60,16 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        # Every process serving /v2 follows read-only maintenance, worker or not.
+        watching = asyncio.create_task(build_watcher(settings, registry).run(stop))
         worker = None
         if settings.jobs.enabled:
             worker = asyncio.create_task(build_runner(settings, registry).run(stop))
         yield
         stop.set()
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
         if worker is not None:
             # The worker interrupts a running job and hands it back (waiting again) for
             # another replica to take at once. Should that hang, the job is cancelled and

@@ -15,6 +15,7 @@ from .storage.filesystem import FilesystemBlobStore
 
 if TYPE_CHECKING:
     from .services.jobs import JobRunner
+    from .services.maintenance import MaintenanceWatcher
 
 
 def build_storage(settings: Settings) -> BlobStore:
@@ -45,6 +46,14 @@ def build_registry(settings: Settings) -> Registry:
         redirect=not settings.storage.redirect.disable,
     )
     return Registry.build(meta, storage, policy)
+
+
+def build_watcher(settings: Settings, registry: Registry) -> MaintenanceWatcher:
+    """This process's follower of read-only maintenance, reading the mark every jobs.poll."""
+    from .services.maintenance import MaintenanceWatcher
+
+    poll = parse_duration(settings.jobs.poll).total_seconds()
+    return MaintenanceWatcher(registry.meta, registry.policy, poll)
 
 
 def build_runner(settings: Settings, registry: Registry) -> JobRunner:

@@ -26,6 +26,28 @@ def _job(row: Any) -> Job:
     return Job(**fields)
 
 
+def _new_job(action: str, parameters: dict[str, Any] | None, max_attempts: int) -> dict[str, Any]:
+    """A waiting job's row, due now."""
+    now = _now()
+    return {
+        "id": str(uuid.uuid4()),
+        "action": action,
+        "status": "waiting",
+        "worker": None,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "parameters": parameters,
+        "created_at": now,
+        "scheduled_at": now,
+        "started_at": None,
+        "ended_at": None,
+        "heartbeat_at": None,
+        "stop_requested": False,
+        "result": None,
+        "error": None,
+    }
+
+
 class SQLJobStore:
     def __init__(self, db: Database, dialect: str, insert: Any) -> None:
         self._db = db
@@ -35,30 +57,13 @@ class SQLJobStore:
     async def create(
         self, action: str, parameters: dict[str, Any] | None = None, max_attempts: int = 3
     ) -> Job:
-        now = _now()
-        values = {
-            "id": str(uuid.uuid4()),
-            "action": action,
-            "status": "waiting",
-            "worker": None,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "parameters": parameters,
-            "created_at": now,
-            "scheduled_at": now,
-            "started_at": None,
-            "ended_at": None,
-            "heartbeat_at": None,
-            "stop_requested": False,
-            "result": None,
-            "error": None,
-        }
+        values = _new_job(action, parameters, max_attempts)
 
         def tx(conn: sa.Connection) -> None:
             conn.execute(s.jobs.insert().values(**values))
 
         await self._db.write(tx)
-        return Job(**values)  # type: ignore[arg-type]
+        return Job(**values)
 
     async def get(self, job_id: str) -> Job | None:
         def tx(conn: sa.Connection) -> Job | None:
@@ -251,14 +256,22 @@ class SQLJobStore:
     async def fire_schedule(
         self, name: str, due: datetime, action: str, parameters: dict[str, Any]
     ) -> Job | None:
+        """Record the firing of ``name``'s slot ``due`` and create its job, in one
+        transaction: the first replica to fire the slot creates the job, and a failure
+        between the two (a crash, a job that cannot be written) leaves neither, so the slot
+        is fired again at the next poll instead of being lost."""
         fired = self._insert(s.schedule_fires).values(name=name, due=due).on_conflict_do_nothing()
+        values = _new_job(action, parameters, 3)
 
         def tx(conn: sa.Connection) -> bool:
-            return bool(conn.execute(fired).rowcount)
+            if not conn.execute(fired).rowcount:
+                return False
+            conn.execute(s.jobs.insert().values(**values))
+            return True
 
         if not await self._db.write(tx):
             return None
-        return await self.create(action, parameters)
+        return Job(**values)
 
     async def get_setting(self, key: str) -> dict[str, Any] | None:
         def tx(conn: sa.Connection) -> dict[str, Any] | None:

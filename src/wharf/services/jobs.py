@@ -27,6 +27,7 @@ from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
 from .gc import BLOB_BATCH, GarbageCollector, GCBusy, GCOptions
 from .importer import DistributionImporter, ImportBusy, NotADistributionDirectory
+from .maintenance import MAINTENANCE
 from .policy import Policy
 from .purge import UploadPurger
 from .schedules import ScheduleService
@@ -36,7 +37,6 @@ log = logging.getLogger("wharf.jobs")
 REGISTRY_GC = "registryGC"
 PURGE_UPLOADS = "purgeUploads"
 METADATA_MIGRATION = "metadatastoremigration"  # DTR's name: adopting a Distribution directory
-MAINTENANCE = "maintenance"  # the setting a read-only collection leaves while it runs
 ACTIONS = (REGISTRY_GC, PURGE_UPLOADS, METADATA_MIGRATION)
 # Observed in the process that runs the job (a `wharf serve` with jobs enabled, or a worker).
 JOB_DURATION = Histogram(
@@ -278,41 +278,29 @@ class JobRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set. A job running then is interrupted and
-        handed back (see ``execute``), so this returns promptly."""
+        handed back (see ``execute``), so this returns promptly. Due schedules are fired by
+        a task of their own beside it, so a worker busy with a long job still fires 03:00."""
         self.stopping = stop
-        while not stop.is_set():
-            try:
-                worked = await self.run_one()
-            except Exception:  # a database hiccup must not end the worker
-                log.exception("job worker: looking for work failed")
-                worked = False
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.timing.poll)
-
-    async def refresh_maintenance(self) -> None:
-        """Follow a read-only collection running on any replica: writes here wait for it too.
-        A mark left by a worker that died counts only while its job is still running."""
-        if self.policy is None:
-            return
-        mark = await self.store.jobs.get_setting(MAINTENANCE) or {}
-        reason = None
-        if mark.get("job"):
-            job = await self.store.jobs.get(str(mark["job"]))
-            if job is not None and job.status == "running":
-                reason = str(mark.get("reason"))
-        self.policy.maintenance = reason
+        firing = None
+        if self.schedules is not None:
+            firing = asyncio.create_task(self.schedules.run(stop, self.timing.poll))
+        try:
+            while not stop.is_set():
+                try:
+                    worked = await self.run_one()
+                except Exception:  # a database hiccup must not end the worker
+                    log.exception("job worker: looking for work failed")
+                    worked = False
+                if not worked:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.timing.poll)
+        finally:
+            if firing is not None:
+                firing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await firing
 
     async def run_one(self) -> bool:
-        await self.refresh_maintenance()
-        if self.schedules is not None:
-            # Any worker may start the scheduled job; the database lets one of them do it.
-            window = timedelta(seconds=max(self.timing.poll * 3, 10.0))
-            job = await self.schedules.fire_due(datetime.now(UTC), window)
-            if job is not None:
-                log.info("schedule started job %s (%s)", job.id, job.action)
-            for job in await self.schedules.fire_periodic(datetime.now(UTC)):
-                log.info("periodic job %s (%s) started", job.id, job.action)
         stale_before = datetime.now(UTC) - timedelta(seconds=self.timing.stale)
         job = await self.store.jobs.claim(self.worker, list(self.actions), stale_before)
         if job is None:

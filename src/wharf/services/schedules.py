@@ -4,14 +4,20 @@ Saturday 03:00:00), as DTR documents."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from croniter import croniter
 
+from ..meta.clock import now as utc_now
 from ..meta.store import Job, MetadataStore
+
+log = logging.getLogger("wharf.schedules")
 
 GC_SETTINGS = "garbageCollection"
 Duration = Literal["untilDone", "minutes", "never"]
@@ -95,31 +101,87 @@ class Periodic:
 
 
 class ScheduleService:
-    def __init__(self, meta: MetadataStore, grace: timedelta, periodic: Sequence[Periodic] = ()) -> None:
+    """The GC settings document, and firing what is due: the GC schedule and the periodic
+    jobs. ``clock`` is the time the firing goes by (tests move it instead of waiting)."""
+
+    def __init__(
+        self,
+        meta: MetadataStore,
+        grace: timedelta,
+        periodic: Sequence[Periodic] = (),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.meta = meta
         self.grace = grace
         self.periodic = [job for job in periodic if job.every > timedelta(0)]
+        self.clock = clock
         self._fired: dict[str, datetime] = {}  # the slot each periodic job was last fired for, here
+        self._warned: frozenset[str] = frozenset()  # unknown keys already said in the log
+
+    async def _stored_gc_settings(self) -> dict[str, Any]:
+        return await self.meta.jobs.get_setting(GC_SETTINGS) or {}
 
     async def gc_settings(self) -> GCSettings:
-        stored = await self.meta.jobs.get_setting(GC_SETTINGS) or {}
-        return GCSettings(**stored)
+        """The stored document. Keys this version does not know (saved by a newer one, in a
+        rolling upgrade) are left out with a warning: never an error, which would stop the
+        schedule, and the API, for as long as the document stays."""
+        stored = await self._stored_gc_settings()
+        known = {f.name for f in fields(GCSettings)}
+        unknown = frozenset(stored) - known
+        if unknown and unknown != self._warned:
+            log.warning(
+                "the stored garbage collection settings have keys this version does not know, ignored: %s",
+                ", ".join(sorted(unknown)),
+            )
+        self._warned = unknown
+        return GCSettings(**{key: value for key, value in stored.items() if key in known})
 
     async def save_gc_settings(self, settings: GCSettings) -> GCSettings:
         if settings.schedule:
             settings.schedule = parse_cron(settings.schedule)[0]
         if settings.duration == "minutes" and not settings.minutes:
             raise InvalidSchedule('duration "minutes" needs "minutes": how many')
-        await self.meta.jobs.put_setting(GC_SETTINGS, asdict(settings))
+        known = {f.name for f in fields(GCSettings)}
+        # A newer version's keys are kept: saving here must not undo what it saved.
+        kept = {k: v for k, v in (await self._stored_gc_settings()).items() if k not in known}
+        await self.meta.jobs.put_setting(GC_SETTINGS, {**kept, **asdict(settings)})
         return settings
 
     async def start_gc(self, settings: GCSettings) -> Job:
         return await self.meta.jobs.create("registryGC", settings.job_parameters(self.grace))
 
+    async def run(self, stop: asyncio.Event, poll: float) -> None:
+        """Fire what is due every ``poll`` seconds until ``stop`` is set: a task of its own,
+        so the firing never waits for a job to end. A failure is logged and tried again at
+        the next poll, within the slot's window."""
+        window = timedelta(seconds=max(poll * 3, 10.0))
+        while not stop.is_set():
+            try:
+                for job in await self.fire(self.clock(), window):
+                    log.info("schedule started job %s (%s)", job.id, job.action)
+            except Exception:
+                log.exception("schedules: firing what is due failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll)
+
+    async def fire(self, now: datetime, window: timedelta) -> list[Job]:
+        """Every job due at ``now``: the scheduled collection and the periodic jobs. One
+        failing (a settings document that cannot be read) does not keep the others back."""
+        started = []
+        try:
+            job = await self.fire_due(now, window)
+        except Exception:
+            log.exception("schedules: the garbage collection schedule could not be fired")
+            job = None
+        if job is not None:
+            started.append(job)
+        started.extend(await self.fire_periodic(now))
+        return started
+
     async def fire_due(self, now: datetime, window: timedelta) -> Job | None:
         """Start the scheduled collection when its time came within ``window`` (once across
-        replicas: the firing is recorded in the database). A duration of "never" keeps the
-        schedule and starts nothing."""
+        replicas: the firing is recorded in the database, in the transaction that creates
+        the job). A duration of "never" keeps the schedule and starts nothing."""
         settings = await self.gc_settings()
         if not settings.schedule or settings.duration == "never":
             return None
