@@ -254,3 +254,36 @@ async def test_staged_uploads_are_listed_with_their_size_and_last_write(blob_sto
     await blob_store.delete_upload("written")
     assert [item.id async for item in blob_store.list_uploads()] == ["empty"]
     assert await blob_store.stale_multipart(datetime.now(UTC) + timedelta(hours=1)) == []
+
+
+def test_a_committed_blob_is_durable_with_every_directory_made_for_it(tmp_path, monkeypatch):
+    """The file, its directory and the prefix directory above it are all fsynced before the
+    commit returns (and so before the row names the blob): after a power loss the row's
+    blob is there. A second blob under the same prefix makes one directory fewer."""
+    store = FilesystemBlobStore(tmp_path / "root", fsync=True)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    first = asyncio.run(store_blob(store, b"first"))
+    data = tmp_path / "root" / "docker/registry/v2/blobs/sha256" / first[7:9] / first[7:] / "data"
+    assert data.is_file()
+    assert str(tmp_path / "root/wharf/uploads/u/data") in synced, synced  # its bytes, before the rename
+    assert str(data.parent) in synced, synced  # the name "data"
+    assert str(data.parent.parent) in synced, synced  # the blob's directory, made for it
+    assert str(data.parent.parent.parent) in synced, synced  # the prefix directory, made for it
+
+    synced.clear()
+    prefix = data.parent.parent
+    for n in range(1000):  # another blob under the same two-character prefix
+        other = f"other {n}".encode()
+        if digest(other)[7:9] == first[7:9]:
+            break
+    second = asyncio.run(store_blob(store, other, "u2"))
+    assert str(prefix / second[7:]) in synced, synced
+    assert str(prefix) in synced, synced
+    assert str(prefix.parent) not in synced, synced  # the prefix directory was there already

@@ -43,6 +43,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_directories(path: Path) -> list[Path]:
+    """``mkdir -p path``; the directories it created, outermost first."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    created = []
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+            created.append(directory)
+        except FileExistsError:  # made by another writer meanwhile: theirs to make durable
+            pass
+    return created
+
+
 def _claim(handle: BinaryIO, path: Path, upload_id: str, shared: bool = False) -> None:
     """Hold the upload file exclusively (or, to read it, shared), across processes, and make
     sure it is still the upload (not a file renamed into a blob since we opened it)."""
@@ -331,12 +347,17 @@ class FilesystemBlobStore:
                 raise OffsetMismatch(size, actual)
             if self.fsync:
                 os.fsync(handle.fileno())
-            target.parent.mkdir(parents=True, exist_ok=True)
+            created = _make_directories(target.parent)
             # Same digest means same bytes: replacing an existing blob is harmless, and atomic.
             # The claim is held across the rename, so no writer can slip in before it.
             os.replace(source, target)
         if self.fsync:
+            # Durable before the row names it: the file (above), its name in the blob's
+            # directory, and the name of every directory made for it in its parent (the
+            # blob's own directory in its two-character prefix directory, say).
             _fsync_dir(target.parent)
+            for directory in reversed(created):
+                _fsync_dir(directory.parent)
         shutil.rmtree(source.parent, ignore_errors=True)
 
     async def delete_upload(self, upload_id: str) -> None:
