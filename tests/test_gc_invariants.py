@@ -165,6 +165,32 @@ async def test_a_manifest_committed_after_the_mark_keeps_its_blobs(registry: Reg
     assert (await registry.manifests.get("lib/late", "v1")).digest == image.digest
 
 
+async def test_a_blob_found_by_a_head_after_the_mark_is_kept(registry: Registry):
+    """Invariant 2 at sweep time: the plan was made while the blob was unreferenced and last
+    seen before the grace period; a push in progress then finds it present (a HEAD, which
+    marks it seen) before the sweep. The sweep checks the grace period again under the row
+    lock, so the blob stays; without that check it goes, and the push's manifest fails."""
+    data = os.urandom(4096)
+    digest = sha256(data)
+    await registry.uploads.monolithic("lib/headed", digest, body(data))
+    backdate(registry, digest)
+    candidates = registry.meta.gc_blob_candidates
+
+    async def then_head(*args: object) -> object:
+        planned = await candidates(*args)  # type: ignore[arg-type]
+        await registry.blobs.stat("lib/headed", digest)  # HEAD /v2/lib/headed/blobs/<digest>
+        return planned
+
+    registry.meta.gc_blob_candidates = then_head  # type: ignore[method-assign]
+    outcome = await registry.gc.run(GCOptions(grace=timedelta(hours=1)))
+
+    assert [d for d, _size in outcome.plan.blobs] == [digest]
+    assert outcome.deleted_blobs == []
+    assert await registry.storage.stat(digest) == len(data)
+    image = Image(config=data, layers=[])
+    await registry.manifests.put("lib/headed", "v1", image.manifest, OCI_MANIFEST)
+
+
 async def test_only_one_collection_runs_at_a_time(registry: Registry):
     """Invariant 6, in one process here; test_gc_cli_refuses_while_another_runs across processes."""
     async with registry.meta.gc_lock() as held:
