@@ -256,10 +256,9 @@ class S3BlobStore:
                 failed.update(batch)
         return {by_key[key] for key in failed}
 
-    async def list(self) -> AsyncIterator[str]:
-        # One page at a time, each fetched off the event loop: memory stays bounded by a
-        # page whatever the bucket holds.
-        prefix = self._key(BLOBS) + "/"
+    async def _objects(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        """The objects under ``prefix``, in key order, one page at a time (each fetched off
+        the event loop): memory stays bounded by a page whatever the bucket holds."""
         paginator = self.client.get_paginator("list_objects_v2")
         pages = iter(
             paginator.paginate(
@@ -268,9 +267,14 @@ class S3BlobStore:
         )
         while (page := await self._run(_next_page, pages)) is not None:
             for item in page.get("Contents", []):
-                parts = item["Key"][len(prefix) :].split("/")
-                if len(parts) == 4 and parts[3] == "data":
-                    yield f"{parts[0]}:{parts[2]}"
+                yield item
+
+    async def list(self) -> AsyncIterator[str]:
+        prefix = self._key(BLOBS) + "/"
+        async for item in self._objects(prefix):
+            parts = item["Key"][len(prefix) :].split("/")
+            if len(parts) == 4 and parts[3] == "data":
+                yield f"{parts[0]}:{parts[2]}"
 
     async def describe(self, digest: str) -> StoredBlob | None:
         try:
@@ -500,14 +504,22 @@ class S3BlobStore:
         )
 
     async def list_uploads(self) -> AsyncIterator[StagedUpload]:
+        # Keys come in order, so an upload's objects (all under "<id>/") come together: each
+        # upload is handed out once its last object is seen, and only one is held at a time.
         prefix = self._key(UPLOADS) + "/"
-        found: dict[str, tuple[int, datetime]] = {}
-        for item in await self._run(self._list, prefix):
+        current: StagedUpload | None = None
+        async for item in self._objects(prefix):
             upload_id = item["Key"][len(prefix) :].split("/", 1)[0]
-            size, modified = found.get(upload_id, (0, item["LastModified"]))
-            found[upload_id] = (size + int(item["Size"]), max(modified, item["LastModified"]))
-        for upload_id, (size, modified) in found.items():
-            yield StagedUpload(upload_id, size, modified)
+            if current is not None and current.id != upload_id:
+                yield current
+                current = None
+            if current is None:
+                current = StagedUpload(upload_id, 0, item["LastModified"])
+            current = StagedUpload(
+                upload_id, current.size + int(item["Size"]), max(current.modified, item["LastModified"])
+            )
+        if current is not None:
+            yield current
 
     def _multipart(self, prefix: str) -> Objects:
         pending: Objects = []
