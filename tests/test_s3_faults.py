@@ -268,3 +268,30 @@ async def test_a_blob_file_that_cannot_be_deleted_stays_journalled(fs_registry: 
     assert outcome.run.blobs_deleted == 1
     assert await registry.meta.gc_pending() == []
     assert await registry.storage.stat(stuck) is None
+
+
+async def test_the_proxy_fails_and_stalls_chosen_requests_and_passes_the_rest(
+    registry: Registry, proxy: S3FaultProxy
+):
+    """The proxy itself, for the fault tests to come: a big multipart PUT and ranged GETs go
+    through untouched; a rule acts on its operation and key only, as many times as told."""
+    data = os.urandom(6 << 20)
+    digest = sha256(data)
+    await registry.uploads.monolithic("lib/proxy", digest, chunks(data))
+    assert proxy.count("UploadPart", digest.split(":")[1]) == 1
+    assert await bucket(registry).stat(digest) == len(data)
+
+    once = proxy.answer(503, operation="HeadObject", key=digest.split(":")[1], times=1)
+    assert await registry.storage.stat(digest) == len(data)  # botocore retried past it
+    assert (once.hits, proxy.count("HeadObject")) == (1, 2)
+
+    always = proxy.answer(500, method="GET", key=r"/data$")
+    with pytest.raises(Exception, match="InternalError"):
+        await registry.storage.open(digest)
+    always.remove()
+
+    slow = proxy.stall(operation="GetObject", seconds=0.5, forward=True)
+    stream = await registry.storage.open(digest, 10, 20)
+    assert stream is not None
+    assert b"".join([chunk async for chunk in stream]) == data[10:20]
+    assert slow.hits == 1
