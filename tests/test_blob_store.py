@@ -92,6 +92,47 @@ async def test_ranges_and_listing_and_delete(blob_store):
     assert [d async for d in blob_store.list()] == []
 
 
+def small_pages(store: BlobStore, keys: int) -> bool:
+    """Listing pages of ``keys`` keys on S3 (a request each), so a few blobs span many; True
+    for S3. The filesystem lists 64 prefix directories at a time."""
+    from wharf.storage.s3 import S3BlobStore
+
+    if isinstance(store, S3BlobStore):
+        store.list_page_size = keys
+        return True
+    return False
+
+
+async def test_a_listing_across_many_pages_names_every_blob_once(blob_store):
+    # S3: 30 blobs in pages of 4; filesystem: 120 blobs, spread over more than 64 prefixes.
+    count = 30 if small_pages(blob_store, 4) else 120
+
+    async def accept(_size: int) -> bool:
+        return True
+
+    stored = []
+    for n in range(count):
+        data = f"blob {n}".encode()
+        await blob_store.store_blob(digest(data), body(data), lambda _chunk: None, accept)
+        stored.append(digest(data))
+    await store_blob(blob_store, b"staged, not a blob", "u1")  # uploads are never listed as blobs
+    listed = [d async for d in blob_store.list()]
+    assert sorted(listed) == sorted([*stored, digest(b"staged, not a blob")])
+
+
+async def test_staged_uploads_across_pages_are_each_listed_once(blob_store):
+    small_pages(blob_store, 2)  # S3: each upload's marker and parts span pages
+    sizes = {}
+    for n in range(5):
+        await blob_store.create_upload(f"u{n}")
+        offset = 0
+        for _part in range(n):
+            offset = await blob_store.append_upload(f"u{n}", offset, body(b"x" * (n + 1)))
+        sizes[f"u{n}"] = offset
+    listed = [(item.id, item.size) async for item in blob_store.list_uploads()]
+    assert sorted(listed) == sorted(sizes.items())
+
+
 async def test_appends_must_start_where_the_upload_ends(blob_store):
     await blob_store.create_upload("u1")
     assert await blob_store.append_upload("u1", 0, body(b"abc")) == 3

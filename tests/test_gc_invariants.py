@@ -71,10 +71,10 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     entered, release = asyncio.Event(), asyncio.Event()
     delete_many = registry.storage.delete_many
 
-    async def paused_delete(targets: list[str]) -> None:
+    async def paused_delete(targets: list[str]) -> set[str]:
         entered.set()
         await release.wait()
-        await delete_many(targets)
+        return await delete_many(targets)
 
     registry.gc.storage.delete_many = paused_delete  # type: ignore[method-assign]
     collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1), scan_storage=False)))
@@ -113,14 +113,15 @@ async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes
     entered, deleted = asyncio.Event(), threading.Event()
     delete_many = registry.storage.delete_many
 
-    def slow_storage(targets: list[str]) -> None:  # a storage thread, which no cancel stops
+    def slow_storage(targets: list[str]) -> set[str]:  # a storage thread, which no cancel stops
         time.sleep(0.5)
-        asyncio.run_coroutine_threadsafe(delete_many(targets), loop).result()
+        failed = asyncio.run_coroutine_threadsafe(delete_many(targets), loop).result()
         deleted.set()
+        return failed
 
-    async def threaded_delete(targets: list[str]) -> None:
+    async def threaded_delete(targets: list[str]) -> set[str]:
         entered.set()
-        await asyncio.to_thread(slow_storage, targets)
+        return await asyncio.to_thread(slow_storage, targets)
 
     registry.gc.storage.delete_many = threaded_delete  # type: ignore[method-assign]
     collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1))))

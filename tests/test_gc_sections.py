@@ -32,19 +32,19 @@ RACE_WINDOW = 3.0
 
 def threaded(
     work: Callable[..., Awaitable[Any]], entered: asyncio.Event, go: threading.Event
-) -> Callable[..., Awaitable[None]]:
+) -> Callable[..., Awaitable[Any]]:
     """``work`` run from a thread that first waits for ``go`` (or the race window): once it
     has begun, cancelling whoever awaits it does not stop it, as with a real storage or
     database thread."""
     loop = asyncio.get_running_loop()
 
-    def in_thread(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def in_thread(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         go.wait(RACE_WINDOW)
-        asyncio.run_coroutine_threadsafe(work(*args, **kwargs), loop).result()
+        return asyncio.run_coroutine_threadsafe(work(*args, **kwargs), loop).result()
 
-    async def started(*args: Any, **kwargs: Any) -> None:
+    async def started(*args: Any, **kwargs: Any) -> Any:
         entered.set()
-        await asyncio.to_thread(in_thread, args, kwargs)
+        return await asyncio.to_thread(in_thread, args, kwargs)
 
     return started
 
@@ -145,9 +145,9 @@ async def collect_during_row_write(registry: Registry, push: Callable[[], Awaita
 
     delete_many = registry.storage.delete_many
 
-    async def deleting(digests: list[str]) -> None:
+    async def deleting(digests: list[str]) -> set[str]:
         go.set()  # without the section, the row lands only after the bytes are gone
-        await delete_many(digests)
+        return await delete_many(digests)
 
     registry.gc.storage.delete_many = deleting  # type: ignore[method-assign]
     try:

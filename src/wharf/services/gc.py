@@ -350,8 +350,12 @@ class GarbageCollector:
             # A push may have stored one of them again since the plan: its row says so now.
             known = await self.meta.gc_blob_rows(digests)
             leftovers = [(digest, size) for digest, size in entries if digest not in known]
-            await self.storage.delete_many([digest for digest, _size in leftovers])
-            await self.meta.gc_forget_pending(digests)
+            failed = await self.storage.delete_many([digest for digest, _size in leftovers])
+            # What storage could not delete stays journalled, for the next run.
+            await self.meta.gc_forget_pending([digest for digest in digests if digest not in failed])
+            leftovers = [(digest, size) for digest, size in leftovers if digest not in failed]
+            if failed:
+                say(f"could not delete {len(failed)} blobs' bytes; the next run tries again")
             run.files_deleted += len(leftovers)
             run.blobs_deleted += len(leftovers)
             run.bytes_freed += sum(size for _digest, size in leftovers)
@@ -385,7 +389,8 @@ class GarbageCollector:
             # A push may have committed one of them since the scan: its row says so now.
             known = await self.meta.gc_blob_rows([f.digest for f in files])
             unknown = [f for f in files if f.digest not in known]
-            await self.storage.delete_many([f.digest for f in unknown])
+            failed = await self.storage.delete_many([f.digest for f in unknown])
+            unknown = [f for f in unknown if f.digest not in failed]  # not freed: found again next scan
             outcome.deleted_files.extend(unknown)
             run.files_deleted += len(unknown)
             run.blobs_deleted += len(unknown)
@@ -416,7 +421,12 @@ class GarbageCollector:
 
         async def sweep(digests: list[str]) -> None:
             gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
-            await self.storage.delete_many([digest for digest, _size in gone])
+            failed = await self.storage.delete_many([digest for digest, _size in gone])
+            # Bytes storage could not delete are not freed: they stay journalled (not in
+            # deleted_blobs, whose journal entries are forgotten below), for the next run.
+            gone = [(digest, size) for digest, size in gone if digest not in failed]
+            if failed:
+                say(f"could not delete {len(failed)} blobs' bytes; the next run tries again")
             outcome.deleted_blobs.extend(gone)
             run.blobs_deleted += len(gone)
             run.bytes_freed += sum(size for _digest, size in gone)

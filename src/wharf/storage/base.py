@@ -95,9 +95,15 @@ class BlobStore(Protocol):
 
     async def delete(self, digest: str) -> bool: ...
 
-    async def delete_many(self, digests: Sequence[str]) -> None:
-        """Delete these blobs (those not stored are skipped), in as few round trips as the
-        backend allows; every deletion has ended when this returns."""
+    async def delete_many(self, digests: Sequence[str]) -> set[str]:
+        """Delete these blobs, in as few round trips as the backend allows, and answer the
+        digests it could NOT delete (their bytes may still be stored: the caller keeps
+        them for another try). A blob already gone counts as deleted; a failure of one
+        blob is that blob's, not the batch's.
+
+        Every piece of storage work it started has ended when it returns or raises, even
+        when it is cancelled: the caller's critical section for these digests ends right
+        after, and a deletion still running then could remove a blob pushed again."""
 
     def list(self) -> AsyncIterator[str]:
         """Every stored blob's digest, in no particular order (names only: cheap)."""

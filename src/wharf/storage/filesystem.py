@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import uuid
@@ -115,6 +116,7 @@ def _list_uploads(base: Path) -> list[StagedUpload]:
 
 
 DELETE_THREADS = 4
+log = logging.getLogger(__name__)
 
 
 class FilesystemBlobStore:
@@ -213,21 +215,32 @@ class FilesystemBlobStore:
             return None
         return StoredBlob(digest, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
 
-    async def delete_many(self, digests: Sequence[str]) -> None:
+    async def delete_many(self, digests: Sequence[str]) -> set[str]:
         # A few threads at once: on a disk each unlink and rmdir waits for the filesystem.
         share = max(64, -(-len(digests) // DELETE_THREADS))
         parts = [tuple(digests[start : start + share]) for start in range(0, len(digests), share)]
-        # Every part has ended before this returns (the caller's critical section ends then).
-        ended = await asyncio.gather(
-            *(asyncio.to_thread(self._delete_all, part) for part in parts), return_exceptions=True
-        )
-        for outcome in ended:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        running = [submit(self._delete_all, part) for part in parts]
+        failed: set[str] = set()
+        try:
+            for part in running:
+                part_failed: set[str] = await result(part)
+                failed |= part_failed
+        finally:
+            # Every part has ended before this returns or raises, cancelled or not (the
+            # caller's critical section ends then).
+            for part in running:
+                await settle(part)
+        return failed
 
-    def _delete_all(self, digests: tuple[str, ...]) -> None:
+    def _delete_all(self, digests: tuple[str, ...]) -> set[str]:
+        failed: set[str] = set()
         for digest in digests:
-            self._remove(digest)
+            try:
+                self._remove(digest)
+            except OSError as error:  # this blob's failure (a disk error, a directory in its place)
+                log.warning("could not delete blob %s: %s", digest, error)
+                failed.add(digest)
+        return failed
 
     async def store_blob(
         self,

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import tempfile
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
@@ -60,6 +61,10 @@ PARTS_IN_FLIGHT = 3
 # (botocore's signing costs about 160 us of CPU per URL); the most recent ones are kept.
 PRESIGN_REUSE = 0.25
 PRESIGNED_KEPT = 4096
+# S3's most keys per DeleteObjects, and per page of a listing.
+DELETE_BATCH = 1000
+LIST_PAGE = 1000
+log = logging.getLogger(__name__)
 
 
 class _Rejected(Exception):
@@ -83,8 +88,11 @@ class S3BlobStore:
         path_style: bool = False,
         verify: bool = True,
         spool_directory: str | None = None,
+        timeout: float = 60,
+        list_page_size: int = LIST_PAGE,
     ) -> None:
         self.bucket = bucket
+        self.list_page_size = list_page_size  # keys per listing request (a test makes it small)
         self.root = root.strip("/")
         self.spool_directory = spool_directory or tempfile.gettempdir()
         self.client = boto3.client(
@@ -103,6 +111,8 @@ class S3BlobStore:
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
                 max_pool_connections=32,
+                connect_timeout=timeout,
+                read_timeout=timeout,
                 retries={"max_attempts": 3, "mode": "standard"},
             ),
         )
@@ -123,6 +133,15 @@ class S3BlobStore:
 
     async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, partial(call, *args, **kwargs))
+
+    async def _settled(self, call: Callable[..., T], *args: Any) -> T:
+        """Like ``_run``, but a cancelled caller still waits for the thread's request to end
+        before the cancellation goes on (deletions must not outlive their caller's section)."""
+        running = self._pool.submit(call, *args)
+        try:
+            return await asyncio.wrap_future(running)
+        finally:
+            await settle(running)
 
     async def _size(self, key: str) -> int | None:
         try:
@@ -223,12 +242,37 @@ class S3BlobStore:
         await self._run(self.client.delete_object, Bucket=self.bucket, Key=key)
         return True
 
-    async def delete_many(self, digests: Sequence[str]) -> None:
-        await self._delete_keys([self._blob(digest) for digest in digests])
+    async def delete_many(self, digests: Sequence[str]) -> set[str]:
+        by_key = {self._blob(digest): digest for digest in digests}
+        keys = list(by_key)
+        failed: set[str] = set()
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            try:
+                failed.update(await self._settled(self._delete_batch, batch))
+            except Exception as error:  # the request itself failed, after botocore's retries
+                # A request that timed out may still be carried out by the store later: its
+                # keys are reported as failed, to be looked at again.
+                log.warning("could not delete %d blobs: %s", len(batch), error)
+                failed.update(batch)
+        return {by_key[key] for key in failed}
+
+    async def _objects(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        """The objects under ``prefix``, in key order, one page at a time (each fetched off
+        the event loop): memory stays bounded by a page whatever the bucket holds."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = iter(
+            paginator.paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.list_page_size}
+            )
+        )
+        while (page := await self._run(_next_page, pages)) is not None:
+            for item in page.get("Contents", []):
+                yield item
 
     async def list(self) -> AsyncIterator[str]:
         prefix = self._key(BLOBS) + "/"
-        for item in await self._run(self._list, prefix):
+        async for item in self._objects(prefix):
             parts = item["Key"][len(prefix) :].split("/")
             if len(parts) == 4 and parts[3] == "data":
                 yield f"{parts[0]}:{parts[2]}"
@@ -470,14 +514,22 @@ class S3BlobStore:
         )
 
     async def list_uploads(self) -> AsyncIterator[StagedUpload]:
+        # Keys come in order, so an upload's objects (all under "<id>/") come together: each
+        # upload is handed out once its last object is seen, and only one is held at a time.
         prefix = self._key(UPLOADS) + "/"
-        found: dict[str, tuple[int, datetime]] = {}
-        for item in await self._run(self._list, prefix):
+        current: StagedUpload | None = None
+        async for item in self._objects(prefix):
             upload_id = item["Key"][len(prefix) :].split("/", 1)[0]
-            size, modified = found.get(upload_id, (0, item["LastModified"]))
-            found[upload_id] = (size + int(item["Size"]), max(modified, item["LastModified"]))
-        for upload_id, (size, modified) in found.items():
-            yield StagedUpload(upload_id, size, modified)
+            if current is not None and current.id != upload_id:
+                yield current
+                current = None
+            if current is None:
+                current = StagedUpload(upload_id, 0, item["LastModified"])
+            current = StagedUpload(
+                upload_id, current.size + int(item["Size"]), max(current.modified, item["LastModified"])
+            )
+        if current is not None:
+            yield current
 
     def _multipart(self, prefix: str) -> Objects:
         pending: Objects = []
@@ -538,9 +590,25 @@ class S3BlobStore:
             if error.response.get("Error", {}).get("Code") not in {"NoSuchUpload", "404"}:
                 raise
 
+    def _delete_batch(self, keys: Keys) -> Keys:
+        """One DeleteObjects request; the keys it could not delete. S3 answers 200 and names
+        each key that failed in the body; a key already gone is no error."""
+        answer = self.client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True}
+        )
+        failed: Keys = []
+        for error in answer.get("Errors", []):
+            if error.get("Code") == "NoSuchKey":
+                continue
+            log.warning("could not delete %s: %s %s", error["Key"], error.get("Code"), error.get("Message"))
+            failed.append(error["Key"])
+        return failed
+
     async def _delete_keys(self, keys: Keys) -> None:
-        for start in range(0, len(keys), 1000):
-            batch = [{"Key": key} for key in keys[start : start + 1000]]
-            await self._run(
-                self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-            )
+        """An upload's objects: a key that failed is left for upload purging to find."""
+        for start in range(0, len(keys), DELETE_BATCH):
+            await self._run(self._delete_batch, keys[start : start + DELETE_BATCH])
+
+
+def _next_page(pages: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
+    return next(pages, None)
