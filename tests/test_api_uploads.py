@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 
+from .conftest import STACKS, stack_config
 from .oci import error_codes, push_blob, sha256
+from .server import WharfServer, deep_merge
 
 
 def start(client: httpx.Client, repo: str) -> str:
@@ -216,3 +221,37 @@ def test_interrupted_body_leaves_upload_at_its_last_offset(server, repo):
         assert response.status_code == 202, response.text
         assert client.put(location, params={"digest": sha256(first + rest)}).status_code == 201
         assert client.get(f"/v2/{repo}/blobs/{sha256(first + rest)}").content == first + rest
+
+
+@pytest.fixture(params=STACKS)
+def limited_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WharfServer]:
+    """A registry whose repositories may each hold three upload sessions open."""
+    with stack_config(request, request.param) as config:
+        instance = WharfServer(tmp_path, deep_merge(config, {"uploads": {"maxopen": 3}})).start()
+        yield instance
+        instance.stop()
+
+
+def test_a_repository_holds_a_bounded_number_of_open_uploads(limited_server):
+    """One client opening sessions by the thousand cannot hold a repository's uploads (and
+    each process's hash states) hostage: past uploads.maxopen a POST gets 429, naming the
+    repository and the limit; finishing or cancelling one makes room; others are not held."""
+    with limited_server.client() as client:
+        opened = [start(client, "lib/bounded") for _ in range(3)]
+        refused = client.post("/v2/lib/bounded/blobs/uploads/")
+        assert refused.status_code == 429
+        [error] = refused.json()["errors"]
+        assert error["code"] == "TOOMANYREQUESTS"
+        assert "lib/bounded" in error["message"] and "uploads.maxopen" in error["message"]
+        assert error["detail"] == {"repository": "lib/bounded", "open": 3, "limit": 3}
+        # A monolithic push opens no session: it is never refused for this.
+        data = os.urandom(100)
+        assert push_blob(client, "lib/bounded", data) == sha256(data)
+        start(client, "lib/other")  # another repository has its own room
+
+        assert client.delete(opened[0]).status_code == 204
+        data = os.urandom(200)
+        assert client.put(opened[1], params={"digest": sha256(data)}, content=data).status_code == 201
+        start(client, "lib/bounded")
+        start(client, "lib/bounded")
+        assert client.post("/v2/lib/bounded/blobs/uploads/").status_code == 429

@@ -107,8 +107,8 @@ async def test_a_listing_across_many_pages_names_every_blob_once(blob_store):
     # S3: 30 blobs in pages of 4; filesystem: 120 blobs, spread over more than 64 prefixes.
     count = 30 if small_pages(blob_store, 4) else 120
 
-    async def accept(_size: int) -> bool:
-        return True
+    async def accept(_size: int, publish):
+        await publish()
 
     stored = []
     for n in range(count):

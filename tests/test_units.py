@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -126,3 +127,22 @@ def test_migrate_head_names_the_newest_migration():
     from wharf.meta import migrate
 
     assert migrate.head_revision() == migrate.HEAD
+
+
+def test_empty_upload_sessions_never_push_out_a_written_one():
+    """4,100 sessions opened and never written to (a client's flood of POSTs) leave a
+    written upload's hash state cached: rebuilding it would read all its bytes back."""
+    from wharf.services.uploads import MAX_CACHED_HASHERS, _Hashers
+
+    hashers = _Hashers()
+    written = hashlib.sha256(b"x" * 100)
+    hashers.keep("big", 100, written)
+    for n in range(MAX_CACHED_HASHERS + 4):
+        hashers.keep(f"empty-{n}", 0, hashlib.sha256())
+    assert hashers.take("big", 100) is written
+    assert "empty-0" not in hashers  # the oldest empty ones went instead
+    assert f"empty-{MAX_CACHED_HASHERS + 3}" in hashers
+    # Among written ones, the least recently used goes first.
+    for n in range(MAX_CACHED_HASHERS + 1):
+        hashers.keep(f"w-{n}", 1, hashlib.sha256(b"y"))
+    assert "w-0" not in hashers and f"w-{MAX_CACHED_HASHERS}" in hashers

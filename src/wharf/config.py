@@ -191,6 +191,14 @@ class JobsConfig(Section):
         return value
 
 
+class UploadsConfig(Section):
+    """Wharf's own: limits on blob upload sessions."""
+
+    # Sessions one repository may hold open at once (POSTs past it answer 429
+    # TOOMANYREQUESTS); abandoned ones go with storage.maintenance.uploadpurging.
+    maxopen: int = Field(default=1000, ge=1, le=1_000_000)
+
+
 class Settings(Section):
     version: str = "0.1"
     log: LogConfig = LogConfig()
@@ -198,6 +206,7 @@ class Settings(Section):
     storage: StorageConfig = StorageConfig()
     database: DatabaseConfig = DatabaseConfig()
     gc: GCConfig = GCConfig()
+    uploads: UploadsConfig = UploadsConfig()
     jobs: JobsConfig = JobsConfig()
 
     @model_validator(mode="after")

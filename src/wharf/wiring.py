@@ -44,6 +44,7 @@ def build_registry(settings: Settings) -> Registry:
         delete_enabled=settings.storage.delete.enabled,
         readonly=settings.storage.maintenance.readonly.enabled,
         redirect=not settings.storage.redirect.disable,
+        max_open_uploads=settings.uploads.maxopen,
     )
     return Registry.build(meta, storage, policy)
 

@@ -118,6 +118,7 @@ uploads = sa.Table(
     sa.Column("offset", sa.BigInteger, nullable=False),
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index(None, "repository"),
 )
 
 events = sa.Table(

@@ -28,6 +28,7 @@ from .store import (
     NewManifest,
     Referrer,
     StoredManifest,
+    TooManyUploads,
     Upload,
 )
 
@@ -239,10 +240,16 @@ class SQLMetadataStore:
 
     # -- uploads ----------------------------------------------------------------------------
 
-    async def create_upload(self, upload_id: str, repository: str) -> Upload:
+    async def create_upload(self, upload_id: str, repository: str, limit: int | None = None) -> Upload:
         now = _now()
+        u = s.uploads
 
         def tx(conn: sa.Connection) -> None:
+            if limit is not None:
+                held = sa.select(sa.func.count()).select_from(u).where(u.c.repository == repository)
+                open_uploads = int(conn.scalar(held) or 0)
+                if open_uploads >= limit:
+                    raise TooManyUploads(open_uploads)
             conn.execute(
                 s.uploads.insert().values(
                     id=upload_id, repository=repository, offset=0, started_at=now, updated_at=now

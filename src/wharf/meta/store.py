@@ -57,6 +57,14 @@ class Upload:
     offset: int
 
 
+class TooManyUploads(Exception):
+    """The repository holds as many open uploads as it may."""
+
+    def __init__(self, open_uploads: int) -> None:
+        super().__init__(f"{open_uploads} uploads open")
+        self.open = open_uploads
+
+
 @dataclass(frozen=True)
 class IdleUpload:
     """An upload in progress with when a request last wrote to it."""
@@ -236,7 +244,10 @@ class MetadataStore(Protocol):
         ``source`` cannot read it (then nothing changes)."""
 
     # Uploads in progress.
-    async def create_upload(self, upload_id: str, repository: str) -> Upload: ...
+    async def create_upload(self, upload_id: str, repository: str, limit: int | None = None) -> Upload:
+        """A new upload session; TooManyUploads when ``repository`` holds ``limit`` open already
+        (counted in the same transaction: concurrent starts may pass it by a few)."""
+
     async def get_upload(self, upload_id: str) -> Upload | None: ...
     async def set_upload_offset(self, upload_id: str, expected: int, offset: int) -> bool: ...
     async def delete_upload(self, upload_id: str) -> bool: ...

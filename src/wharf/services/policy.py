@@ -17,6 +17,7 @@ class Policy:
     readonly_reason: str = "the registry is in read-only maintenance mode (storage.maintenance.readonly)"
     # Set while a garbage collection runs in read-only mode (on any replica): why writes wait.
     maintenance: str | None = None
+    max_open_uploads: int | None = None  # upload sessions one repository may hold open at once
 
     def check_writable(self) -> None:
         if self.readonly:

@@ -25,9 +25,10 @@ from ..errors import (
     BODY_TOO_BIG,
     DIGEST_INVALID,
     RANGE_INVALID,
+    TOOMANYREQUESTS,
     RegistryError,
 )
-from ..meta.store import Event, MetadataStore, Upload
+from ..meta.store import Event, MetadataStore, TooManyUploads, Upload
 from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore, BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
 from .policy import ANONYMOUS, Policy
@@ -58,10 +59,17 @@ def upload_unknown(upload_id: str) -> RegistryError:
 
 
 class _Hashers:
-    """The hash state of uploads this process is serving, keyed by upload and offset."""
+    """The hash state of uploads this process is serving, keyed by upload and offset.
+
+    When full, the state of an upload holding no bytes yet goes first (rebuilding it reads
+    nothing), least recently used first; only then that of one with bytes (rebuilding it
+    reads them all back). So sessions opened in their thousands, and never written to,
+    cannot push a running 512 MiB upload's state out.
+    """
 
     def __init__(self) -> None:
-        self._states: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._empty: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._written: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         # A lock lives as long as a request holds it or waits for it, and no longer.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -76,18 +84,23 @@ class _Hashers:
         return lock is not None and lock.locked()
 
     def take(self, upload_id: str, offset: int) -> Any | None:
-        state = self._states.pop(upload_id, None)
+        state = self._empty.pop(upload_id, None) or self._written.pop(upload_id, None)
         if state is None or state[0] != offset:
             return None
         return state[1]
 
     def keep(self, upload_id: str, offset: int, hasher: Any) -> None:
-        self._states[upload_id] = (offset, hasher)
-        while len(self._states) > MAX_CACHED_HASHERS:
-            self._states.popitem(last=False)
+        self.forget(upload_id)
+        (self._written if offset else self._empty)[upload_id] = (offset, hasher)
+        while len(self._empty) + len(self._written) > MAX_CACHED_HASHERS:
+            (self._empty or self._written).popitem(last=False)
 
     def forget(self, upload_id: str) -> None:
-        self._states.pop(upload_id, None)
+        self._empty.pop(upload_id, None)
+        self._written.pop(upload_id, None)
+
+    def __contains__(self, upload_id: str) -> bool:
+        return upload_id in self._empty or upload_id in self._written
 
 
 class UploadService:
@@ -105,7 +118,15 @@ class UploadService:
         upload_id = str(uuid.uuid4())
         await self.blobs.create_upload(upload_id)
         try:
-            await self.meta.create_upload(upload_id, repository)
+            await self.meta.create_upload(upload_id, repository, self.policy.max_open_uploads)
+        except TooManyUploads as exc:
+            await self.blobs.delete_upload(upload_id)
+            raise RegistryError(
+                TOOMANYREQUESTS,
+                {"repository": repository, "open": exc.open, "limit": self.policy.max_open_uploads},
+                f"repository {repository} has {exc.open} uploads open, the most it may "
+                "(uploads.maxopen): finish or cancel some first",
+            ) from None
         except BaseException:
             await self.blobs.delete_upload(upload_id)
             raise
