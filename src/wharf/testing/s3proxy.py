@@ -336,6 +336,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         rule = proxy._match(operation, method, key)
         status = 0
+        recorded = False
+
+        def record() -> None:
+            # Before the answer goes out: a client that has its answer finds it counted.
+            nonlocal recorded
+            if not recorded:
+                proxy._seen(Seen(method, operation, key, status))
+                recorded = True
+
         try:
             if rule is not None and rule.action == "stall":
                 rule.hits += 1
@@ -351,6 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
                     f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
                     f"<Message>injected by the test proxy</Message><Key>{escape(key)}</Key></Error>"
                 ).encode()
+                record()
                 self._answer(status, [("Content-Type", "application/xml")], error)
                 return
             failed: list[str] = []
@@ -360,16 +370,18 @@ class _Handler(BaseHTTPRequestHandler):
                     status = 200
                     head = f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="{S3_XMLNS}">'
                     whole = head + _errors(failed) + "</DeleteResult>"
+                    record()
                     self._answer(status, [("Content-Type", "application/xml")], whole.encode())
                     return
             status, reason, answer_headers, answer = self._forward(method, headers, body)
             if failed and status == 200:
                 answer = _with_errors(answer, failed)
+            record()
             self._answer(status, answer_headers, answer, reason, keep_length=method == "HEAD")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            proxy._seen(Seen(method, operation, key, status))
+            record()
 
     def _without_failing(
         self, rule: Rule, body: bytes, headers: dict[str, str]
