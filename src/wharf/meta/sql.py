@@ -15,7 +15,7 @@ from . import reads
 from . import schema as s
 from .clock import aware as _aware
 from .clock import now as _now
-from .engines import AsyncEngineDatabase, Database, ThreadedSQLite
+from .engines import AsyncEngineDatabase, Database, HeldLock, ThreadedSQLite
 from .jobs import SQLJobStore
 from .store import (
     Event,
@@ -101,7 +101,7 @@ class SQLMetadataStore:
     def digest_section(self, digests: Collection[str]) -> AbstractAsyncContextManager[None]:
         return self._db.section(digests)
 
-    def gc_lock(self) -> AbstractAsyncContextManager[bool]:
+    def gc_lock(self) -> AbstractAsyncContextManager[HeldLock]:
         return self._db.exclusive("gc")
 
     # -- plumbing ---------------------------------------------------------------------------

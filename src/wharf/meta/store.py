@@ -6,7 +6,10 @@ from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .engines import HeldLock
 
 
 class MissingReference(Exception):
@@ -204,8 +207,10 @@ class MetadataStore(Protocol):
         bytes and recording its row happen inside it, and so do deleting the row and then
         the bytes, so neither can interleave with the other (GC invariant 3)."""
 
-    def gc_lock(self) -> AbstractAsyncContextManager[bool]:
-        """Held for a whole garbage collection; yields False when another one runs (invariant 6)."""
+    def gc_lock(self) -> AbstractAsyncContextManager[HeldLock]:
+        """Held for a whole garbage collection; yields a false handle when another one runs
+        (invariant 6). Its ``lost()`` says whether the lock has gone since (on PostgreSQL,
+        with its database connection): the collection asks before every batch."""
 
     # Blobs and their links to repositories.
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
