@@ -53,6 +53,25 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class HeldLock:
+    """What ``exclusive`` yields: true when this holder got the lock. ``lost`` says whether
+    a lock once held has gone since (on PostgreSQL a session lock goes with its connection,
+    say when the backend is terminated); a holder doing long work asks it now and then."""
+
+    def __init__(self, held: bool, probe: Callable[[], Awaitable[bool]] | None = None) -> None:
+        self.held = held
+        self._probe = probe
+        self.gone = False
+
+    def __bool__(self) -> bool:
+        return self.held
+
+    async def lost(self) -> bool:
+        if self.held and not self.gone and self._probe is not None:
+            self.gone = not await self._probe()
+        return self.gone
+
+
 class Database(Protocol):
     """Runs a transaction, written as a plain function over a connection, off the event loop."""
 
@@ -64,8 +83,9 @@ class Database(Protocol):
         """Hold every key's lock (across processes and, on a server database, across
         machines) until the block ends. Writes inside the block may rely on it."""
 
-    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
-        """Try to become the only holder of ``name``; yields False at once when another is."""
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[HeldLock]:
+        """Try to become the only holder of ``name``; yields a false handle at once when
+        another is."""
 
     async def close(self) -> None: ...
 
@@ -147,15 +167,15 @@ class FileLocks:
                 os.close(fd)  # releases the lock with the file
 
     @asynccontextmanager
-    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+    async def exclusive(self, name: str) -> AsyncIterator[HeldLock]:
         fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                yield False
+                yield HeldLock(False)
                 return
-            yield True
+            yield HeldLock(True)  # held until the file is closed here: it cannot be lost
         finally:
             os.close(fd)
 
@@ -175,7 +195,7 @@ class ThreadedSQLite:
     def section(self, keys: Iterable[str]) -> AbstractAsyncContextManager[None]:
         return self._locks.section(keys)
 
-    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[HeldLock]:
         return self._locks.exclusive(name)
 
     def _write(self, work: Callable[[sa.Connection], T]) -> T:
@@ -222,6 +242,14 @@ _section_connection: contextvars.ContextVar[AsyncConnection | None] = contextvar
 # ``exclusive`` names, as the second integer of a two-integer advisory lock.
 EXCLUSIVE_CLASS = 0x57484652  # "WHFR"
 EXCLUSIVE_IDS = {"gc": 1}
+# An ``exclusive`` lock's holder asks whether it still holds it; no answer within this
+# long counts as no (a connection that cannot answer cannot be trusted to hold a lock).
+EXCLUSIVE_PROBE_TIMEOUT = 10.0
+# Whether this session still holds a two-integer advisory lock (objsubid 2 marks that key space).
+_HOLDS_EXCLUSIVE = sa.text(
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+    " AND pid = pg_backend_pid() AND classid::bigint = :c AND objid::bigint = :i"
+)
 
 
 class AsyncEngineDatabase:
@@ -257,17 +285,40 @@ class AsyncEngineDatabase:
                 await conn.commit()
 
     @asynccontextmanager
-    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+    async def exclusive(self, name: str) -> AsyncIterator[HeldLock]:
+        """A session advisory lock on a connection of its own, kept out of the pool while
+        held. It goes with that connection (a terminated backend, a dropped link), so the
+        handle's ``lost`` asks on that same connection whether the lock is still this
+        session's: one cheap query, which fails when the connection has gone."""
         async with self.engine.connect() as conn:
             params = {"c": EXCLUSIVE_CLASS, "i": EXCLUSIVE_IDS[name]}
             got = bool(await conn.scalar(sa.text("SELECT pg_try_advisory_lock(:c, :i)"), params))
             await conn.commit()
+
+            async def holds() -> bool:
+                try:
+                    async with asyncio.timeout(EXCLUSIVE_PROBE_TIMEOUT):
+                        mine = await conn.scalar(_HOLDS_EXCLUSIVE, params)
+                        await conn.commit()
+                except (sa.exc.DBAPIError, sa.exc.InvalidRequestError, OSError, TimeoutError):
+                    return False
+                return bool(mine)
+
+            handle = HeldLock(got, holds)
             try:
-                yield got
+                yield handle
             finally:
-                if got:
-                    await conn.execute(sa.text("SELECT pg_advisory_unlock(:c, :i)"), params)
-                    await conn.commit()
+                if got and handle.gone:
+                    # Gone with its connection, or no longer to be trusted: closing the
+                    # connection for good ends whatever session may be left of it.
+                    await conn.invalidate()
+                elif got:
+                    try:
+                        await conn.execute(sa.text("SELECT pg_advisory_unlock(:c, :i)"), params)
+                        await conn.commit()
+                    except sa.exc.DBAPIError:
+                        # The connection went since the last look: so did the lock with it.
+                        await conn.invalidate()
 
     async def write(self, work: Callable[[sa.Connection], T]) -> T:
         # Transactions are short and touch few rows, but two replicas can still cross: a

@@ -15,7 +15,7 @@ from . import reads
 from . import schema as s
 from .clock import aware as _aware
 from .clock import now as _now
-from .engines import AsyncEngineDatabase, Database, ThreadedSQLite, run_in_section
+from .engines import AsyncEngineDatabase, Database, HeldLock, ThreadedSQLite, run_in_section
 from .jobs import SQLJobStore
 from .store import (
     Event,
@@ -44,6 +44,10 @@ IN_BATCH = 2000
 def _batches(items: Sequence[T], size: int = IN_BATCH) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+class _MountLost(Exception):
+    """The mounted blob went between the check and the lock: the transaction rolls back."""
 
 
 def _readable_in(repo_id: int, digest: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
@@ -98,7 +102,7 @@ class SQLMetadataStore:
     async def digest_section(self, digests: Collection[str], body: Callable[[], Awaitable[T]]) -> T:
         return await run_in_section(lambda: self._db.section(digests), body)
 
-    def gc_lock(self) -> AbstractAsyncContextManager[bool]:
+    def gc_lock(self) -> AbstractAsyncContextManager[HeldLock]:
         return self._db.exclusive("gc")
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -212,22 +216,28 @@ class SQLMetadataStore:
         return await self._db.write(tx)
 
     async def mount_blob(self, repository: str, source: str, digest: str, event: Event) -> int | None:
+        b = s.blobs
+
         def tx(conn: sa.Connection) -> int | None:
             source_id = self._repository_id(conn, source)
             if source_id is None:
                 return None
-            b = s.blobs
-            # Held until the link is in: a collection of this blob waits, then sees it.
-            size: int | None = conn.scalar(
-                sa.select(b.c.size)
-                .where(b.c.digest == digest, _readable_in(source_id, b.c.digest))
-                .with_for_update(read=True)
-            )
-            if size is None:
+            readable = _readable_in(source_id, b.c.digest)
+            if conn.scalar(sa.select(b.c.size).where(b.c.digest == digest, readable)) is None:
                 return None
+            # Row locks in the order every writer takes them: the repository's row (created),
+            # then the blob's. The blob's is taken by one UPDATE, not a shared lock upgraded
+            # later: two mounts that both held a shared lock and then both asked to update
+            # deadlocked (PostgreSQL's 40P01), and did again on every retry.
             now = _now()
             repo_id = self._repository_id(conn, repository, create=True)
-            conn.execute(b.update().where(b.c.digest == digest).values(last_seen_at=now))
+            # Held until the link is in: a collection of this blob waits, then sees it
+            # (last_seen_at is fresh); one that came first leaves no row to update.
+            size: int | None = conn.scalar(
+                b.update().where(b.c.digest == digest, readable).values(last_seen_at=now).returning(b.c.size)
+            )
+            if size is None:
+                raise _MountLost  # collected meanwhile: undo the repository this made
             conn.execute(
                 self._insert(s.repository_blobs)
                 .values(repository_id=repo_id, digest=digest, created_at=now)
@@ -236,7 +246,10 @@ class SQLMetadataStore:
             self._record(conn, event)
             return size
 
-        return await self._db.write(tx)
+        try:
+            return await self._db.write(tx)
+        except _MountLost:
+            return None
 
     # -- uploads ----------------------------------------------------------------------------
 
@@ -385,12 +398,14 @@ class SQLMetadataStore:
         if manifest.blobs:
             conn.execute(
                 s.manifest_blobs.insert(),
-                [{"manifest_id": manifest_id, "digest": d} for d in dict.fromkeys(manifest.blobs)],
+                # Sorted: the foreign key share-locks each blob row, in the order a
+                # collection locks them too (two orders could deadlock).
+                [{"manifest_id": manifest_id, "digest": d} for d in sorted(set(manifest.blobs))],
             )
         if manifest.children:
             conn.execute(
                 s.manifest_children.insert(),
-                [{"parent_id": manifest_id, "child_digest": d} for d in dict.fromkeys(manifest.children)],
+                [{"parent_id": manifest_id, "child_digest": d} for d in sorted(set(manifest.children))],
             )
 
     def _claim_manifest(self, conn: sa.Connection, repo_id: int, manifest: NewManifest) -> int | None:

@@ -6,7 +6,10 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from .engines import HeldLock
 
 T = TypeVar("T")
 
@@ -216,8 +219,10 @@ class MetadataStore(Protocol):
         3). The body runs as a task of its own and the locks outlive it, whatever cancels
         the caller (see ``engines.run_in_section``): the one way into a section."""
 
-    def gc_lock(self) -> AbstractAsyncContextManager[bool]:
-        """Held for a whole garbage collection; yields False when another one runs (invariant 6)."""
+    def gc_lock(self) -> AbstractAsyncContextManager[HeldLock]:
+        """Held for a whole garbage collection; yields a false handle when another one runs
+        (invariant 6). Its ``lost()`` says whether the lock has gone since (on PostgreSQL,
+        with its database connection): the collection asks before every batch."""
 
     # Blobs and their links to repositories.
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:

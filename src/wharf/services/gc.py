@@ -17,14 +17,17 @@ A dry run is the same plan, reported instead of applied (invariant 4).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..meta.store import Event, GCManifest, GCRun, MetadataStore
 from ..storage.base import BlobStore, StoredBlob
+
+if TYPE_CHECKING:
+    from ..meta.engines import HeldLock
 
 T = TypeVar("T")
 
@@ -43,6 +46,11 @@ DELETE_CONCURRENCY = 16
 
 class GCBusy(Exception):
     """Another garbage collection holds the lock (only one runs at a time, invariant 6)."""
+
+
+class GCLockLost(Exception):
+    """The lock went while this collection ran (on PostgreSQL, with its connection): another
+    may have started, so this one ends before its next batch (invariant 6)."""
 
 
 @dataclass(frozen=True)
@@ -312,7 +320,7 @@ class GarbageCollector:
                     say(f"blob eligible for deletion: {digest} (left by an interrupted collection)")
                 outcome = Outcome(run, plan)
                 if not options.dry_run:
-                    await self._apply(outcome, options, say, progress, should_stop)
+                    await self._apply(outcome, options, say, progress, should_stop, held)
                 if run.status == "running":
                     run.status = "done"
             except BaseException as error:
@@ -335,11 +343,14 @@ class GarbageCollector:
         say: Say,
         progress: Progress,
         should_stop: Callable[[], str | None],
+        lock: HeldLock,
     ) -> None:
         plan, run = outcome.plan, outcome.run
         size = max(1, options.batch)
 
-        def stopped() -> bool:
+        async def stopped() -> bool:
+            if await lock.lost():  # one query a batch, on the lock's own connection
+                raise GCLockLost("the GC lock was lost (its database connection ended)")
             reason = should_stop()
             if reason is not None:
                 run.status, run.reason = "stopped", reason
@@ -363,7 +374,7 @@ class GarbageCollector:
         if plan.repushed:  # stored again since: their bytes are a new blob's, to keep
             await self.meta.gc_forget_pending(plan.repushed)
         for pending_batch in _batches(plan.pending, size):
-            if stopped():
+            if await stopped():
                 return
             digests = [digest for digest, _size in pending_batch]
             await self.meta.digest_section(digests, partial(finish_pending, pending_batch))
@@ -374,7 +385,7 @@ class GarbageCollector:
         ids = [m.id for m in plan.manifests]
         done = 0
         for batch in _batches(ids, min(MANIFEST_BATCH, size)):
-            if stopped():
+            if await stopped():
                 return
             deleted = await self.meta.gc_delete_manifests(batch, plan.cutoff, run.delete_untagged, GC_ACTOR)
             outcome.deleted_manifests.extend(by_id[i] for i in deleted)
@@ -398,7 +409,7 @@ class GarbageCollector:
 
         done = 0
         for file_batch in _batches(plan.orphans, size):
-            if stopped():
+            if await stopped():
                 return
             await self.meta.digest_section(
                 [f.digest for f in file_batch], partial(delete_orphans, file_batch)
@@ -407,7 +418,12 @@ class GarbageCollector:
             progress("files", done, len(plan.orphans))
 
     async def _delete_blobs(
-        self, outcome: Outcome, size: int, say: Say, progress: Progress, stopped: Callable[[], bool]
+        self,
+        outcome: Outcome,
+        size: int,
+        say: Say,
+        progress: Progress,
+        stopped: Callable[[], Awaitable[bool]],
     ) -> bool:
         """Rows first (journalled as pending), then the bytes, then the journal entries: a
         crash anywhere leaves bytes without a row, which the next run finishes. The journal
@@ -433,7 +449,7 @@ class GarbageCollector:
 
         try:
             for blob_batch in _batches(plan.blobs, size):
-                if stopped():
+                if await stopped():
                     return False
                 digests = [digest for digest, _size in blob_batch]
                 await self.meta.digest_section(digests, partial(sweep, digests))

@@ -1,0 +1,163 @@
+"""Invariant 6 when the lock itself goes: on PostgreSQL the GC lock is a session advisory
+lock, which ends with its connection. A collection whose lock connection ends (its backend
+terminated) must stop before its next batch, since another may start at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from wharf.config import Settings
+from wharf.meta import migrate
+from wharf.meta.engines import EXCLUSIVE_CLASS, EXCLUSIVE_IDS
+from wharf.services.gc import GCLockLost, GCOptions
+from wharf.services.registry import Registry
+from wharf.wiring import build_registry
+
+from .conftest import STACKS, stack_config
+from .oci import sha256
+from .server import deep_merge
+from .test_gc_invariants import backdate, body
+
+pytestmark = pytest.mark.slow
+
+LOST = "the GC lock was lost (its database connection ended)"
+# The backends holding the GC lock (a two-integer advisory lock: objsubid 2).
+HOLDERS = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+    f" AND classid = {EXCLUSIVE_CLASS} AND objid = {EXCLUSIVE_IDS['gc']}"
+)
+
+
+def _settings(config: dict[str, object], tmp_path: Path) -> Settings:
+    base: dict[str, object] = {
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}, "fsync": False}
+    }
+    if "s3" in config.get("storage", {}):  # type: ignore[operator]
+        base = {"storage": {"fsync": False}}
+    settings = Settings.model_validate(deep_merge(base, config))
+    migrate.upgrade(settings.database_url)
+    return settings
+
+
+@pytest.fixture
+async def replicas(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Registry, Registry]]:
+    """Two registries (replicas) in this process over one PostgreSQL database and one bucket."""
+    with stack_config(request, "postgresql+s3") as config:
+        settings = _settings(config, tmp_path)
+        first, second = build_registry(settings), build_registry(settings)
+        first.settings = second.settings = settings  # type: ignore[attr-defined]
+        yield first, second
+        await first.close()
+        await second.close()
+
+
+async def _holders(url: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return [row[0] for row in await (await conn.execute(HOLDERS)).fetchall()]
+
+
+async def _until(what: str, check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {timeout} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_collection_whose_lock_connection_ends_stops_at_its_next_batch(
+    replicas: tuple[Registry, Registry],
+) -> None:
+    first, second = replicas
+    url: str = first.settings.database_url  # type: ignore[attr-defined]
+    digests = []
+    for n in range(6):
+        data = os.urandom(1024)
+        await first.uploads.monolithic(f"lib/lost-{n}", sha256(data), body(data))
+        backdate(first, sha256(data))
+        digests.append(sha256(data))
+
+    # Who deletes bytes when: "never two sweeping at once" is read from this.
+    log: list[tuple[str, str]] = []
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    def watch(name: str, registry: Registry, pause: bool) -> None:
+        delete_many = registry.storage.delete_many
+
+        async def recorded(targets: list[str]) -> None:
+            log.append((name, "start"))
+            if pause and not entered.is_set():  # the first batch waits, mid-sweep
+                entered.set()
+                await release.wait()
+            await delete_many(targets)
+            log.append((name, "end"))
+
+        registry.gc.storage.delete_many = recorded  # type: ignore[method-assign]
+
+    watch("first", first, pause=True)
+    watch("second", second, pause=False)
+    options = GCOptions(grace=timedelta(hours=1), batch=1, mode="online")
+    collection = asyncio.create_task(first.gc.run(options))
+    await asyncio.wait_for(entered.wait(), 60)
+
+    [pid] = await _holders(url)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    # The lock went with its backend: a second collection takes it while the first still runs.
+    other = asyncio.create_task(second.gc.run(options))
+
+    async def second_holds() -> bool:
+        assert not other.done(), other
+        return any(holder != pid for holder in await _holders(url))
+
+    await _until("the second collection holds the GC lock", second_holds)
+    release.set()
+
+    with pytest.raises(GCLockLost, match="GC lock was lost"):
+        await asyncio.wait_for(collection, 60)
+    outcome = await asyncio.wait_for(other, 120)
+    assert outcome.run.status == "done"
+
+    # The first deleted the batch it was in, and nothing after the second began.
+    starts = [name for name, what in log if what == "start"]
+    assert starts[0] == "first" and "first" not in starts[starts.index("second") :], log
+    assert starts.count("first") == 1, log
+    runs = {run.id: run for run in await second.meta.gc_runs(limit=5)}
+    [failed] = [run for run in runs.values() if run.status == "failed"]
+    assert failed.reason is not None and LOST in failed.reason
+    assert failed.blobs_deleted == 1
+    for digest in digests:  # all collected, once, between the two
+        assert await first.storage.stat(digest) is None
+    assert not await first.meta.gc_blob_rows(digests)
+    assert await _holders(url) == []  # nobody holds the lock now
+
+
+@pytest.mark.parametrize("stack", STACKS)
+async def test_a_lock_held_is_not_lost_and_a_refused_one_says_so(
+    request: pytest.FixtureRequest, tmp_path: Path, stack: str
+) -> None:
+    """On SQLite the lock is a file lock held by this process, which cannot be lost; on
+    PostgreSQL a held lock whose connection lives is not lost either."""
+    with stack_config(request, stack) as config:
+        registry = build_registry(_settings(config, tmp_path))
+        other = build_registry(_settings(config, tmp_path))
+        try:
+            async with registry.meta.gc_lock() as held:
+                assert held and not await held.lost()
+                async with other.meta.gc_lock() as refused:
+                    assert not refused and not await refused.lost()
+                assert not await held.lost()
+            async with other.meta.gc_lock() as again:  # released at the end of the block
+                assert again
+        finally:
+            await registry.close()
+            await other.close()
