@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -297,10 +299,10 @@ async def test_staged_uploads_are_listed_with_their_size_and_last_write(blob_sto
     assert await blob_store.stale_multipart(datetime.now(UTC) + timedelta(hours=1)) == []
 
 
-def test_a_committed_blob_is_durable_with_every_directory_made_for_it(tmp_path, monkeypatch):
-    """The file, its directory and the prefix directory above it are all fsynced before the
-    commit returns (and so before the row names the blob): after a power loss the row's
-    blob is there. A second blob under the same prefix makes one directory fewer."""
+def test_a_committed_blob_is_durable_with_every_directory_above_it(tmp_path, monkeypatch):
+    """The file, its directory, the prefix directory and sha256/ above it are all fsynced
+    before the commit returns (and so before the row names the blob): after a power loss
+    the row's blob is there. Also for a second blob under a prefix another writer made."""
     store = FilesystemBlobStore(tmp_path / "root", fsync=True)
     synced: list[str] = []
     real_fsync = os.fsync
@@ -314,9 +316,8 @@ def test_a_committed_blob_is_durable_with_every_directory_made_for_it(tmp_path, 
     data = tmp_path / "root" / "docker/registry/v2/blobs/sha256" / first[7:9] / first[7:] / "data"
     assert data.is_file()
     assert str(tmp_path / "root/wharf/uploads/u/data") in synced, synced  # its bytes, before the rename
-    assert str(data.parent) in synced, synced  # the name "data"
-    assert str(data.parent.parent) in synced, synced  # the blob's directory, made for it
-    assert str(data.parent.parent.parent) in synced, synced  # the prefix directory, made for it
+    for directory in (data.parent, data.parent.parent, data.parent.parent.parent):
+        assert str(directory) in synced, (directory, synced)
 
     synced.clear()
     prefix = data.parent.parent
@@ -325,6 +326,41 @@ def test_a_committed_blob_is_durable_with_every_directory_made_for_it(tmp_path, 
         if digest(other)[7:9] == first[7:9]:
             break
     second = asyncio.run(store_blob(store, other, "u2"))
-    assert str(prefix / second[7:]) in synced, synced
-    assert str(prefix) in synced, synced
-    assert str(prefix.parent) not in synced, synced  # the prefix directory was there already
+    for directory in (prefix / second[7:], prefix, prefix.parent):
+        assert str(directory) in synced, (directory, synced)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a disk that fills up."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+async def test_a_blob_whose_last_write_is_cut_short_by_a_full_disk_is_not_stored(small_disk):
+    """On a nearly full disk a write may store part of its bytes and say so only in its
+    count. The blob's digest was checked over every byte received, so storing fewer would
+    publish a blob shorter than its digest: the write must fail instead, leaving nothing."""
+    store = FilesystemBlobStore(small_disk, fsync=True)
+    await store.create_upload("probe")  # the directories an upload needs, made beforehand
+    await store.delete_upload("probe")
+    room = os.statvfs(small_disk)
+    free = room.f_bavail * room.f_frsize
+    data = os.urandom(free + 20_000)
+    first, last = data[: free - 8192], data[free - 8192 :]  # the disk fills inside the last chunk
+    seen = hashlib.sha256()
+
+    async def accept(_size: int, publish):
+        if "sha256:" + seen.hexdigest() == digest(data):
+            await publish()
+
+    with pytest.raises(OSError) as full:
+        await store.store_blob(digest(data), body(first, last), seen.update, accept)
+    assert full.value.errno == errno.ENOSPC
+    assert await store.stat(digest(data)) is None
+    assert [d async for d in store.list()] == []

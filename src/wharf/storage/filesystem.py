@@ -44,20 +44,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_directories(path: Path) -> list[Path]:
-    """``mkdir -p path``; the directories it created, outermost first."""
-    missing: list[Path] = []
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    created = []
-    for directory in reversed(missing):
-        try:
-            directory.mkdir()
-            created.append(directory)
-        except FileExistsError:  # made by another writer meanwhile: theirs to make durable
-            pass
-    return created
+def _write_all(handle: BinaryIO, chunk: bytes) -> None:
+    """Write all of ``chunk`` or raise: a write to a nearly full disk may write part of it
+    and say so only in its count (the next try then fails with ENOSPC). Ignoring that count
+    would store a blob shorter than the bytes its digest was checked over."""
+    view = memoryview(chunk)
+    while view:
+        written = handle.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, "no byte of the write was stored", handle.name)
+        view = view[written:]
 
 
 def _claim(handle: BinaryIO, path: Path, upload_id: str, shared: bool = False) -> None:
@@ -295,7 +291,7 @@ class FilesystemBlobStore:
                 for chunk in batch:
                     if observe is not None:
                         observe(chunk)
-                    handle.write(chunk)
+                    _write_all(handle, chunk)
                     unflushed += len(chunk)
                 if unflushed >= FLUSH_EVERY:
                     self._flush_soon(path)
@@ -360,17 +356,18 @@ class FilesystemBlobStore:
                 raise OffsetMismatch(size, actual)
             if self.fsync:
                 os.fsync(handle.fileno())
-            created = _make_directories(target.parent)
+            target.parent.mkdir(parents=True, exist_ok=True)
             # Same digest means same bytes: replacing an existing blob is harmless, and atomic.
             # The claim is held across the rename, so no writer can slip in before it.
             os.replace(source, target)
         if self.fsync:
             # Durable before the row names it: the file (above), its name in the blob's
-            # directory, and the name of every directory made for it in its parent (the
-            # blob's own directory in its two-character prefix directory, say).
+            # directory, that directory's name in its prefix directory, and the prefix
+            # directory's in sha256/: always, even where another writer made the prefix
+            # directory and may not have synced it yet (a clean directory syncs at once).
             _fsync_dir(target.parent)
-            for directory in reversed(created):
-                _fsync_dir(directory.parent)
+            _fsync_dir(target.parent.parent)
+            _fsync_dir(target.parent.parent.parent)
         shutil.rmtree(source.parent, ignore_errors=True)
 
     async def delete_upload(self, upload_id: str) -> None:
