@@ -4,17 +4,18 @@ worker; the other has none (jobs.enabled: false) and two HTTP worker processes, 
 a policy of its own. A read-only collection started through the first refuses pushes on
 both, every process of the second included, and only while it runs.
 
-The collection is held running by the test holding the garbage collection lock (the job
-enters read-only mode, then waits for the lock), so it lasts exactly as long as the test
-needs, however busy the machine.
+The collection is held running by the test holding the critical section of a garbage
+blob (the job takes the GC lock, enters read-only mode, then waits for that section to
+sweep), so it lasts exactly as long as the test needs, however busy the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,42 @@ async def log_lines(server: WharfServer, line: str, count: int) -> None:
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def collection_held(store: SQLMetadataStore, client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """Garbage whose digest section the test holds: a collection sweeping it waits inside."""
+    garbage = os.urandom(96)
+    pushed = await client.post(
+        "/v2/lib/garbage/blobs/uploads/", params={"digest": sha256(garbage)}, content=garbage
+    )
+    assert pushed.status_code == 201, pushed.text
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        entered.set()
+        await release.wait()
+
+    holding = asyncio.create_task(store.digest_section([sha256(garbage)], hold))
+    await asyncio.wait_for(entered.wait(), 30)
+    try:
+        yield
+    finally:
+        release.set()
+        await holding
+
+
+async def start_readonly_collection(admin: httpx.AsyncClient) -> str:
+    started = await admin.post(
+        "/api/v0/admin/jobs",
+        json={"job": "registryGC", "parameters": {"mode": "readonly", "graceSeconds": 0}},
+    )
+    assert started.status_code == 202, started.text
+    return str(started.json()["id"])
+
+
+def in_readonly(job: dict[str, Any], lines: list[str]) -> bool:
+    return job["status"] == "running" and any(line.startswith("read-only mode") for line in lines)
+
+
 async def test_a_readonly_collection_refuses_pushes_on_a_replica_without_a_worker(replicas):
     working, serving = replicas
     store = SQLMetadataStore(working.database_url)
@@ -103,21 +140,9 @@ async def test_a_readonly_collection_refuses_pushes_on_a_replica_without_a_worke
         )
         assert before.status_code == 201, before.text
 
-        async with store.gc_lock() as held:
-            assert held
-            started = await admin.post(
-                "/api/v0/admin/jobs",
-                json={"job": "registryGC", "parameters": {"mode": "readonly", "graceSeconds": 0}},
-            )
-            assert started.status_code == 202, started.text
-            job_id = started.json()["id"]
-            await job_seen(
-                admin,
-                job_id,
-                lambda job, lines: (
-                    job["status"] == "running" and any(line.startswith("read-only mode") for line in lines)
-                ),
-            )
+        async with collection_held(store, admin):
+            job_id = await start_readonly_collection(admin)
+            await job_seen(admin, job_id, in_readonly)
 
             await answered_in_a_row(fresh, 405, "the replica without a worker kept accepting pushes")
             refused = await push(fresh, "lib/pushed")
@@ -134,6 +159,49 @@ async def test_a_readonly_collection_refuses_pushes_on_a_replica_without_a_worke
         await answered_in_a_row(fresh, 201, "pushes still refused after the collection ended")
         await log_lines(serving, ENDED, 2)
         assert (await push(admin, "lib/pushed")).status_code == 201
+    finally:
+        await fresh.aclose()
+        await admin.aclose()
+        await store.close()
+
+
+async def waiting_for_the_lock(admin: httpx.AsyncClient, jobs: list[str], line: str) -> str:
+    """The one of ``jobs`` whose log says it waits for another collection to end."""
+    deadline = time.monotonic() + 60
+    while True:
+        for job in jobs:
+            logs = (await admin.get(f"/api/v0/jobs/{job}/logs")).json()["logs"]
+            if any(entry["line"] == line for entry in logs):
+                return job
+        assert time.monotonic() < deadline, f"neither job waits for the other: {jobs}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_readonly_collection_waiting_for_another_leaves_its_window_alone(replicas, make_server):
+    """Two read-only collections on two workers: the second waits for the first's GC lock
+    and is stopped while it waits. It must neither open a window of its own before it holds
+    the lock nor, giving up, close the first one's: pushes stay refused until the first ends."""
+    working, serving = replicas
+    make_server({key: value for key, value in working.config.items() if key != "http"})  # a 2nd worker
+    store = SQLMetadataStore(working.database_url)
+    fresh = httpx.AsyncClient(
+        base_url=serving.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+    )
+    admin = httpx.AsyncClient(base_url=working.url, timeout=30)
+    waiting_line = "another garbage collection is running: waiting for it to end"
+    try:
+        async with collection_held(store, admin):
+            jobs = [await start_readonly_collection(admin) for _ in range(2)]
+            waiting = await waiting_for_the_lock(admin, jobs, waiting_line)
+            [first] = [job for job in jobs if job != waiting]
+            await answered_in_a_row(fresh, 405, "the first collection's window is not open")
+            stopped = await admin.delete(f"/api/v0/jobs/{waiting}")
+            assert stopped.status_code == 202, stopped.text
+            await job_seen(admin, waiting, lambda job, _lines: job["status"] == "stopped")
+            await answered_in_a_row(fresh, 405, "the stopped collection ended the running one's window")
+        ended = await job_seen(admin, first, lambda job, _lines: job["status"] in {"done", "errors"})
+        assert ended["status"] == "done", ended
+        await answered_in_a_row(fresh, 201, "pushes still refused after the collection ended")
     finally:
         await fresh.aclose()
         await admin.aclose()

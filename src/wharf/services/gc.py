@@ -17,7 +17,9 @@ A dry run is the same plan, reported instead of applied (invariant 4).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -288,12 +290,17 @@ class GarbageCollector:
         say: Say = _quiet,
         progress: Progress = _no_progress,
         should_stop: Callable[[], str | None] = lambda: None,
+        while_held: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> Outcome:
         """Plan and, unless a dry run, apply. ``should_stop`` is asked between batches; a
-        reason it returns ends the run there (what is left waits for the next run)."""
-        async with self.meta.gc_lock() as held:
+        reason it returns ends the run there (what is left waits for the next run).
+        ``while_held`` is entered once the lock is held and left before it is released
+        (a read-only window, say, which must not begin while another run is going)."""
+        async with self.meta.gc_lock() as held, contextlib.AsyncExitStack() as window:
             if not held:
                 raise GCBusy("another garbage collection is running; try again when it has finished")
+            if while_held is not None:
+                await window.enter_async_context(while_held())
             # Holding the lock, no other run can be going: one still recorded as running ended
             # with its process (killed), before it could say so.
             await self.meta.gc_close_interrupted(INTERRUPTED)

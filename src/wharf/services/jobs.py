@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +75,8 @@ class JobContext:
     store: MetadataStore
     deadline: datetime | None = None
     stop_asked: bool = False
+    # Entered by a collection once it holds the GC lock (a read-only job's window), or None.
+    while_collecting: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
     lines: list[str] = field(default_factory=list)
     listed: int = 0
 
@@ -153,7 +155,9 @@ def gc_action(gc: GarbageCollector, busy_poll: float = 1.0) -> Action:
         )
         outcome = await _once_free(
             context,
-            lambda: gc.run(options, context.say, should_stop=context.should_stop),
+            lambda: gc.run(
+                options, context.say, should_stop=context.should_stop, while_held=context.while_collecting
+            ),
             GCBusy,
             "another garbage collection",
             busy_poll,
@@ -313,10 +317,9 @@ class JobRunner:
         context = JobContext(job, self.store)
         beating = asyncio.create_task(self._heartbeat(context))
         await self.store.jobs.log(job.id, f"attempt {job.attempts} of {job.max_attempts} on {self.worker}")
-        readonly = job.action == REGISTRY_GC and (job.parameters or {}).get("mode") == "readonly"
+        if job.action == REGISTRY_GC and (job.parameters or {}).get("mode") == "readonly":
+            context.while_collecting = lambda: self._readonly_window(job)
         try:
-            if readonly:
-                await self._enter_readonly(job)
             result = await self._act(job, context)
         except asyncio.CancelledError:
             raise
@@ -355,8 +358,6 @@ class JobRunner:
             return
         finally:
             beating.cancel()
-            if readonly:
-                await self._leave_readonly()
         if result is None:
             await self._hand_back(job, context)
             return
@@ -411,21 +412,34 @@ class JobRunner:
         else:
             log.warning("job %s (%s) was no longer this worker's to hand back", job.id, job.action)
 
-    async def _enter_readonly(self, job: Job) -> None:
+    @contextlib.asynccontextmanager
+    async def _readonly_window(self, job: Job) -> AsyncIterator[None]:
+        """The registry read-only on every replica while this job collects: entered only once
+        it holds the GC lock (a job waiting for another collection must not end that one's
+        window when it gives up, nor begin its own early), and begun by waiting one poll, the
+        longest any serving process takes to learn of the mark. Left only if the mark is
+        still this job's."""
         reason = (
             f"the registry is read-only while garbage collection job {job.id} runs in read-only mode; "
             "pulls go on, pushes and deletes can be retried when it ends"
         )
         await self.store.jobs.put_setting(MAINTENANCE, {"job": job.id, "reason": reason})
-        if self.policy is not None:
-            self.policy.maintenance = reason
-        await self.store.jobs.log(
-            job.id, "read-only mode: pushes and deletes refused until the end of the run"
-        )
+        try:
+            if self.policy is not None:
+                self.policy.maintenance = reason
+            await self.store.jobs.log(
+                job.id, "read-only mode: pushes and deletes refused until the end of the run"
+            )
+            await asyncio.sleep(self.timing.poll)  # every replica has read the mark by now
+            yield
+        finally:
+            await asyncio.shield(self._leave_readonly(job))
 
-    async def _leave_readonly(self) -> None:
-        await self.store.jobs.put_setting(MAINTENANCE, {})
-        if self.policy is not None:
+    async def _leave_readonly(self, job: Job) -> None:
+        current = await self.store.jobs.get_setting(MAINTENANCE) or {}
+        if current.get("job") in (None, job.id):
+            await self.store.jobs.put_setting(MAINTENANCE, {})
+        if self.policy is not None and self.policy.maintenance and job.id in self.policy.maintenance:
             self.policy.maintenance = None
 
     async def _heartbeat(self, context: JobContext) -> None:
