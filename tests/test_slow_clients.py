@@ -5,12 +5,14 @@ once the configured timeouts pass. Beyond the bound on requests, refusal is a pr
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
 import httpx
 import pytest
 
+from wharf.config import ConfigError, load_settings
 from wharf.testing.slowclients import SlowClients, raise_fd_limit
 
 from .oci import Image, push_image, sha256
@@ -86,3 +88,16 @@ def test_requests_beyond_the_bound_are_refused_at_once(
             while client.get("/v2/").status_code != 200:
                 assert time.monotonic() < deadline, "still refusing after the held bodies timed out"
                 time.sleep(0.2)
+
+
+def test_the_limits_are_checked_at_start_up() -> None:
+    settings = load_settings(environ={})
+    assert settings.http.timeouts.header_seconds == 30 and settings.http.timeouts.idle_seconds == 60
+    assert settings.http.maxrequests <= settings.http.maxconnections
+    for environ, message in [
+        ({"WHARF_HTTP_TIMEOUTS_HEADER": "2m"}, "http.timeouts.header: Value error, must be at most 60s"),
+        ({"WHARF_HTTP_TIMEOUTS_IDLE": "0s"}, "http.timeouts.idle: Value error, must be longer than 0"),
+        ({"WHARF_HTTP_MAXREQUESTS": "10", "WHARF_HTTP_MAXCONNECTIONS": "5"}, "maxrequests must not exceed"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_settings(environ=environ)
