@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 
 from .api.app import create_api, http_error
 from .config import Settings, load_settings
+from .guard import SlowClientGuard
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
 from .wiring import build_registry, build_runner, build_storage, build_watcher
@@ -87,7 +88,14 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Mount("/api/v0", app=create_api(registry, settings)),
         ],
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[
+            Middleware(
+                SlowClientGuard,
+                idle=settings.http.timeouts.idle_seconds,
+                max_requests=settings.http.maxrequests,
+            ),
+            Middleware(MetricsMiddleware),
+        ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )

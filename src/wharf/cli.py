@@ -77,6 +77,7 @@ def main() -> None:
 def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     from .metrics_dir import share_metrics
+    from .serving import raise_fd_limit, run_granian, run_uvicorn
 
     settings = _settings(config)
     log_config = _configure_logging(settings)
@@ -93,36 +94,11 @@ def serve(config: str | None, server: str) -> None:
         log.info(started)
     else:
         click.echo(started, err=True)
+    raise_fd_limit(http)
     if server == "uvicorn":
-        import uvicorn
-
-        uvicorn.run(
-            "wharf.app:app_from_environment",
-            factory=True,
-            host=http.host,
-            port=http.port,
-            workers=http.workers,
-            loop="uvloop",
-            http="httptools",
-            log_level="warning",
-            log_config=log_config,
-            access_log=False,
-        )
-        return
-    from granian import Granian
-    from granian.constants import Interfaces
-
-    Granian(
-        "wharf.app:app_from_environment",
-        factory=True,
-        address=http.host,
-        port=http.port,
-        interface=Interfaces.ASGI,
-        workers=http.workers,
-        log_access=False,
-        log_level="warning",  # type: ignore[arg-type]
-        log_dictconfig=log_config,
-    ).serve()
+        run_uvicorn(settings, log_config)
+    else:
+        run_granian(settings, log_config)
 
 
 @main.group()

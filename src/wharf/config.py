@@ -60,9 +60,52 @@ class LogConfig(Section):
     formatter: Literal["text", "json"] = "text"
 
 
+class TimeoutsConfig(Section):
+    """Wharf's own (Distribution sets no timeout on its http.Server): how long a client may
+    keep a connection without sending what it owes, so idle clients cannot hold them all."""
+
+    # A request's line and headers must all arrive within this (granian allows 1ms..60s).
+    header: str = "30s"
+    # A request body may go this long without a byte arriving: 408, connection closed.
+    idle: str = "60s"
+
+    @field_validator("header", "idle")
+    @classmethod
+    def _positive_duration(cls, value: str) -> str:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError("must be longer than 0")
+        return value
+
+    @field_validator("header")
+    @classmethod
+    def _granian_range(cls, value: str) -> str:
+        if parse_duration(value) > timedelta(seconds=60):
+            raise ValueError("must be at most 60s")
+        return value
+
+    @property
+    def header_seconds(self) -> float:
+        return parse_duration(self.header).total_seconds()
+
+    @property
+    def idle_seconds(self) -> float:
+        return parse_duration(self.idle).total_seconds()
+
+
 class HTTPConfig(Section):
     addr: str = "127.0.0.1:5000"
     workers: int = Field(default=1, ge=1, le=64)
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    # Per worker process. Connections beyond maxconnections wait in the listen backlog
+    # (granian) or are answered 503 (uvicorn); requests beyond maxrequests are answered 503.
+    maxconnections: int = Field(default=8192, ge=1, le=1_000_000)
+    maxrequests: int = Field(default=4096, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _requests_fit_connections(self) -> HTTPConfig:
+        if self.maxrequests > self.maxconnections:
+            raise ValueError("maxrequests must not exceed maxconnections (each request holds a connection)")
+        return self
 
     @field_validator("addr")
     @classmethod

@@ -44,6 +44,10 @@ INVALID_SCHEDULE = _register("INVALID_SCHEDULE", "invalid schedule", 400)
 NO_GC_RUN = _register("NO_GC_RUN", "no garbage collection has completed yet", 404)
 UNSUPPORTED = _register("UNSUPPORTED", "the operation is unsupported", 405)
 TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
+# Distribution's codes for a server that cannot take the request now, and for a body that
+# stopped arriving (the spec names no timeout code; Distribution says UNKNOWN).
+UNAVAILABLE = _register("UNAVAILABLE", "service unavailable", 503)
+BODY_TIMEOUT = _register("UNKNOWN", "request body timed out", 408)
 # Distribution's code for failures that are the server's, not the request's.
 INTERNAL = _register("UNKNOWN", "unknown error", 500)
 
