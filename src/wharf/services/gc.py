@@ -76,11 +76,12 @@ class Plan:
     blobs: list[tuple[str, int]]  # (digest, size) of blob rows to delete
     orphans: list[StoredBlob]  # files on storage that no row knows (found by a storage scan)
     blobs_marked: int
-    # (digest, size) whose rows an earlier run deleted, bytes maybe not (it crashed or
-    # could not delete them), and which have no row again: their bytes go.
+    # (digest, size) whose rows an earlier run deleted and whose bytes are still stored (it
+    # crashed, or could not delete them), with no row again: their bytes go.
     pending: list[tuple[str, int]] = field(default_factory=list)
-    # Journal entries whose digest has a row again (pushed since): only forgotten.
-    repushed: list[str] = field(default_factory=list)
+    # Journal entries only to forget: stored again since (a row says so: the bytes are a new
+    # blob's), or whose bytes the earlier run did delete (nothing left to free).
+    settled: list[str] = field(default_factory=list)
     # Queue entries (with their hits) found kept for good, to take off the review queues.
     reviewed_manifests: dict[int, int] = field(default_factory=dict)
     reviewed_blobs: dict[str, int] = field(default_factory=dict)
@@ -219,11 +220,7 @@ class GarbageCollector:
         for_good, _garbage = mark(manifests, datetime.max.replace(tzinfo=UTC), True)
         reviewed = {m.id: queue[m.id] for m in for_good if m.id in queue}
         progress("mark", 1, 1)
-        journal = await self.meta.gc_pending()
-        stored_again = (
-            await self.meta.gc_blob_rows([digest for digest, _size in journal]) if journal else set()
-        )
-        pending = [(digest, size) for digest, size in journal if digest not in stored_again]
+        pending, settled = await self._journal()
         orphans: list[StoredBlob] = []
         importing = (await self.meta.jobs.get_setting(IMPORTING) or {}).get("root")
         if options.scan_storage and importing:
@@ -232,12 +229,32 @@ class GarbageCollector:
                 "yet to adopt, so they are kept (run the import again to finish it)"
             )
         elif options.scan_storage:
-            journalled = {digest for digest, _size in journal}
+            journalled = {digest for digest, _size in pending} | set(settled)
             orphans = await self._orphans(cutoff, {m.digest for m in live} | journalled, progress)
         total = await self.meta.count_blobs()
-        plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending, sorted(stored_again))
+        plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending, settled)
         plan.reviewed_manifests, plan.reviewed_blobs = reviewed, reviewed_blobs
         return plan
+
+    async def _journal(self) -> tuple[list[tuple[str, int]], list[str]]:
+        """The journal of earlier runs, split: (digest, size) whose bytes are still stored and
+        that no row names again, to delete and count; and the digests only to forget. So a
+        dry run counts exactly what the run frees, and neither counts bytes gone already."""
+        journal = await self.meta.gc_pending()
+        if not journal:
+            return [], []
+        stored_again = await self.meta.gc_blob_rows([digest for digest, _size in journal])
+        limit = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+        async def present(digest: str) -> bool:
+            async with limit:
+                return await self.storage.stat(digest) is not None
+
+        candidates = [(digest, size) for digest, size in journal if digest not in stored_again]
+        found = await asyncio.gather(*(present(digest) for digest, _size in candidates))
+        pending = [entry for entry, there in zip(candidates, found, strict=True) if there]
+        kept = {digest for digest, _size in pending}
+        return pending, sorted(digest for digest, _size in journal if digest not in kept)
 
     async def _queued_manifests(
         self, cutoff: datetime, delete_untagged: bool
@@ -378,8 +395,8 @@ class GarbageCollector:
             run.blobs_deleted += len(leftovers)
             run.bytes_freed += sum(size for _digest, size in leftovers)
 
-        if plan.repushed:  # stored again since: their bytes are a new blob's, to keep
-            await self.meta.gc_forget_pending(plan.repushed)
+        if plan.settled:
+            await self.meta.gc_forget_pending(plan.settled)
         for pending_batch in _batches(plan.pending, size):
             if await stopped():
                 return
