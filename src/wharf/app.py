@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -24,6 +25,16 @@ from .wiring import build_registry, build_runner, build_storage
 __all__ = ["app_from_environment", "build_registry", "build_storage", "create_app"]
 
 V2_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class _AnyPath(PathConvertor):
+    """Starlette's ``path`` stops at a newline (``.*``): /v2 takes every path, so that a tab, CR
+    or LF in a name or tag reaches its grammar and is refused (400) rather than not routed."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anypath", _AnyPath())
 # Seconds a stopping server gives its job worker to hand its running job back.
 SHUTDOWN_GRACE = 10.0
 
@@ -76,7 +87,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v2/", version_check, methods=["GET", "HEAD"]),
-            Route("/v2/{path:path}", dispatch, methods=V2_METHODS),
+            Route("/v2/{path:anypath}", dispatch, methods=V2_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),

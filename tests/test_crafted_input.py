@@ -1,0 +1,225 @@
+"""Crafted input never gets a 5xx: each request below goes through real HTTP to `wharf serve`
+on both stacks and must be refused with the spec's status and error code (OCI codes on /v2,
+the admin API's JSON error on /api/v0), or answered as the spec says.
+
+Python refuses to parse integers of more than 4,300 digits, json.loads recurses, PostgreSQL
+cannot hold a NUL in text nor take more than 32,767 parameters a statement: each of these
+was a 500 before."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from .oci import OCI_INDEX, OCI_MANIFEST, Image, canonical, error_codes, push_blob, push_image
+
+HUGE = "9" * 5000  # past Python's 4,300-digit limit for int()
+OVER_INT64 = str(2**63)
+
+
+def _fake_digest(i: int) -> str:
+    return "sha256:" + hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def _manifest(**changes: Any) -> bytes:
+    image = Image.random(layers=1, size=16)
+    document = json.loads(image.manifest)
+    document.update(changes)
+    return canonical(document)
+
+
+def _put(client: httpx.Client, repo: str, reference: str, payload: bytes, **kwargs: Any) -> httpx.Response:
+    headers = {"Content-Type": OCI_MANIFEST, **kwargs.pop("headers", {})}
+    return client.put(f"/v2/{repo}/manifests/{reference}", content=payload, headers=headers, **kwargs)
+
+
+def _refused(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text[:500]
+    assert code in error_codes(response), response.text[:500]
+
+
+# -- item 12: a reference that is neither a tag nor a digest ----------------------------------
+
+
+@pytest.mark.parametrize("reference", [".INVALID_MANIFEST_NAME", "sha256:not-hex", "a" * 129, "v7%0A"])
+def test_get_or_head_of_an_invalid_reference_is_manifest_unknown(client, repo, reference):
+    push_image(client, repo, Image.random(layers=1, size=16), tag="v1")
+    _refused(client.get(f"/v2/{repo}/manifests/{reference}"), 404, "MANIFEST_UNKNOWN")
+    assert client.head(f"/v2/{repo}/manifests/{reference}").status_code == 404
+
+
+def test_put_with_an_invalid_tag_is_still_tag_invalid(client, repo):
+    image = Image.random(layers=1, size=16)
+    push_image(client, repo, image)
+    _refused(_put(client, repo, ".INVALID_MANIFEST_NAME", image.manifest), 400, "TAG_INVALID")
+
+
+# -- control characters in paths ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["%09", "%0A", "%0D", "%00"])
+def test_a_control_character_in_a_tag_is_refused_not_stripped(client, repo, char):
+    image = Image.random(layers=1, size=16)
+    push_image(client, repo, image)
+    _refused(_put(client, repo, f"v7{char}", image.manifest), 400, "TAG_INVALID")
+    assert client.get(f"/v2/{repo}/manifests/v7").status_code == 404  # no tag v7 was made
+    assert "v7" not in client.get(f"/v2/{repo}/tags/list").json()["tags"]
+
+
+@pytest.mark.parametrize("char", ["%09", "%0A", "%0D", "%00"])
+def test_a_control_character_in_a_name_is_refused(client, repo, char):
+    push_image(client, repo, Image.random(layers=1, size=16), tag="v1")
+    _refused(client.get(f"/v2/{repo}{char}/tags/list"), 400, "NAME_INVALID")
+    _refused(client.post(f"/v2/{repo}{char}/blobs/uploads/"), 400, "NAME_INVALID")
+
+
+# -- integers past the parser's limit, or past int64 -----------------------------------------
+
+
+@pytest.mark.parametrize("n", [HUGE, OVER_INT64])
+def test_a_huge_n_is_pagination_number_invalid(client, repo, n):
+    push_image(client, repo, Image.random(layers=1, size=16), tag="v1")
+    _refused(client.get(f"/v2/{repo}/tags/list", params={"n": n}), 400, "PAGINATION_NUMBER_INVALID")
+    _refused(client.get("/v2/_catalog", params={"n": n}), 400, "PAGINATION_NUMBER_INVALID")
+    # The largest int64 is a number like any other: at most one page of tags.
+    assert client.get(f"/v2/{repo}/tags/list", params={"n": str(2**63 - 1)}).json()["tags"] == ["v1"]
+
+
+def test_huge_numbers_in_range_are_read_as_numbers(client, repo):
+    data = b"0123456789"
+    digest = push_blob(client, repo, data)
+    url = f"/v2/{repo}/blobs/{digest}"
+    # A start past the end is unsatisfiable (416); an end or a suffix past it means "to the end".
+    _refused(client.get(url, headers={"Range": f"bytes={HUGE}-"}), 416, "RANGE_INVALID")
+    _refused(client.get(url, headers={"Range": f"bytes={HUGE}-{HUGE}"}), 416, "RANGE_INVALID")
+    whole = client.get(url, headers={"Range": f"bytes=2-{HUGE}"})
+    assert (whole.status_code, whole.content) == (206, data[2:])
+    suffix = client.get(url, headers={"Range": f"bytes=-{HUGE}"})
+    assert (suffix.status_code, suffix.content) == (206, data)
+
+
+@pytest.mark.parametrize("content_range", [f"0-{HUGE}", f"{HUGE}-{HUGE}", f"0-{OVER_INT64}"])
+def test_a_huge_content_range_is_range_invalid(client, repo, content_range):
+    started = client.post(f"/v2/{repo}/blobs/uploads/")
+    assert started.status_code == 202
+    location = started.headers["Location"]
+    response = client.patch(location, content=b"abc", headers={"Content-Range": content_range})
+    _refused(response, 416, "RANGE_INVALID")
+    # The session is still there, at offset 0: the client can go on.
+    assert client.get(location).headers["Range"] == "0-0"
+
+
+@pytest.mark.parametrize("size", [HUGE, OVER_INT64, "-1", "1e3", "Infinity"])
+def test_a_descriptor_size_past_int64_is_manifest_invalid(client, repo, size):
+    image = Image.random(layers=1, size=16)
+    for blob in image.blobs:
+        push_blob(client, repo, blob)
+    text = image.manifest.decode()
+    layer_size = f'"size":{len(image.layers[0])}'
+    assert layer_size in text
+    payload = text.replace(layer_size, f'"size":{size}').encode()
+    _refused(_put(client, repo, "v1", payload), 400, "MANIFEST_INVALID")
+
+
+# -- JSON that is not a manifest's ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"schemaVersion":2,"annotations":' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001,
+    ],
+    ids=["array", "object"],
+)
+def test_deeply_nested_json_is_manifest_invalid(client, repo, payload):
+    _refused(_put(client, repo, "v1", payload), 400, "MANIFEST_INVALID")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])
+def test_a_manifest_not_in_utf8_is_manifest_invalid(client, repo, encoding):
+    image = Image.random(layers=1, size=16)
+    for blob in image.blobs:
+        push_blob(client, repo, blob)
+    payload = image.manifest.decode().encode(encoding)
+    _refused(_put(client, repo, "v1", payload), 400, "MANIFEST_INVALID")
+
+
+@pytest.mark.parametrize(
+    "artifact_type",
+    ["application/x\u0000nul", "application/" + "x" * 300, "\ud800/x", "text"],
+    ids=["nul", "long", "surrogate", "no-subtype"],
+)
+def test_an_artifact_type_that_is_no_media_type_is_manifest_invalid(client, repo, artifact_type):
+    image = Image.random(layers=1, size=16)
+    for blob in image.blobs:
+        push_blob(client, repo, blob)
+    document = json.loads(image.manifest)
+    document["artifactType"] = artifact_type
+    payload = json.dumps(document).encode()  # \u escapes: valid UTF-8 JSON
+    _refused(_put(client, repo, "v1", payload), 400, "MANIFEST_INVALID")
+
+
+def test_a_referrer_whose_config_media_type_has_a_nul_is_manifest_invalid(client, repo):
+    subject = Image.random(layers=1, size=16)
+    push_image(client, repo, subject)
+    referrer = Image.random(layers=1, size=16)
+    for blob in referrer.blobs:
+        push_blob(client, repo, blob)
+    document = json.loads(referrer.manifest)
+    document["config"]["mediaType"] = "application/x\u0000"
+    document["subject"] = {"mediaType": OCI_MANIFEST, "digest": subject.digest, "size": len(subject.manifest)}
+    _refused(_put(client, repo, "v1", json.dumps(document).encode()), 400, "MANIFEST_INVALID")
+
+
+# -- NUL and other non-text in query parameters ------------------------------------------------
+
+
+def test_a_nul_in_last_is_refused(client, repo):
+    push_image(client, repo, Image.random(layers=1, size=16), tag="v1")
+    _refused(client.get(f"/v2/{repo}/tags/list", params={"last": "v\x00"}), 400, "TAG_INVALID")
+    _refused(client.get("/v2/_catalog", params={"last": "a\x00"}), 400, "NAME_INVALID")
+    # What a previous page ended with still works.
+    assert client.get(f"/v2/{repo}/tags/list", params={"last": "v0"}).json()["tags"] == ["v1"]
+
+
+@pytest.mark.parametrize("artifact_type", ["a\x00/b", "x" * 300])
+def test_an_artifact_type_filter_no_manifest_can_have_matches_nothing(client, repo, artifact_type):
+    subject = Image.random(layers=1, size=16)
+    push_image(client, repo, subject)
+    response = client.get(f"/v2/{repo}/referrers/{subject.digest}", params={"artifactType": artifact_type})
+    assert response.status_code == 200, response.text
+    assert response.json()["manifests"] == []
+
+
+# -- more references than a statement takes parameters -------------------------------------
+
+
+def test_a_manifest_with_16384_layers_is_checked_in_batches(client, repo):
+    image = Image.random(layers=1, size=16)
+    push_image(client, repo, image)
+    document = json.loads(image.manifest)
+    layer = document["layers"][0]
+    document["layers"] += [{**layer, "digest": _fake_digest(i)} for i in range(16_384)]
+    payload = canonical(document)
+    assert len(payload) < 4 * 1024 * 1024
+    response = _put(client, repo, "many", payload)
+    _refused(response, 404, "MANIFEST_BLOB_UNKNOWN")
+    assert response.json()["errors"][0]["detail"]["digest"] == _fake_digest(0)
+
+
+def test_an_index_with_33000_children_is_checked_in_batches(client, repo):
+    child = Image.random(layers=1, size=16)
+    push_image(client, repo, child)
+    # Descriptors without their (optional here) mediaType, so that 33,000 fit in 4 MiB.
+    known = {"digest": child.digest, "size": len(child.manifest)}
+    children = [known] + [{**known, "digest": _fake_digest(i)} for i in range(33_000)]
+    payload = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children})
+    assert len(payload) < 4 * 1024 * 1024
+    response = _put(client, repo, "many", payload, headers={"Content-Type": OCI_INDEX})
+    _refused(response, 404, "MANIFEST_BLOB_UNKNOWN")
+    assert response.json()["errors"][0]["detail"]["digest"] == _fake_digest(0)
