@@ -223,3 +223,97 @@ def test_an_index_with_33000_children_is_checked_in_batches(client, repo):
     response = _put(client, repo, "many", payload, headers={"Content-Type": OCI_INDEX})
     _refused(response, 404, "MANIFEST_BLOB_UNKNOWN")
     assert response.json()["errors"][0]["detail"]["digest"] == _fake_digest(0)
+
+
+# -- the admin API -------------------------------------------------------------------------
+
+
+def _admin_refused(response: httpx.Response, status: int = 400) -> list[str]:
+    """An /api/v0 refusal: the status and the registry's JSON error body, never text."""
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"].startswith("application/json"), response.text[:500]
+    return error_codes(response)
+
+
+def _post_job(client: httpx.Client, raw: str) -> httpx.Response:
+    return client.post("/api/v0/admin/jobs", content=raw, headers={"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e308", HUGE, "1e400", "1" + "0" * 30])
+@pytest.mark.parametrize("field", ["graceSeconds", "durationMinutes", "batchSize"])
+def test_numbers_no_job_can_use_are_refused(client, field, value):
+    # Each one was accepted, then failed all three attempts of the job (OverflowError).
+    response = _post_job(client, f'{{"job": "registryGC", "parameters": {{"{field}": {value}}}}}')
+    assert _admin_refused(response) in (["INVALID_JOB"], ["INVALID_JSON"])
+
+
+@pytest.mark.parametrize("value", ["Infinity", "NaN", "1e308", HUGE])
+def test_settings_validation_would_refuse_are_not_saved(client, value):
+    before = client.get("/api/v0/admin/settings/registry/garbageCollection").json()
+    response = client.put(
+        "/api/v0/admin/settings/registry/garbageCollection",
+        content=f'{{"duration": "minutes", "minutes": {value}}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert _admin_refused(response) == ["INVALID_JSON"]
+    assert client.get("/api/v0/admin/settings/registry/garbageCollection").json() == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"job": "registryGC", "parameters": ' + '{"a":' * 100_000 + "1" + "}" * 100_001,
+        '{"job": "registryGC", "parameters": {"a": ' + "[" * 5_000 + "]" * 5_000 + "}}",
+    ],
+    ids=["array", "object", "parameters"],
+)
+def test_deeply_nested_admin_bodies_are_refused(client, body):
+    assert _admin_refused(_post_job(client, body)) in (["INVALID_JSON"], ["INVALID_JOB"])
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/api/v0/activities", {"repository": "a\x00"}),
+        ("/api/v0/activities", {"actor": "a\x00"}),
+        ("/api/v0/activities", {"action": "a\x00"}),
+        ("/api/v0/jobs", {"action": "a\x00"}),
+        ("/api/v0/jobs", {"worker": "a\x00"}),
+        ("/api/v0/activities", {"since": "9999-12-31T23:59:59-23:59"}),
+        ("/api/v0/activities", {"until": "0001-01-01T00:00:00+23:59"}),
+        ("/api/v0/activities", {"since": HUGE}),
+        ("/api/v0/activities", {"start": HUGE}),
+        ("/api/v0/admin/settings/registry/garbageCollection/history", {"limit": HUGE}),
+    ],
+)
+def test_admin_query_parameters_no_row_can_match_are_refused(client, path, params):
+    assert _admin_refused(client.get(path, params=params)) == ["INVALID_JSON"]
+
+
+@pytest.mark.parametrize("job_id", ["%00", "a%00b", "x" * 300])
+def test_a_job_id_that_no_job_can_have_is_no_such_job(client, job_id):
+    for response in (
+        client.get(f"/api/v0/jobs/{job_id}"),
+        client.get(f"/api/v0/jobs/{job_id}/logs"),
+        client.delete(f"/api/v0/jobs/{job_id}"),
+    ):
+        assert _admin_refused(response, 404) == ["NO_SUCH_JOB"]
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"root": "/data\x00"}, {"root": "x" * 5000}],
+    ids=["nul", "long"],
+)
+def test_job_parameters_with_a_nul_are_refused(client, parameters):
+    body = json.dumps({"job": "metadatastoremigration", "parameters": parameters})
+    assert _admin_refused(_post_job(client, body)) == ["INVALID_JOB"]
+
+
+def test_a_nul_in_an_admin_path_is_refused(client, repo):
+    push_image(client, repo, Image.random(layers=1, size=16), tag="v1")
+    response = client.delete(f"/api/v0/repositories/{repo}%00/manifests/v1")
+    assert _admin_refused(response) == ["NAME_INVALID"]
+    response = client.delete(f"/api/v0/repositories/{repo}/manifests/v1%00")
+    assert _admin_refused(response) == ["TAG_INVALID"]
