@@ -20,6 +20,7 @@ from .api.app import create_api, http_error
 from .config import Settings, load_settings
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
+from .storage.base import room_problems
 from .wiring import build_registry, build_runner, build_storage
 
 __all__ = ["app_from_environment", "build_registry", "build_storage", "create_app"]
@@ -49,7 +50,8 @@ _PROBE = "sha256:" + "0" * 64
 
 
 async def readyz(request: Request) -> Response:
-    """The database and the blob storage answer (readiness): 503 naming what does not."""
+    """The database and the blob storage answer, and the directories writes go through have
+    room (readiness): 503 naming what does not."""
     registry = request.app.state.registry
     problems = []
     try:
@@ -60,6 +62,8 @@ async def readyz(request: Request) -> Response:
         await registry.storage.stat(_PROBE)
     except Exception as error:
         problems.append(f"storage: {type(error).__name__}: {error}")
+    # A full disk, or a spool directory gone: every push would fail (507, or worse).
+    problems += [f"storage: {problem}" for problem in room_problems(registry.storage.local_directories())]
     if problems:
         return PlainTextResponse("\n".join(problems) + "\n", status_code=503)
     return PlainTextResponse("ready")
