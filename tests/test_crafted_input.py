@@ -317,3 +317,23 @@ def test_a_nul_in_an_admin_path_is_refused(client, repo):
     assert _admin_refused(response) == ["NAME_INVALID"]
     response = client.delete(f"/api/v0/repositories/{repo}/manifests/v1%00")
     assert _admin_refused(response) == ["TAG_INVALID"]
+
+
+# -- NUL in the upload parameters ------------------------------------------------------------
+
+
+def test_a_nul_in_mount_or_from_is_refused_by_the_grammar(client, repo):
+    response = client.post(f"/v2/{repo}/blobs/uploads/", params={"mount": "sha256:\x00", "from": repo})
+    _refused(response, 400, "DIGEST_INVALID")
+    response = client.post(f"/v2/{repo}/blobs/uploads/", params={"mount": _fake_digest(1), "from": "a\x00"})
+    _refused(response, 400, "NAME_INVALID")
+
+
+def test_a_nul_in_a_digest_parameter_is_digest_invalid(client, repo):
+    _refused(
+        client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": "sha256:\x00"}, content=b"x"),
+        400,
+        "DIGEST_INVALID",
+    )
+    location = client.post(f"/v2/{repo}/blobs/uploads/").headers["Location"]
+    _refused(client.put(location, params={"digest": "sha256:\x00"}, content=b"x"), 400, "DIGEST_INVALID")
