@@ -337,3 +337,36 @@ def test_a_nul_in_a_digest_parameter_is_digest_invalid(client, repo):
     )
     location = client.post(f"/v2/{repo}/blobs/uploads/").headers["Location"]
     _refused(client.put(location, params={"digest": "sha256:\x00"}, content=b"x"), 400, "DIGEST_INVALID")
+
+
+# -- a Content-Length past int64 (sent raw: an HTTP client would not lie about the length) ----
+
+
+def _raw(port: int, head: str) -> tuple[int, bytes]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.encode() + b"abc")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.split(b"\r\n\r\n", 1)[1]
+
+
+@pytest.mark.parametrize("kind", ["monolithic", "patch", "put"])
+def test_a_content_length_past_int64_is_size_invalid(server, client, repo, kind):
+    path = f"/v2/{repo}/blobs/uploads/?digest={_fake_digest(1)}"
+    method = "POST"
+    if kind != "monolithic":
+        path = client.post(f"/v2/{repo}/blobs/uploads/").headers["Location"]
+        method = "PATCH"
+        if kind == "put":
+            method, path = "PUT", f"{path}?digest={_fake_digest(1)}"
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {OVER_INT64}\r\n\r\n"
+    status, body = _raw(server.port, head)
+    assert status == 400, body
+    assert json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"

@@ -60,6 +60,7 @@ def _shown(raw: str) -> str:
 
 
 async def start(registry: Registry, request: Request, name: str) -> Response:
+    _content_length(request)  # a body no store could hold is refused before it is read
     params = request.query_params
     mount, source = params.get("mount"), params.get("from")
     if mount and source and await registry.uploads.mount(name, mount, source):
@@ -102,6 +103,7 @@ async def patch(registry: Registry, request: Request, name: str, upload_id: str)
 
 
 async def finish(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
+    _content_length(request)
     digest = request.query_params.get("digest")
     if not digest:
         raise RegistryError(
