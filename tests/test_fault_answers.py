@@ -114,6 +114,22 @@ def test_a_full_disk_answers_507_until_space_is_freed(request, stack, small_disk
             server.stop()
 
 
+def _fill(disk: Any) -> Any:
+    """Another user of the disk takes all the room left."""
+    import os
+
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
 def _full_disk(server: WharfServer, disk: Any) -> None:
     """Chunked uploads: on S3 their bytes go through the spool directory, on the filesystem
     into the root."""
@@ -130,14 +146,7 @@ def _full_disk(server: WharfServer, disk: Any) -> None:
         assert client.delete(location).status_code == 204
 
         # Another user of the disk leaves less than a push needs: not ready, pushes get 507.
-        filler = disk / "filler"
-        with filler.open("wb") as handle:
-            try:
-                while True:
-                    handle.write(b"\0" * 65536)
-                    handle.flush()
-            except OSError:
-                pass
+        filler = _fill(disk)
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "full" in ready.text, ready.text
         layer = os.urandom(256 << 10)
@@ -191,3 +200,28 @@ def test_a_spool_directory_that_cannot_be_made_is_refused_at_start(request, tmp_
     with pytest.raises(RuntimeError) as refused:
         server.start()
     assert "storage.s3.spooldirectory" in str(refused.value)
+
+
+def test_sqlite_on_a_full_disk_answers_507_and_pulls_go_on(small_disk, make_server):
+    # The embedded defaults: the database in the storage root, on the same disk.
+    server: WharfServer = make_server(
+        {"storage": {"filesystem": {"rootdirectory": str(small_disk / "data")}}, "jobs": {"enabled": False}}
+    )
+    image = Image.random(layers=1, size=64)
+    with server.client() as client:
+        push_image(client, "full/db", image, tag="v1")
+        filler = _fill(small_disk)
+        for response in (
+            client.put(
+                "/v2/full/db/manifests/v2", content=image.manifest, headers={"Content-Type": image.media_type}
+            ),
+            client.delete("/v2/full/db/manifests/v1"),
+        ):
+            assert response.status_code == 507, response.text
+            assert error_codes(response) == ["UNAVAILABLE"]
+        assert client.get("/v2/full/db/manifests/v1").status_code == 200
+        filler.unlink()
+        put = client.put(
+            "/v2/full/db/manifests/v2", content=image.manifest, headers={"Content-Type": image.media_type}
+        )
+        assert put.status_code == 201, put.text
