@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from .errors import STORAGE_FULL, UNAVAILABLE, RegistryError
 
 _FULL = {errno.ENOSPC, errno.EDQUOT}
+_NETWORK = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
@@ -35,12 +36,13 @@ def _is_full(error: BaseException) -> bool:
 
 def _is_unreachable(error: BaseException) -> bool:
     if isinstance(error, sa.exc.DBAPIError):
-        # A connection that broke mid-statement, or none to be had (refused, shutting down).
-        return bool(error.connection_invalidated) or isinstance(
-            error, sa.exc.OperationalError | sa.exc.InterfaceError
-        )
-    if isinstance(error, ConnectionError | TimeoutError):
-        return True
+        # A connection that broke mid-statement, or none to be had. Not every InterfaceError:
+        # asyncpg raises one for a statement over 32,767 parameters too (a bug, a 500); those
+        # about the connection carry a connection error as their cause, found further down.
+        return bool(error.connection_invalidated) or isinstance(error, sa.exc.OperationalError)
+    if isinstance(error, OSError) and not _is_full(error):
+        # Refused, reset, unreachable, timed out: sockets, not files (those are bugs or full).
+        return isinstance(error, ConnectionError | TimeoutError) or error.errno in _NETWORK
     # asyncpg's own, raised from connect() unwrapped: CannotConnectNowError ("the database
     # system is starting up / shutting down"), ConnectionDoesNotExistError and the like.
     module = type(error).__module__
@@ -50,8 +52,6 @@ def _is_unreachable(error: BaseException) -> bool:
         "ConnectionFailureError",
         "AdminShutdownError",
         "CrashShutdownError",
-        "InterfaceError",
-        "InternalClientError",
         "TooManyConnectionsError",
     }
 
