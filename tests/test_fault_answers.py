@@ -225,3 +225,35 @@ def test_sqlite_on_a_full_disk_answers_507_and_pulls_go_on(small_disk, make_serv
             "/v2/full/db/manifests/v2", content=image.manifest, headers={"Content-Type": image.media_type}
         )
         assert put.status_code == 201, put.text
+
+
+def test_only_faults_are_taken_for_faults():
+    """What faults.py calls a fault; a bug stays a 500 (and is logged as one)."""
+    import errno
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from wharf.faults import fault
+
+    def status(error: BaseException) -> int | None:
+        found = fault(error)
+        return None if found is None else found.status
+
+    def wrapped(cause: BaseException, outer: BaseException) -> BaseException:
+        outer.__cause__ = cause
+        return outer
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+    assert status(OSError(errno.ENOSPC, "No space left on device")) == 507
+    assert status(wrapped(OSError(errno.EDQUOT, "quota"), RuntimeError("store failed"))) == 507
+    assert status(sa.exc.OperationalError("INSERT", {}, full)) == 507
+    assert status(ConnectionRefusedError(errno.ECONNREFUSED, "refused")) == 503
+    assert status(sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))) == 503
+    # Bugs: too many parameters (asyncpg's InterfaceError), a missing file, a bad value.
+    assert (
+        status(sa.exc.InterfaceError("SELECT", {}, Exception("query arguments cannot exceed 32767"))) is None
+    )
+    assert status(FileNotFoundError(errno.ENOENT, "gone")) is None
+    assert status(ValueError("no")) is None

@@ -25,7 +25,8 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        original = current.orig if isinstance(current, sa.exc.DBAPIError) else None
+        current = original or current.__cause__ or current.__context__
 
 
 def _is_full(error: BaseException) -> bool:
