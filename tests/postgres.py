@@ -63,6 +63,19 @@ class PostgresCluster:
             check=True,
             capture_output=True,
         )
+        self.resume()
+        return self
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data, as an outage would (fast: sessions are cut)."""
+        subprocess.run(
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"),
+            check=True,
+            capture_output=True,
+        )
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port."""
         subprocess.run(
             _as_postgres(
                 str(PG_BIN / "pg_ctl"),
@@ -78,7 +91,6 @@ class PostgresCluster:
             check=True,
             capture_output=True,
         )
-        return self
 
     def stop(self) -> None:
         subprocess.run(

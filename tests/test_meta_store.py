@@ -293,3 +293,33 @@ async def test_idle_uploads_are_listed_and_purged_only_while_still_idle(store):
     assert await store.purge_upload("idle", cutoff)
     assert await store.get_upload("idle") is None
     assert not await store.purge_upload("idle", cutoff)  # once
+
+
+async def test_a_manifest_naming_more_blobs_than_a_statement_takes_parameters(store):
+    """PostgreSQL takes at most 32,767 parameters a statement; a 4 MiB manifest can name
+    40,000 blobs or children. The references are checked in batches (issue 10 item 15; an
+    index of 33,000 children is pushed over HTTP in test_crafted_input.py)."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from wharf.meta import schema
+
+    now = datetime.now(UTC)
+    layers = tuple(digest(f"layer{i}") for i in range(16_400))  # 2 x 16,400 > 32,767
+    await store.link_blob("many/layers", layers[0], 1)
+
+    def link_all(conn: sa.Connection) -> None:
+        # The rows in two statements (import_repository takes about 1 ms a blob here).
+        repository = conn.scalar(
+            sa.select(schema.repositories.c.id).where(schema.repositories.c.name == "many/layers")
+        )
+        rows = [{"digest": d, "size": 1, "created_at": now, "last_seen_at": now} for d in layers[1:]]
+        conn.execute(schema.blobs.insert(), rows)
+        links = [{"repository_id": repository, "digest": d, "created_at": now} for d in layers[1:]]
+        conn.execute(schema.repository_blobs.insert(), links)
+
+    await store._db.write(link_all)
+    image = manifest("many", blobs=layers)
+    await store.put_manifest("many/layers", image, "v1", EVENT)
+    assert (await store.get_manifest("many/layers", "v1")).digest == image.digest

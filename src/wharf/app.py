@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -20,11 +21,22 @@ from .config import Settings, load_settings
 from .guard import SlowClientGuard
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
+from .storage.base import room_problems
 from .wiring import build_registry, build_runner, build_storage, build_watcher
 
 __all__ = ["app_from_environment", "build_registry", "build_storage", "create_app"]
 
 V2_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class _AnyPath(PathConvertor):
+    """Starlette's ``path`` stops at a newline (``.*``): /v2 takes every path, so that a tab, CR
+    or LF in a name or tag reaches its grammar and is refused (400) rather than not routed."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anypath", _AnyPath())
 # Seconds a stopping server gives its job worker to hand its running job back.
 SHUTDOWN_GRACE = 10.0
 
@@ -39,7 +51,8 @@ _PROBE = "sha256:" + "0" * 64
 
 
 async def readyz(request: Request) -> Response:
-    """The database and the blob storage answer (readiness): 503 naming what does not."""
+    """The database and the blob storage answer, and the directories writes go through have
+    room (readiness): 503 naming what does not."""
     registry = request.app.state.registry
     problems = []
     try:
@@ -50,6 +63,8 @@ async def readyz(request: Request) -> Response:
         await registry.storage.stat(_PROBE)
     except Exception as error:
         problems.append(f"storage: {type(error).__name__}: {error}")
+    # A full disk, or a spool directory gone: every push would fail (507, or worse).
+    problems += [f"storage: {problem}" for problem in room_problems(registry.storage.local_directories())]
     if problems:
         return PlainTextResponse("\n".join(problems) + "\n", status_code=503)
     return PlainTextResponse("ready")
@@ -82,7 +97,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v2/", version_check, methods=["GET", "HEAD"]),
-            Route("/v2/{path:path}", dispatch, methods=V2_METHODS),
+            Route("/v2/{path:anypath}", dispatch, methods=V2_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -78,10 +78,15 @@ def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     from .metrics_dir import share_metrics
     from .serving import raise_fd_limit, run_granian, run_uvicorn
+    from .wiring import prepare_storage
 
     settings = _settings(config)
     log_config = _configure_logging(settings)
     _prepare_database(settings)
+    try:
+        prepare_storage(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     if config:
         os.environ["WHARF_CONFIG"] = str(Path(config).resolve())
     http = settings.http

@@ -50,6 +50,10 @@ UNAVAILABLE = _register("UNAVAILABLE", "service unavailable", 503)
 BODY_TIMEOUT = _register("UNKNOWN", "request body timed out", 408)
 # Distribution's code for failures that are the server's, not the request's.
 INTERNAL = _register("UNKNOWN", "unknown error", 500)
+# Faults of what the registry stands on, with Distribution's code for them: the database
+# cannot be reached (UNAVAILABLE above: 503, worth retrying), the blob storage or the
+# database's disk is full (507, RFC 4918's status: retrying helps only once space is freed).
+STORAGE_FULL = _register("UNAVAILABLE", "the registry's storage is full", 507)
 
 
 class RegistryError(Exception):
@@ -77,3 +81,6 @@ class RegistryError(Exception):
         if self.detail is not None:
             error["detail"] = self.detail
         return {"errors": [error]}
+
+
+INTERNAL_ERROR = RegistryError(INTERNAL, None, "internal error; the server log has the details")

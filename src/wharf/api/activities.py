@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -10,7 +9,7 @@ from pydantic import BaseModel
 
 from ..services.registry import Registry
 from .jobs import iso
-from .responses import MAX_START
+from .responses import MAX_START, Moment
 
 router = APIRouter(tags=["activities"])
 
@@ -38,8 +37,8 @@ async def activities(
     action: Annotated[
         str | None, Query(description="manifest.push, tag.move, manifest.delete, gc.run...")
     ] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    since: Annotated[Moment | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[Moment | None, Query(description="ISO 8601, exclusive")] = None,
     start: Annotated[int, Query(ge=0, le=MAX_START)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ActivitiesOut:

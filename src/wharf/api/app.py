@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+import logging
+
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ..config import Settings
-from ..errors import RegistryError
+from ..errors import INTERNAL_ERROR, RegistryError
+from ..faults import fault
 from ..services.registry import Registry
 from . import activities, gc_settings, jobs, repositories
 from .responses import ERRORS
+
+log = logging.getLogger(__name__)
 
 # The framework's own refusals (no route, a body that is not JSON), in the registry's shape.
 _HTTP_CODES = {400: "INVALID_JSON", 404: "NOT_FOUND", 405: "UNSUPPORTED"}
@@ -24,8 +29,19 @@ async def http_error(_request: Request, error: Exception) -> Response:
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
+async def _text_query(request: Request) -> None:
+    """Every query parameter is text: none holds a NUL (PostgreSQL cannot compare one, and no
+    name, action, actor or worker has one). Checked once, for every operation."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise RequestValidationError(
+                [{"loc": ("query", name), "msg": "must not contain a NUL character", "type": "value_error"}]
+            )
+
+
 def create_api(registry: Registry, settings: Settings) -> FastAPI:
     api = FastAPI(
+        dependencies=[Depends(_text_query)],
         title="Wharf admin API",
         version="0",
         description="DTR-compatible administration: deleting images and repositories, garbage collection.",
@@ -49,6 +65,24 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
             for e in error.errors()
         ]
         return JSONResponse({"errors": problems}, status_code=400)
+
+    @api.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        # The server's failure, still in the registry's JSON shape (Starlette's default is
+        # the text "Internal Server Error"); a fault (database down, disk full) says so.
+        known = fault(error)
+        if known is not None:
+            log.warning(
+                "%s %s: %s (%s: %s)",
+                _request.method,
+                _request.url.path,
+                known.message,
+                type(error).__name__,
+                error,
+            )
+            return JSONResponse(known.body(), status_code=known.status)
+        log.error("%s %s failed", _request.method, _request.url.path, exc_info=error)
+        return JSONResponse(INTERNAL_ERROR.body(), status_code=500)
 
     for module in (repositories, jobs, gc_settings, activities):
         api.include_router(module.router, responses=ERRORS)

@@ -16,6 +16,7 @@ from ..meta.store import GCRun
 from ..services.registry import Registry
 from ..services.schedules import GCSettings, InvalidSchedule, ScheduleService, next_fire
 from .jobs import JobOut, iso, job_out
+from .responses import MAX_MINUTES
 
 router = APIRouter(prefix="/admin/settings/registry/garbageCollection", tags=["garbage collection"])
 
@@ -38,7 +39,7 @@ class SettingsDoc(BaseModel):
 
     schedule: str = ""
     duration: Literal["untilDone", "minutes", "never"] = "untilDone"
-    minutes: float | None = Field(default=None, gt=0)
+    minutes: float | None = Field(default=None, gt=0, le=MAX_MINUTES, allow_inf_nan=False)
     mode: Literal["readonly", "online"] = "online"
     deleteUntagged: bool = False
 

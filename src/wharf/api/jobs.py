@@ -14,9 +14,12 @@ from ..errors import INVALID_JOB, NO_SUCH_JOB, RegistryError
 from ..meta.store import Job
 from ..services.jobs import ACTIONS, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
 from ..services.registry import Registry
-from .responses import MAX_START
+from .responses import MAX_MINUTES, MAX_SECONDS, MAX_START, HostPath, is_job_id
 
 router = APIRouter(tags=["jobs"])
+
+# Blobs per critical section at most: far more than any batch is worth, and an int64.
+MAX_BATCH = 1_000_000
 
 
 def _registry(request: Request) -> Registry:
@@ -74,12 +77,15 @@ class GCParameters(BaseModel):
 
     dryRun: bool = False
     deleteUntagged: bool = False
-    graceSeconds: float | None = Field(default=None, ge=0)
-    durationMinutes: float | None = Field(default=None, gt=0)
+    graceSeconds: float | None = Field(default=None, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    durationMinutes: float | None = Field(default=None, gt=0, le=MAX_MINUTES, allow_inf_nan=False)
     scanStorage: bool = False
     mode: Literal["online", "readonly"] = "online"
     batchSize: int | None = Field(
-        default=None, ge=1, description="blobs per critical section (default 500), as --batch-size"
+        default=None,
+        ge=1,
+        le=MAX_BATCH,
+        description="blobs per critical section (default 500), as --batch-size",
     )
 
 
@@ -100,9 +106,8 @@ class PurgeParameters(BaseModel):
 class MigrationParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    root: str | None = Field(
+    root: HostPath | None = Field(
         default=None,
-        min_length=1,
         description="the Distribution data directory: the storage root, which is the default",
     )
 
@@ -182,7 +187,7 @@ async def list_jobs(
 
 
 async def _job(request: Request, job_id: str) -> Job:
-    job = await _registry(request).meta.jobs.get(job_id)
+    job = await _registry(request).meta.jobs.get(job_id) if is_job_id(job_id) else None
     if job is None:
         raise RegistryError(NO_SUCH_JOB, {"id": job_id}, f"no job with id {job_id}")
     return job

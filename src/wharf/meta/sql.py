@@ -343,29 +343,35 @@ class SQLMetadataStore:
             return await self._db.write(tx)
 
     def _check_references(self, conn: sa.Connection, repo_id: int, manifest: NewManifest) -> None:
-        wanted = set(manifest.blobs)
-        if wanted:
+        # In batches: a 4 MiB manifest can name 40,000 blobs or children, and PostgreSQL takes
+        # at most 32,767 parameters a statement (Distribution caps the payload, not the count).
+        wanted = sorted(set(manifest.blobs))
+        found: set[str] = set()
+        for batch in _batches(wanted):
             linked = sa.select(s.repository_blobs.c.digest).where(
-                s.repository_blobs.c.repository_id == repo_id, s.repository_blobs.c.digest.in_(wanted)
+                s.repository_blobs.c.repository_id == repo_id, s.repository_blobs.c.digest.in_(batch)
             )
             referenced = (
                 sa.select(s.manifest_blobs.c.digest)
                 .join(s.manifests)
-                .where(s.manifests.c.repository_id == repo_id, s.manifest_blobs.c.digest.in_(wanted))
+                .where(s.manifests.c.repository_id == repo_id, s.manifest_blobs.c.digest.in_(batch))
             )
-            rows = conn.execute(sa.union(linked, referenced))
-            missing = wanted - {row[0] for row in rows}
-            if missing:
-                raise MissingReference("blob", next(d for d in manifest.blobs if d in missing))
-        children = set(manifest.children)
-        if children:
+            found.update(row[0] for row in conn.execute(sa.union(linked, referenced)))
+        missing = set(wanted) - found
+        if missing:
+            raise MissingReference("blob", next(d for d in manifest.blobs if d in missing))
+        children = sorted(set(manifest.children))
+        present: set[str] = set()
+        for batch in _batches(children):
             # Held until this transaction ends: a child cannot be deleted under its new index.
             rows = conn.execute(
                 sa.select(s.manifests.c.digest)
-                .where(s.manifests.c.repository_id == repo_id, s.manifests.c.digest.in_(children))
+                .where(s.manifests.c.repository_id == repo_id, s.manifests.c.digest.in_(batch))
                 .with_for_update(read=True)
             )
-            missing = children - {row.digest for row in rows}
+            present.update(row.digest for row in rows)
+        if children:
+            missing = set(children) - present
             if missing:
                 raise MissingReference("manifest", next(d for d in manifest.children if d in missing))
 

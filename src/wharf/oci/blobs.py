@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..errors import RANGE_INVALID, RegistryError
+from ..reference import decimal
 from ..services.registry import Registry
 from .responses import empty, headers
 
@@ -24,16 +25,23 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     first, last = match.groups()
     if first == "" and last == "":
         raise _unsatisfiable(header, size)
+    # Numbers past int64 are larger than any blob and are read as such (never parsed in full).
     if first == "":
-        length = int(last)
+        length = _number(last)
         if length == 0:
             raise _unsatisfiable(header, size)
         return max(size - length, 0), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
+    start = _number(first)
+    end = size if last == "" else min(_number(last) + 1, size)
     if start >= size or end <= start:
         raise _unsatisfiable(header, size)
     return start, end
+
+
+def _number(digits: str) -> int:
+    value = decimal(digits)
+    assert value is not None  # the pattern matched digits
+    return value
 
 
 def _unsatisfiable(header: str, size: int) -> RegistryError:

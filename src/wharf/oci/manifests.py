@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import MANIFEST_TOO_BIG, RegistryError
+from ..reference import decimal
 from ..services.manifest_format import MAX_MANIFEST_BYTES
 from ..services.registry import Registry
 from .responses import empty, headers
@@ -21,9 +22,9 @@ def _too_big(size: int | str) -> RegistryError:
 
 async def read_limited(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise _too_big(int(declared))
+    declared = decimal(request.headers.get("content-length") or "")
+    if declared is not None and declared > limit:
+        raise _too_big(declared)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import PAGINATION_NUMBER_INVALID, RegistryError
+from ..reference import INT64_MAX, decimal
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 
@@ -42,6 +43,11 @@ def query_int(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise RegistryError(PAGINATION_NUMBER_INVALID, {name: raw}, f"{name} must be a non-negative integer")
-    return int(raw)
+    value = decimal(raw)
+    if value is None or value > INT64_MAX:
+        raise RegistryError(
+            PAGINATION_NUMBER_INVALID,
+            {name: raw if len(raw) <= 40 else f"{raw[:40]}... ({len(raw)} characters)"},
+            f"{name} must be an integer from 0 to {INT64_MAX}",
+        )
+    return value

@@ -1,7 +1,8 @@
 """Dispatch of /v2 paths to handlers.
 
 Repository names contain slashes, so routes are matched as regular expressions over the
-whole path, most specific first; names and digests are validated by the services.
+whole path (newlines included, so that the grammar refuses them rather than the router), most
+specific first; names and digests are validated by the services.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..errors import INTERNAL, NAME_UNKNOWN, UNSUPPORTED, RegistryError
+from ..errors import INTERNAL_ERROR, NAME_UNKNOWN, UNSUPPORTED, RegistryError
+from ..faults import fault
 from ..metrics import ROUTE_KEY
 from ..services.registry import Registry
 from . import blobs, listing, manifests, uploads
@@ -25,20 +27,24 @@ log = logging.getLogger(__name__)
 
 # (pattern, the route's template for metrics and logs, handlers by method)
 ROUTES: list[tuple[re.Pattern[str], str, dict[str, Handler]]] = [
-    (re.compile(r"/v2/_catalog"), "/v2/_catalog", {"GET": listing.catalog}),
-    (re.compile(r"/v2/(?P<name>.+)/blobs/uploads/?"), "/v2/{name}/blobs/uploads/", {"POST": uploads.start}),
+    (re.compile(r"(?s)/v2/_catalog"), "/v2/_catalog", {"GET": listing.catalog}),
     (
-        re.compile(r"/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)"),
+        re.compile(r"(?s)/v2/(?P<name>.+)/blobs/uploads/?"),
+        "/v2/{name}/blobs/uploads/",
+        {"POST": uploads.start},
+    ),
+    (
+        re.compile(r"(?s)/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)"),
         "/v2/{name}/blobs/uploads/{reference}",
         {"GET": uploads.status, "PATCH": uploads.patch, "PUT": uploads.finish, "DELETE": uploads.cancel},
     ),
     (
-        re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
+        re.compile(r"(?s)/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
         "/v2/{name}/blobs/{digest}",
         {"GET": blobs.head_or_get, "HEAD": blobs.head_or_get, "DELETE": blobs.delete},
     ),
     (
-        re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
+        re.compile(r"(?s)/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
         "/v2/{name}/manifests/{reference}",
         {
             "GET": manifests.head_or_get,
@@ -47,9 +53,9 @@ ROUTES: list[tuple[re.Pattern[str], str, dict[str, Handler]]] = [
             "DELETE": manifests.delete,
         },
     ),
-    (re.compile(r"/v2/(?P<name>.+)/tags/list"), "/v2/{name}/tags/list", {"GET": listing.tags}),
+    (re.compile(r"(?s)/v2/(?P<name>.+)/tags/list"), "/v2/{name}/tags/list", {"GET": listing.tags}),
     (
-        re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)"),
+        re.compile(r"(?s)/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)"),
         "/v2/{name}/referrers/{digest}",
         {"GET": listing.referrers},
     ),
@@ -87,13 +93,27 @@ def _match(scope: MutableMapping[str, Any], path: str, method: str) -> tuple[Han
 async def dispatch(request: Request) -> Response:
     registry: Registry = request.app.state.registry
     try:
-        handler, params = _match(request.scope, request.url.path, request.method)
+        # The path as sent (percent-decoded), not request.url.path: building a URL drops
+        # tabs, CRs and LFs (urllib's WHATWG rule), so `v7%0a` would tag `v7`. Here they
+        # reach the name and reference grammar, which refuses them.
+        handler, params = _match(request.scope, request.scope["path"], request.method)
         return await handler(registry, request, **params)
     except RegistryError as error:
         return error_response(error)
     except ClientDisconnect:
         # The client is gone; nothing it sent was kept, and nobody reads this answer.
         return empty(400)
-    except Exception:
+    except Exception as error:
+        known = fault(error)
+        if known is not None:
+            log.warning(
+                "%s %s: %s (%s: %s)",
+                request.method,
+                request.url.path,
+                known.message,
+                type(error).__name__,
+                error,
+            )
+            return error_response(known)
         log.exception("%s %s failed", request.method, request.url.path)
-        return error_response(RegistryError(INTERNAL, None, "internal error; the server log has the details"))
+        return error_response(INTERNAL_ERROR)

@@ -8,7 +8,8 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import DIGEST_INVALID, RANGE_INVALID, RegistryError
+from ..errors import DIGEST_INVALID, RANGE_INVALID, SIZE_INVALID, RegistryError
+from ..reference import INT64_MAX, decimal
 from ..services.registry import Registry
 from ..services.uploads import UploadStatus
 from .responses import empty
@@ -45,10 +46,21 @@ def _created(name: str, digest: str) -> Response:
 
 def _content_length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isascii() and raw.isdigit() else None
+    length = decimal(raw) if raw else None
+    if length is not None and length > INT64_MAX:
+        raise RegistryError(
+            SIZE_INVALID, {"content-length": _shown(raw or "")}, f"Content-Length is over {INT64_MAX}"
+        )
+    return length
+
+
+def _shown(raw: str) -> str:
+    """A header value as an error repeats it: a 5,000-digit number is not echoed whole."""
+    return raw if len(raw) <= 64 else f"{raw[:64]}... ({len(raw)} characters)"
 
 
 async def start(registry: Registry, request: Request, name: str) -> Response:
+    _content_length(request)  # a body no store could hold is refused before it is read
     params = request.query_params
     mount, source = params.get("mount"), params.get("from")
     if mount and source and await registry.uploads.mount(name, mount, source):
@@ -70,12 +82,12 @@ async def patch(registry: Registry, request: Request, name: str, upload_id: str)
     content_range = request.headers.get("content-range")
     if content_range:
         match = _CONTENT_RANGE.fullmatch(content_range.strip())
-        if match is None or int(match.group(2)) < int(match.group(1)):
-            raise RegistryError(
-                RANGE_INVALID, {"content-range": content_range}, f"invalid Content-Range {content_range!r}"
-            )
-        start_at = int(match.group(1))
-        declared = int(match.group(2)) - start_at + 1
+        first, last = (decimal(match.group(1)), decimal(match.group(2))) if match else (None, None)
+        if first is None or last is None or last < first or last > INT64_MAX:
+            shown = _shown(content_range)
+            raise RegistryError(RANGE_INVALID, {"content-range": shown}, f"invalid Content-Range {shown!r}")
+        start_at = first
+        declared = last - start_at + 1
         if length is not None and length != declared:
             raise RegistryError(
                 RANGE_INVALID,
@@ -91,6 +103,7 @@ async def patch(registry: Registry, request: Request, name: str, upload_id: str)
 
 
 async def finish(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
+    _content_length(request)
     digest = request.query_params.get("digest")
     if not digest:
         raise RegistryError(

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import MANIFEST_INVALID, RegistryError
 from ..meta.store import NewManifest
-from ..reference import is_valid_digest
+from ..reference import INT64_MAX, is_media_type, is_valid_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -59,8 +59,8 @@ def _descriptor(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(digest, str) or not is_valid_digest(digest):
         raise _invalid(f"{where}.digest is missing or not a valid digest")
     size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where}.size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= INT64_MAX:
+        raise _invalid(f"{where}.size must be an integer from 0 to {INT64_MAX}")
     media_type = value.get("mediaType")
     if media_type is not None and not isinstance(media_type, str):
         raise _invalid(f"{where}.mediaType must be a string")
@@ -89,9 +89,19 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
     Content-Type; when both are given they must agree.
     """
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid(f"not valid JSON: {exc}") from exc
+        # UTF-8 alone, as JSON on the wire must be (RFC 8259): json.loads would also take
+        # UTF-16 and UTF-32 bytes, which no client reads back as the manifest it digested.
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _invalid(f"not UTF-8: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _invalid(f"not valid JSON: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise _invalid(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _invalid("not valid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise _invalid("must be a JSON object")
     declared = document.get("mediaType")
@@ -116,8 +126,9 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
     subject = document.get("subject")
     subject_digest = _descriptor(subject, "subject")["digest"] if subject is not None else None
     artifact_type = document.get("artifactType")
-    if artifact_type is not None and not isinstance(artifact_type, str):
-        raise _invalid("artifactType must be a string")
+    if artifact_type is not None and not (isinstance(artifact_type, str) and is_media_type(artifact_type)):
+        # The referrers API files manifests by it: a media type, at most 255 characters.
+        raise _invalid(f"artifactType must be a media type (RFC 6838), not {artifact_type!r}")
     annotations = document.get("annotations")
     if annotations is not None and not isinstance(annotations, dict):
         raise _invalid("annotations must be an object")
@@ -138,6 +149,8 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
     if artifact_type is None and media_type == OCI_MANIFEST and subject_digest is not None:
         # The referrers API reports the config's media type for artifacts without artifactType.
         artifact_type = config.get("mediaType")
+    if artifact_type is not None and not is_media_type(artifact_type):
+        raise _invalid(f"config.mediaType {artifact_type!r} is not a media type (RFC 6838)")
     return ParsedManifest(
         media_type=media_type,
         config_digest=config["digest"],

@@ -13,11 +13,21 @@ from ..errors import (
     MANIFEST_BLOB_UNKNOWN,
     MANIFEST_TOO_BIG,
     MANIFEST_UNKNOWN,
+    NAME_INVALID,
     NAME_UNKNOWN,
+    TAG_INVALID,
     RegistryError,
 )
 from ..meta.store import Event, MetadataStore, MissingReference, StoredManifest
-from ..reference import is_digest, validate_digest, validate_name, validate_reference
+from ..reference import (
+    TAG_RE,
+    is_digest,
+    is_media_type,
+    is_valid_name,
+    validate_digest,
+    validate_name,
+    validate_reference,
+)
 from .manifest_format import MAX_MANIFEST_BYTES, OCI_INDEX, accepts, new_manifest, parse_manifest
 from .policy import ANONYMOUS, Policy
 
@@ -93,7 +103,13 @@ class ManifestService:
 
     async def get(self, repository: str, reference: str, accept: list[str] | None = None) -> StoredManifest:
         validate_name(repository)
-        validate_reference(reference)
+        try:
+            validate_reference(reference)
+        except RegistryError:
+            # A reference that can be neither a tag nor a digest names no manifest: 404, as
+            # Distribution answers and the OCI conformance suite expects (a PUT still gets
+            # TAG_INVALID or DIGEST_INVALID: there the client asks for it to be created).
+            raise manifest_unknown(reference) from None
         manifest = await self.meta.get_manifest(repository, reference)
         if manifest is None:
             raise manifest_unknown(reference)
@@ -129,6 +145,10 @@ class ManifestService:
 
     async def tags(self, repository: str, limit: int | None, last: str | None) -> Page:
         validate_name(repository)
+        if last and not TAG_RE.fullmatch(last):
+            # Only a tag can come before the next page's first tag (and a NUL is no text to
+            # compare with, on PostgreSQL).
+            raise RegistryError(TAG_INVALID, {"last": last}, f"last must be a tag, not {last!r}")
         names = await self.meta.list_tags(repository, None if limit is None else limit + 1, last)
         if names is None:
             raise RegistryError(
@@ -137,6 +157,8 @@ class ManifestService:
         return _page(names, limit)
 
     async def catalog(self, limit: int | None, last: str | None) -> Page:
+        if last and not is_valid_name(last):
+            raise RegistryError(NAME_INVALID, {"last": last}, f"last must be a repository name, not {last!r}")
         names = await self.meta.list_repositories(None if limit is None else limit + 1, last)
         return _page(names, limit)
 
@@ -144,6 +166,11 @@ class ManifestService:
         """The referrers of ``digest`` as an OCI image index."""
         validate_name(repository)
         validate_digest(digest)
+        if artifact_type is not None and not is_media_type(artifact_type):
+            # No manifest can have it (a push with such an artifactType is refused), so no
+            # referrer matches: the filtered list is empty, and the database is not asked
+            # (PostgreSQL cannot compare text holding a NUL).
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
         descriptors = []
         for referrer in await self.meta.referrers(repository, digest, artifact_type):
             descriptor: dict[str, Any] = {

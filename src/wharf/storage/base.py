@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 
@@ -108,6 +110,10 @@ class BlobStore(Protocol):
     def list(self) -> AsyncIterator[str]:
         """Every stored blob's digest, in no particular order (names only: cheap)."""
 
+    def local_directories(self) -> Sequence[Path]:
+        """The directories on this machine that writes go through (the root of a filesystem
+        store, the spool directory of an object store): /readyz checks they have room."""
+
     async def describe(self, digest: str) -> StoredBlob | None:
         """The stored blob's size and modification time, or None when it is not stored."""
 
@@ -165,3 +171,24 @@ class BlobStore(Protocol):
 
     async def abort_multipart(self, pending: PendingMultipart) -> None:
         """Free a multipart upload's parts (one already gone is no error)."""
+
+
+# A directory writes go through with less room than this cannot take a push: not ready.
+MIN_FREE_BYTES = 1 << 20
+
+
+def room_problems(directories: Sequence[Path]) -> list[str]:
+    """What keeps these directories from taking writes: missing, not writable, or full."""
+    problems = []
+    for directory in directories:
+        try:
+            found = os.statvfs(directory)
+        except OSError as error:
+            problems.append(f"{directory}: {error.strerror}")
+            continue
+        if not os.access(directory, os.W_OK | os.X_OK):
+            problems.append(f"{directory}: not writable")
+        free = found.f_bavail * found.f_frsize
+        if free < MIN_FREE_BYTES:
+            problems.append(f"{directory}: full ({free} bytes free)")
+    return problems

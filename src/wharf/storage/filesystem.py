@@ -124,6 +124,9 @@ class FilesystemBlobStore:
         (self.root / BLOBS).mkdir(parents=True, exist_ok=True)
         (self.root / UPLOADS).mkdir(parents=True, exist_ok=True)
 
+    def local_directories(self) -> Sequence[Path]:
+        return [self.root]
+
     def _blob(self, digest: str) -> Path:
         return self.root / blob_path(digest)
 

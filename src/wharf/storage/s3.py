@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Se
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
@@ -119,6 +120,9 @@ class S3BlobStore:
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="wharf-s3")
         # (digest, expires) -> (monotonic time before signing, URL); touched on the loop only.
         self._presigned: OrderedDict[tuple[str, int], tuple[float, str]] = OrderedDict()
+
+    def local_directories(self) -> Sequence[Path]:
+        return [Path(self.spool_directory)]
 
     # -- plumbing ---------------------------------------------------------------------------
 
