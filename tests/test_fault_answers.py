@@ -257,3 +257,18 @@ def test_only_faults_are_taken_for_faults():
     )
     assert status(FileNotFoundError(errno.ENOENT, "gone")) is None
     assert status(ValueError("no")) is None
+    # The object store: its 5xx and a request it never answered are faults; its 4xx are not.
+    from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+
+    def answered(code: int) -> ClientError:
+        return ClientError(
+            {"Error": {"Code": str(code)}, "ResponseMetadata": {"HTTPStatusCode": code}}, "PutObject"
+        )
+
+    assert status(answered(500)) == 503
+    assert status(answered(503)) == 503
+    assert status(wrapped(answered(502), RuntimeError("store failed"))) == 503
+    assert status(EndpointConnectionError(endpoint_url="http://127.0.0.1:1")) == 503
+    assert status(ReadTimeoutError(endpoint_url="http://127.0.0.1:1")) == 503
+    assert status(answered(403)) is None
+    assert status(answered(404)) is None

@@ -57,6 +57,27 @@ def _is_unreachable(error: BaseException) -> bool:
     }
 
 
+def _is_object_store_down(error: BaseException) -> bool:
+    """The S3 server failed or never answered (after botocore's own retries): a 5xx, a
+    timeout, a connection that broke or could not be made. Its 4xx are requests' faults."""
+    module = type(error).__module__
+    if not module.startswith(("botocore", "urllib3")):
+        return False
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):  # a ClientError: what the server answered
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return isinstance(status, int) and status >= 500
+    return type(error).__name__ in {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ProxyConnectionError",
+        "ResponseStreamingError",
+        "ProtocolError",
+    }
+
+
 def fault(error: BaseException) -> RegistryError | None:
     """The answer for an error that is a fault of storage or database, or None for a bug."""
     causes = list(_chain(error))
@@ -64,7 +85,7 @@ def fault(error: BaseException) -> RegistryError | None:
         return RegistryError(
             STORAGE_FULL, None, "the registry's storage is full; try again once space is freed"
         )
-    if any(_is_unreachable(cause) for cause in causes):
+    if any(_is_unreachable(cause) or _is_object_store_down(cause) for cause in causes):
         return RegistryError(
             UNAVAILABLE, None, "the registry cannot reach its database or storage; try again"
         )
