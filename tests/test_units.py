@@ -146,3 +146,18 @@ def test_empty_upload_sessions_never_push_out_a_written_one():
     for n in range(MAX_CACHED_HASHERS + 1):
         hashers.keep(f"w-{n}", 1, hashlib.sha256(b"y"))
     assert "w-0" not in hashers and f"w-{MAX_CACHED_HASHERS}" in hashers
+
+
+def test_sqlite_commits_are_on_disk_when_they_return_unless_fsync_is_off(tmp_path):
+    """storage.fsync (the default) makes SQLite sync every commit (synchronous=FULL): with
+    WAL's NORMAL a power loss may undo a commit already answered, an acknowledged push or a
+    collection's row delete whose unlink survived. With fsync off, NORMAL."""
+    from wharf.meta.engines import ThreadedSQLite
+
+    for durable, expected in ((True, 2), (False, 1)):
+        database = ThreadedSQLite(
+            f"sqlite:///{tmp_path / f'{durable}.db'}", tmp_path / f"locks-{durable}", durable
+        )
+        with database.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+        database.engine.dispose()

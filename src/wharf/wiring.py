@@ -58,7 +58,7 @@ def _writable_directory(path: Path, key: str) -> None:
 
 def build_registry(settings: Settings) -> Registry:
     storage = build_storage(settings)
-    meta = SQLMetadataStore(settings.database_url)
+    meta = SQLMetadataStore(settings.database_url, durable=settings.storage.fsync)
     policy = Policy(
         delete_enabled=settings.storage.delete.enabled,
         readonly=settings.storage.maintenance.readonly.enabled,

@@ -33,7 +33,7 @@ def async_url(url: str) -> str:
     raise ValueError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
 
 
-def _configure_sqlite(engine: sa.Engine) -> None:
+def _configure_sqlite(engine: sa.Engine, durable: bool) -> None:
     @sa_event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Transactions are begun by hand below, so that writers take the lock up front.
@@ -41,7 +41,11 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout=30000")  # first: the others may need to wait
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk when it returns. With NORMAL (WAL) a power loss may undo
+        # commits already answered: an acknowledged push, or a collection's row delete whose
+        # file unlink survived (a row without bytes). Measured here: 2.1 ms a commit, 0.1 ms
+        # with NORMAL; storage.fsync: false (no durability asked for) keeps NORMAL.
+        cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -185,9 +189,9 @@ class ThreadedSQLite:
     statement (measured: 0.9 ms to link a blob, 3.9 ms through aiosqlite). One
     thread writes, since SQLite has one writer at a time anyway; two threads read."""
 
-    def __init__(self, url: str, lock_directory: Path | None = None) -> None:
+    def __init__(self, url: str, lock_directory: Path | None = None, durable: bool = True) -> None:
         self.engine = sa.create_engine(url)
-        _configure_sqlite(self.engine)
+        _configure_sqlite(self.engine, durable)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wharf-db-write")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="wharf-db-read")
         self._locks = FileLocks(lock_directory)

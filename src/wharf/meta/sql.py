@@ -66,7 +66,7 @@ def _readable_in(repo_id: int, digest: sa.ColumnElement[str]) -> sa.ColumnElemen
 class SQLMetadataStore:
     """MetadataStore over SQLAlchemy Core; transactions are plain functions over a connection."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, durable: bool = True) -> None:
         self.url = url
         parsed = sa.engine.make_url(url)
         self.dialect = parsed.get_backend_name()
@@ -77,7 +77,7 @@ class SQLMetadataStore:
             on_disk = bool(database and database != ":memory:")
             # Every process on this database finds the same lock files beside it.
             locks = Path(f"{database}-locks") if on_disk else None
-            threaded = ThreadedSQLite(str(parsed.set(drivername="sqlite")), locks)
+            threaded = ThreadedSQLite(str(parsed.set(drivername="sqlite")), locks, durable)
             self._db = threaded
             if database and on_disk:
                 self.reader = reads.SQLiteReader(database)
