@@ -24,7 +24,7 @@ from wharf.services.fsck import Checker, FsckOptions
 from wharf.services.gc import IMPORTING
 from wharf.wiring import build_registry, build_storage
 
-from .gc import blob_rows, engine, gc_env, store_file, stored
+from .gc import blob_rows, engine, gc_env, run_gc, store_file, stored
 from .oci import OCI_INDEX, Image, index, push_blob, push_image, push_manifest, sha256
 from .server import WharfServer
 
@@ -238,6 +238,33 @@ def test_a_leak_pushed_after_the_check_is_kept_by_the_repair(own_server):
     assert digest in blob_rows(own_server) and stored(own_server, digest)
     with own_server.client() as client:
         assert client.get(f"/v2/lib/late/blobs/{digest}").content == data
+
+
+def test_a_blob_collected_while_fsck_runs_is_no_broken_image(own_server):
+    """A collection deletes a blob's row and bytes after fsck read the rows and before it
+    looked at storage: fsck looks again inside the digest's section, and finds no lie."""
+    with own_server.client() as client:
+        garbage = push_blob(client, "lib/gone", os.urandom(300))  # named by no manifest
+        push_image(client, "lib/kept", Image.random(), "v1")
+    collected: list[str] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "blobs" and done == 0 and not collected:  # rows read, storage not yet
+            collected.append(run_gc(own_server, "--grace", "0s", "--scan-storage").stdout)
+
+    async def check() -> Any:
+        registry = build_registry(load_settings(str(own_server.config_path)))
+        try:
+            return await Checker(registry.meta, registry.storage).run(FsckOptions(), progress)
+        finally:
+            await registry.close()
+
+    report = asyncio.run(check())
+
+    assert f"blob eligible for deletion: {garbage}" in collected[0]
+    assert not stored(own_server, garbage) and garbage not in blob_rows(own_server)
+    assert report.blobs_checked == 4  # the snapshot still had it
+    assert report.broken == [] and report.problems == 0
 
 
 def wait_for(client: Any, job_id: str, seconds: float = 60) -> dict[str, Any]:
