@@ -28,6 +28,9 @@ from .gc import blob_rows, engine, gc_env, run_gc, store_file, stored
 from .oci import OCI_INDEX, Image, index, push_blob, push_image, push_manifest, sha256
 from .server import WharfServer
 
+# Fixtures: the services over PostgreSQL and S3 reached through the fault proxy.
+from .test_s3_faults import proxy, registry  # noqa: F401
+
 pytestmark = pytest.mark.slow
 
 LEAK = re.compile(r"^leak: (sha256:[0-9a-f]{64}) \((\d+) B, (\d+)s old\)", re.M)
@@ -223,12 +226,12 @@ def test_a_leak_pushed_after_the_check_is_kept_by_the_repair(own_server):
                 pushed.append(push_blob(client, "lib/late", data))
 
     async def repair() -> Any:
-        registry = build_registry(load_settings(str(own_server.config_path)))
+        wharf = build_registry(load_settings(str(own_server.config_path)))
         try:
-            checker = Checker(registry.meta, registry.storage)
+            checker = Checker(wharf.meta, wharf.storage)
             return await checker.run(FsckOptions(repair=True, grace=timedelta(0)), progress)
         finally:
-            await registry.close()
+            await wharf.close()
 
     report = asyncio.run(repair())
 
@@ -253,11 +256,11 @@ def test_a_blob_collected_while_fsck_runs_is_no_broken_image(own_server):
             collected.append(run_gc(own_server, "--grace", "0s", "--scan-storage").stdout)
 
     async def check() -> Any:
-        registry = build_registry(load_settings(str(own_server.config_path)))
+        wharf = build_registry(load_settings(str(own_server.config_path)))
         try:
-            return await Checker(registry.meta, registry.storage).run(FsckOptions(), progress)
+            return await Checker(wharf.meta, wharf.storage).run(FsckOptions(), progress)
         finally:
-            await registry.close()
+            await wharf.close()
 
     report = asyncio.run(check())
 
@@ -350,3 +353,43 @@ def test_progress_shows_on_a_terminal_and_stays_out_of_pipes(make_server):
         os.close(controller)
     assert result.returncode == 0 and "\x1b[" not in result.stdout
     assert b"blobs" in shown and b"\x1b[" in shown, shown[-500:]
+
+
+async def test_a_leak_whose_delete_fails_is_not_counted_and_stays_journalled(registry, proxy):  # noqa: F811
+    """On S3 through the fault proxy: DeleteObjects fails the leak's key, so the repair counts
+    nothing freed and keeps its journal entry; the next repair deletes it and forgets it."""
+    from datetime import UTC, datetime
+
+    from .test_s3_faults import bucket
+
+    data = os.urandom(500)
+    digest = sha256(data)
+
+    async def chunks() -> Any:
+        yield data
+
+    async def accept(_size: int, publish: Any) -> None:
+        await publish()
+
+    await bucket(registry).store_blob(digest, chunks(), lambda _chunk: None, accept)
+    await registry.meta.link_blob("lib/journal", digest, len(data))
+    # A collection deleted the row and was killed before the bytes: journalled, a leak.
+    assert await registry.meta.gc_delete_blobs([digest], datetime.now(UTC) + timedelta(hours=1))
+    rule = proxy.fail_deletes(digest.split(":")[1])
+    checker = Checker(registry.meta, registry.storage)
+
+    report = await checker.run(FsckOptions(repair=True, grace=timedelta(0)))
+
+    assert rule.hits == 1
+    assert [leak.digest for leak in report.leaks] == [digest] and report.leaks[0].journalled
+    assert report.repair is not None and report.repair.deleted == []
+    assert [leak.digest for leak in report.repair.failed] == [digest]
+    assert report.result()["leaksNotDeleted"] == 1 and report.result()["bytesFreed"] == 0
+    assert await bucket(registry).stat(digest) == len(data)
+    assert [d for d, _size in await registry.meta.gc_pending()] == [digest]
+
+    rule.remove()
+    again = await checker.run(FsckOptions(repair=True, grace=timedelta(0)))
+    assert again.repair is not None and [leak.digest for leak in again.repair.deleted] == [digest]
+    assert await bucket(registry).stat(digest) is None
+    assert await registry.meta.gc_pending() == []

@@ -28,9 +28,10 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from ..meta.engines import HeldLock
 from ..meta.store import CheckedManifest, MetadataStore
 from ..storage.base import BlobStore
-from .gc import BLOB_BATCH, DEFAULT_GRACE, DELETE_CONCURRENCY, IMPORTING, Progress
+from .gc import BLOB_BATCH, DEFAULT_GRACE, DELETE_CONCURRENCY, IMPORTING, GCLockLost, Progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,6 +96,7 @@ class Repair:
     cutoff: datetime
     deleted: list[Leak] = field(default_factory=list)
     young: list[Leak] = field(default_factory=list)  # within the grace period: kept
+    failed: list[Leak] = field(default_factory=list)  # storage would not delete them
     refused: str | None = None  # why nothing was deleted
     stopped: str | None = None
 
@@ -141,6 +143,7 @@ class FsckReport:
                 leaksDeleted=len(self.repair.deleted),
                 bytesFreed=self.repair.freed,
                 leaksKept=len(self.repair.young),
+                leaksNotDeleted=len(self.repair.failed),
                 repairRefused=self.repair.refused,
             )
         stopped = self.stopped or (self.repair.stopped if self.repair else None)
@@ -198,13 +201,13 @@ class Checker:
         garbage collection or an import runs."""
         if not options.repair:
             return await self._check(options, progress, should_stop)
-        async with self.meta.gc_lock() as held:
-            if not held:
+        async with self.meta.gc_lock() as lock:
+            if not lock:
                 raise FsckBusy("a garbage collection (or an import) is running; repair when it has finished")
             report = await self._check(options, progress, should_stop)
             report.repair = Repair(datetime.now(UTC) - options.grace)
             if report.stopped is None:
-                await self._repair(report, report.repair, options, progress, should_stop)
+                await self._repair(report, report.repair, options, progress, should_stop, lock)
             return report
 
     async def _check(
@@ -291,6 +294,7 @@ class Checker:
         options: FsckOptions,
         progress: Progress,
         should_stop: Callable[[], str | None],
+        lock: HeldLock,
     ) -> None:
         if not report.leaks:
             return
@@ -306,8 +310,10 @@ class Checker:
         async def delete(batch: Sequence[Leak]) -> None:
             # A push may have recorded one of them since the check: its row says so now.
             known = await self.meta.gc_blob_rows([leak.digest for leak in batch])
-            gone = [leak for leak in batch if leak.digest not in known]
-            await self.storage.delete_many([leak.digest for leak in gone])
+            unknown = [leak for leak in batch if leak.digest not in known]
+            failed = await self.storage.delete_many([leak.digest for leak in unknown])
+            repair.failed.extend(leak for leak in unknown if leak.digest in failed)
+            gone = [leak for leak in unknown if leak.digest not in failed]
             repair.deleted.extend(gone)
             # Their collection's journal entries are done with (bytes gone, no row).
             journalled = [leak.digest for leak in gone if leak.journalled]
@@ -316,6 +322,8 @@ class Checker:
 
         done = 0
         for batch in _batches(due, max(1, options.batch)):
+            if await lock.lost():  # a collection may have started since: end before this batch
+                raise GCLockLost("the GC lock was lost (its database connection ended)")
             if (reason := should_stop()) is not None:
                 repair.stopped = reason
                 return
@@ -459,6 +467,8 @@ def summary_lines(report: FsckReport, grace: timedelta) -> Iterator[str]:
         return
     for leak in repair.deleted:
         yield f"repair: deleted leak {leak.digest} ({human_bytes(leak.size)})"
+    if repair.failed:
+        yield f"repair: storage would not delete {len(repair.failed)} leaks; the next repair tries again"
     if repair.young:
         kept = len(repair.young)
         yield f"repair: kept {kept} leaks younger than the grace period ({human_duration(grace)})"
