@@ -186,6 +186,50 @@ def garbage_collect(
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Delete the leaks older than the grace period (never while a garbage collection runs).",
+)
+@click.option(
+    "--grace",
+    callback=_duration,
+    metavar="DURATION",
+    help="With --repair: keep leaks younger than this (default: gc.grace, 24h); 0s deletes them all.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
+def fsck(config: str | None, repair: bool, grace: timedelta | None, quiet: bool) -> None:
+    """Check the registry: every blob row against storage, every stored blob against the
+    rows, and every manifest's references. It runs beside a serving registry.
+
+    It prints blob rows without their bytes (naming each image and tag they break),
+    manifests naming missing blobs or child manifests, tags pointing at missing manifests,
+    and leaks: bytes on storage that no row knows, with their age.
+
+    With no CONFIG it looks where `wharf serve` with no CONFIG keeps everything: the
+    SQLite database ./data/wharf.db and the blobs under ./data (WHARF_* environment
+    variables apply, e.g. WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY).
+
+    \b
+    Exit status:
+      0  no problems (leaks alone are not problems: no image is broken)
+      1  a blob row without its bytes, or a missing reference
+      2  --repair while a garbage collection or an import runs
+      3  the check could not finish (an error, or interrupted)
+    """
+    from .cli_fsck import run_fsck
+    from .services.fsck import FsckOptions
+
+    settings = _settings(config)
+    _prepare_database(settings)
+    options = FsckOptions(repair=repair, grace=settings.gc.grace_period if grace is None else grace)
+    code = run_fsck(settings, options, quiet)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
 def worker(config: str | None) -> None:
     """Run jobs only (garbage collection, upload purging, imports, schedules), with no HTTP
     server. Any number of workers and servers may share one database: each job runs once."""

@@ -80,7 +80,10 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
     """The job worker: every action Wharf knows, with the configured timing."""
     # Imported here: the jobs module brings prometheus_client (16 ms) and croniter, which
     # the command line's garbage collection has no use for.
+    from .services.fsck import Checker
+    from .services.fsck_job import fsck_action
     from .services.jobs import (
+        FSCK,
         METADATA_MIGRATION,
         PURGE_UPLOADS,
         REGISTRY_GC,
@@ -118,5 +121,6 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
             UploadPurger(registry.meta, registry.storage, registry.uploads), purging.age, purging.dryrun
         ),
         METADATA_MIGRATION: migration_action(registry.meta, storage_root),
+        FSCK: fsck_action(Checker(registry.meta, registry.storage), settings.gc.grace_period, timing.poll),
     }
     return JobRunner(registry.meta, actions, timing, schedules=schedules, policy=registry.policy)

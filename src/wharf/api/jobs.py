@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import parse_duration
 from ..errors import INVALID_JOB, NO_SUCH_JOB, RegistryError
 from ..meta.store import Job
-from ..services.jobs import ACTIONS, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
+from ..services.jobs import ACTIONS, FSCK, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
 from ..services.registry import Registry
 from .responses import MAX_MINUTES, MAX_SECONDS, MAX_START, HostPath, is_job_id
 
@@ -112,10 +112,27 @@ class MigrationParameters(BaseModel):
     )
 
 
+class FsckParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repair: bool = False
+    grace: str | None = Field(
+        default=None, description="with repair: leaks younger than this are kept (default gc.grace)"
+    )
+
+    @field_validator("grace")
+    @classmethod
+    def _is_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
 PARAMETERS: dict[str, type[BaseModel]] = {
     REGISTRY_GC: GCParameters,
     PURGE_UPLOADS: PurgeParameters,
     METADATA_MIGRATION: MigrationParameters,
+    FSCK: FsckParameters,
 }
 
 
@@ -127,7 +144,7 @@ class NewJob(BaseModel):
         default=None,
         description="registryGC: dryRun, deleteUntagged, graceSeconds, durationMinutes, scanStorage, "
         "mode (online or readonly), batchSize; purgeUploads: age, dryRun; "
-        "metadatastoremigration: root (required)",
+        "metadatastoremigration: root (required); fsck: repair, grace",
     )
 
 
@@ -160,6 +177,8 @@ async def start_job(request: Request, body: NewJob) -> JobOut:
     settings = request.app.state.settings
     if body.job == REGISTRY_GC and "graceSeconds" not in parameters:
         parameters["graceSeconds"] = settings.gc.grace_period.total_seconds()
+    if body.job == FSCK and "grace" not in parameters:
+        parameters["grace"] = settings.gc.grace
     if body.job == PURGE_UPLOADS:
         purging = settings.storage.maintenance.uploadpurging
         parameters = {"age": purging.age, "dryRun": purging.dryrun, **parameters}

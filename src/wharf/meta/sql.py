@@ -18,6 +18,7 @@ from .clock import now as _now
 from .engines import AsyncEngineDatabase, Database, HeldLock, ThreadedSQLite, run_in_section
 from .jobs import SQLJobStore
 from .store import (
+    CheckedManifest,
     Event,
     GCManifest,
     GCRun,
@@ -27,6 +28,7 @@ from .store import (
     MissingReference,
     NewManifest,
     Referrer,
+    RegistrySnapshot,
     StoredManifest,
     TooManyUploads,
     Upload,
@@ -1056,5 +1058,84 @@ class SQLMetadataStore:
                 )
                 for status, dry, n, b, m, f, end in conn.execute(query.group_by(r.c.status, r.c.dry_run))
             ]
+
+        return await self._db.read(tx)
+
+    # -- checking (wharf fsck) --------------------------------------------------------------
+
+    async def fsck_snapshot(self) -> RegistrySnapshot:
+        b, m, r, t, mb, c = (
+            s.blobs,
+            s.manifests,
+            s.repositories,
+            s.tags,
+            s.manifest_blobs,
+            s.manifest_children,
+        )
+        held = sa.select(m.c.digest).where(m.c.repository_id == t.c.repository_id, m.c.digest == t.c.digest)
+
+        def tx(conn: sa.Connection) -> RegistrySnapshot:
+            if self.dialect == "postgresql":
+                # One snapshot for every statement below (read committed takes one each), so
+                # a push or a collection between two of them cannot look like a broken image.
+                # SQLite's read transaction is one snapshot already.
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            blobs = {digest: int(size) for digest, size in conn.execute(sa.select(b.c.digest, b.c.size))}
+            tags: dict[tuple[int, str], list[str]] = {}
+            for repo_id, name, digest in conn.execute(sa.select(t.c.repository_id, t.c.name, t.c.digest)):
+                tags.setdefault((repo_id, digest), []).append(name)
+            named: dict[int, list[str]] = {}
+            for manifest_id, digest in conn.execute(sa.select(mb.c.manifest_id, mb.c.digest)):
+                named.setdefault(manifest_id, []).append(digest)
+            listed: dict[int, list[str]] = {}
+            for parent_id, digest in conn.execute(sa.select(c.c.parent_id, c.c.child_digest)):
+                listed.setdefault(parent_id, []).append(digest)
+            manifests = [
+                CheckedManifest(
+                    name,
+                    digest,
+                    tuple(sorted(tags.get((repo_id, digest), ()))),
+                    tuple(sorted(named.get(manifest_id, ()))),
+                    tuple(sorted(listed.get(manifest_id, ()))),
+                )
+                for manifest_id, repo_id, name, digest in conn.execute(
+                    sa.select(m.c.id, m.c.repository_id, r.c.name, m.c.digest).join(r)
+                )
+            ]
+            dangling = [
+                (row.repository, row.name, row.digest)
+                for row in conn.execute(
+                    sa.select(r.c.name.label("repository"), t.c.name, t.c.digest)
+                    .join(r)
+                    .where(~held.exists())
+                )
+            ]
+            return RegistrySnapshot(blobs, manifests, sorted(dangling))
+
+        return await self._db.read(tx)
+
+    async def fsck_blobs(self, digests: Collection[str]) -> dict[str, int]:
+        wanted = sorted(set(digests))
+
+        def tx(conn: sa.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for batch in _batches(wanted):
+                query = sa.select(s.blobs.c.digest, s.blobs.c.size).where(s.blobs.c.digest.in_(batch))
+                found.update((digest, int(size)) for digest, size in conn.execute(query))
+            return found
+
+        return await self._db.read(tx)
+
+    async def fsck_links(self, digests: Collection[str]) -> dict[str, tuple[str, ...]]:
+        rb, r = s.repository_blobs, s.repositories
+        wanted = sorted(set(digests))
+
+        def tx(conn: sa.Connection) -> dict[str, tuple[str, ...]]:
+            found: dict[str, list[str]] = {}
+            for batch in _batches(wanted):
+                query = sa.select(rb.c.digest, r.c.name).join(r).where(rb.c.digest.in_(batch))
+                for digest, name in conn.execute(query):
+                    found.setdefault(digest, []).append(name)
+            return {digest: tuple(sorted(names)) for digest, names in found.items()}
 
         return await self._db.read(tx)

@@ -108,6 +108,27 @@ class GCManifest:
     children: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class CheckedManifest:
+    """One manifest as ``wharf fsck`` checks it: what it names, and the tags naming it."""
+
+    repository: str
+    digest: str
+    tags: tuple[str, ...]
+    blobs: tuple[str, ...]  # its config and layers
+    children: tuple[str, ...]  # the manifests an index lists
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """Every blob row and every manifest's references, read as of one moment."""
+
+    blobs: dict[str, int]  # digest -> size, every blob row
+    manifests: list[CheckedManifest]
+    # (repository, tag, digest) of tags pointing at a manifest the repository does not hold.
+    dangling_tags: list[tuple[str, str, str]]
+
+
 @dataclass
 class GCRun:
     """One garbage collection's record: what it found, what it freed, how it ended."""
@@ -354,6 +375,17 @@ class MetadataStore(Protocol):
     async def gc_runs(self, limit: int = 20) -> list[GCRun]: ...
     async def gc_totals(self) -> list[GCTotals]:
         """Every run recorded, added up by (status, dry_run): what all replicas collected."""
+
+    # Checking (wharf fsck).
+    async def fsck_snapshot(self) -> RegistrySnapshot:
+        """Every blob row and manifest reference in one consistent read (one snapshot of the
+        database, however many statements it takes)."""
+
+    async def fsck_blobs(self, digests: Collection[str]) -> dict[str, int]:
+        """The sizes of those of these blobs that have a row."""
+
+    async def fsck_links(self, digests: Collection[str]) -> dict[str, tuple[str, ...]]:
+        """The repositories each of these blobs is linked into (pushed or mounted there)."""
 
     # The activity log.
     async def events(

@@ -37,7 +37,8 @@ log = logging.getLogger("wharf.jobs")
 REGISTRY_GC = "registryGC"
 PURGE_UPLOADS = "purgeUploads"
 METADATA_MIGRATION = "metadatastoremigration"  # DTR's name: adopting a Distribution directory
-ACTIONS = (REGISTRY_GC, PURGE_UPLOADS, METADATA_MIGRATION)
+FSCK = "fsck"  # the action is in fsck_job.py
+ACTIONS = (REGISTRY_GC, PURGE_UPLOADS, METADATA_MIGRATION, FSCK)
 # Observed in the process that runs the job (a `wharf serve` with jobs enabled, or a worker).
 JOB_DURATION = Histogram(
     "wharf_job_duration_seconds",
