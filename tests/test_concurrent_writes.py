@@ -220,7 +220,7 @@ async def test_a_deadlocked_write_inside_a_section_runs_again_on_its_connection(
             return work
 
         async def in_section(a: str, b: str) -> None:
-            async with store.digest_section([sha256(a.encode())]):
+            async def body() -> None:
                 await store._db.write(crossing(a, b))
                 # Still held: another connection cannot take the section's lock.
                 key = engines._advisory_key(sha256(a.encode()))
@@ -229,6 +229,8 @@ async def test_a_deadlocked_write_inside_a_section_runs_again_on_its_connection(
                     return bool(conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}))
 
                 assert await asyncio.create_task(store._db.read(probe)) is False
+
+            await store.digest_section([sha256(a.encode())], body)
 
         await asyncio.gather(in_section("first", "second"), in_section("second", "first"))
         assert len(runs) == 3  # one of the two ran twice

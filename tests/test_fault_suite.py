@@ -1,5 +1,5 @@
 """The fault suite: `wharf serve` SIGKILLed at random moments of real work, dozens of times
-with seeded randomness, restarted each time and checked: zero rows without bytes, every
+with seeded randomness, restarted each time and checked (by `wharf fsck` too): zero rows without bytes, every
 image whose push was acknowledged pulls whole with its digests verified, every
 acknowledged delete stayed done. On both stacks. Run it alone with `scripts/test -m faults`;
 WHARF_TEST_FAULT_SEED picks the seed (the failure message names the one that failed)."""
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import httpx
 import pytest
 
 from .conftest import STACKS, stack_config
-from .gc import blob_rows, run_gc, stored_digests
+from .gc import blob_rows, gc_env, run_gc, stored_digests
 from .oci import OCI_INDEX, OCI_MANIFEST, Image, index, sha256
 from .server import WharfServer
 
@@ -196,6 +198,14 @@ def check(server: WharfServer, ledgers: list[Ledger], context: str) -> None:
     stored = stored_digests(server)
     rows = blob_rows(server)
     assert rows <= stored, f"{context}: rows without bytes: {sorted(rows - stored)}"
+    checked = subprocess.run(
+        [sys.executable, "-m", "wharf", "fsck", "-q", str(server.config_path)],
+        capture_output=True,
+        text=True,
+        env=gc_env(),
+        timeout=300,
+    )
+    assert checked.returncode == 0, f"{context}: wharf fsck found problems:\n{checked.stdout}{checked.stderr}"
     with server.client() as client:
         for ledger in ledgers:
             for tag, (repository, digest) in sorted(ledger.images.items()):

@@ -93,13 +93,14 @@ async def test_a_collection_whose_lock_connection_ends_stops_at_its_next_batch(
     def watch(name: str, registry: Registry, pause: bool) -> None:
         delete_many = registry.storage.delete_many
 
-        async def recorded(targets: list[str]) -> None:
+        async def recorded(targets: list[str]) -> set[str]:
             log.append((name, "start"))
             if pause and not entered.is_set():  # the first batch waits, mid-sweep
                 entered.set()
                 await release.wait()
-            await delete_many(targets)
+            failed = await delete_many(targets)
             log.append((name, "end"))
+            return failed
 
         registry.gc.storage.delete_many = recorded  # type: ignore[method-assign]
 
