@@ -19,6 +19,8 @@ from wharf.config import Settings
 from wharf.errors import RegistryError
 from wharf.services.gc import GCBusy, GCOptions
 from wharf.services.registry import Registry
+from wharf.storage.filesystem import FilesystemBlobStore
+from wharf.storage.paths import blob_path
 from wharf.wiring import build_registry
 
 from .conftest import STACKS, stack_config
@@ -193,6 +195,35 @@ def test_gc_cli_refuses_while_another_runs(own_server):
     assert busy.returncode == 2
     assert "another garbage collection is running" in busy.stderr
     assert run_gc(own_server, "--grace", "0s").returncode == 0
+
+
+@pytest.mark.parametrize("registry", ["sqlite+filesystem"], indirect=True)
+async def test_a_delete_killed_between_a_blobs_file_and_its_directory_is_finished_next_run(
+    registry: Registry,
+):
+    """Invariant 5 where deleting a blob's bytes takes two steps (the filesystem: unlink its
+    file, then remove its directory; S3 takes one). A collection killed between the two
+    leaves the row gone, the journal entry, and an empty directory that a listing of
+    storage still names. The next run deletes the journalled digest again, and that delete
+    must finish the one begun: without it the directory stays for ever (a scan of storage
+    skips it too, finding no file)."""
+    data = os.urandom(64)
+    digest = sha256(data)
+    await registry.uploads.monolithic("lib/half", digest, body(data))
+    # What the killed run did: rows deleted and journalled (one transaction), then the file.
+    gone = await registry.meta.gc_delete_blobs([digest], datetime.now(UTC) + timedelta(hours=1))
+    assert gone == [(digest, len(data))]
+    store = registry.storage
+    assert isinstance(store, FilesystemBlobStore)
+    data_file = store.root / blob_path(digest)
+    data_file.unlink()
+    assert digest in {found async for found in store.list()}
+
+    outcome = await registry.gc.run(GCOptions(grace=timedelta(0)))
+    assert outcome.plan.pending == [digest]
+    assert not data_file.parent.exists()
+    assert digest not in {found async for found in store.list()}
+    assert await registry.meta.gc_pending() == []
 
 
 def test_gc_killed_half_way_leaves_every_image_pullable_and_the_next_run_finishes(own_server):
