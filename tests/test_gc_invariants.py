@@ -79,7 +79,7 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
 
     registry.gc.storage.delete_many = paused_delete  # type: ignore[method-assign]
     collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1), scan_storage=False)))
-    await asyncio.wait_for(entered.wait(), 30)
+    await asyncio.wait_for(entered.wait(), 120)
 
     # Meanwhile a manifest naming the blob is refused: its row is gone already.
     image = Image(config=data, layers=[])
@@ -91,8 +91,8 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     await asyncio.sleep(0.5)
     assert not push.done(), "the push must wait for the collection's critical section"
     release.set()
-    outcome = await asyncio.wait_for(collection, 30)
-    await asyncio.wait_for(push, 30)
+    outcome = await asyncio.wait_for(collection, 120)
+    await asyncio.wait_for(push, 120)
 
     assert [d for d, _size in outcome.deleted_blobs] == [digest]
     assert await registry.meta.linked_blob_size("lib/race", digest) == len(data)
@@ -125,10 +125,10 @@ async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes
 
     registry.gc.storage.delete_many = threaded_delete  # type: ignore[method-assign]
     collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1))))
-    await asyncio.wait_for(entered.wait(), 30)
+    await asyncio.wait_for(entered.wait(), 120)
     collection.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(collection, 30)
+        await asyncio.wait_for(collection, 120)
     assert deleted.is_set(), "the collection ended while its bytes were still being deleted"
     [cancelled] = await registry.meta.gc_runs(limit=1)
     assert (cancelled.status, cancelled.reason) == (
