@@ -38,7 +38,7 @@ class Distribution:
             self.process = subprocess.Popen(
                 [self.binary, "serve", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://{self.address}/v2/", timeout=1).status_code == 200:

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -179,15 +180,16 @@ async def test_two_writers_at_one_offset_one_wins_whole(blob_store):
     """Backends differ in who wins (a lock holder, or the first to store), never in this:
     one write lands whole, the other is refused, and nothing is interleaved or lost."""
     await blob_store.create_upload("u1")
-    release = asyncio.Event()
+    release, started = asyncio.Event(), asyncio.Event()
 
     async def slow() -> AsyncIterator[bytes]:
         yield b"first"
+        started.set()  # the writer has the upload and asks for more
         await release.wait()
         yield b"rest"
 
     writing = asyncio.create_task(blob_store.append_upload("u1", 0, slow()))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(started.wait(), 60)
     landed = []
     try:
         await blob_store.append_upload("u1", 0, body(b"intruder"))
@@ -264,8 +266,12 @@ async def test_a_cancelled_write_leaves_the_upload_where_it_was(blob_store):
     await blob_store.create_upload("u1")
     await blob_store.append_upload("u1", 0, body(b"keep"))
 
+    working, busy = threading.Event(), threading.Lock()
+
     def slow(chunk: bytes) -> None:
-        time.sleep(0.4)  # the thread is still at work when the request is cancelled
+        with busy:
+            working.set()
+            time.sleep(0.4)  # the thread is still at work when the request is cancelled
 
     async def stalled() -> AsyncIterator[bytes]:
         for _ in range(20):  # more than the pipeline holds: the request waits on the thread
@@ -274,11 +280,14 @@ async def test_a_cancelled_write_leaves_the_upload_where_it_was(blob_store):
         yield b"never"
 
     writing = asyncio.create_task(blob_store.append_upload("u1", 4, stalled(), slow))
-    await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 60
+    while not working.is_set():
+        assert time.monotonic() < deadline, "the write never reached its thread"
+        await asyncio.sleep(0.01)
     writing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await writing
-    await asyncio.sleep(0.5)  # had the thread outlived the cleanup, its bytes would land now
+    assert not busy.locked(), "the cancelled write returned while its thread was still writing"
     assert await blob_store.append_upload("u1", 4, body(b"more")) == 8
     assert await read_all(blob_store.read_upload("u1")) == b"keepmore"
 

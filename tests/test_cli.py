@@ -24,7 +24,7 @@ def test_serve_without_config_keeps_everything_in_data(tmp_path):
         [sys.executable, "-m", "wharf", "serve"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:

@@ -20,6 +20,8 @@ from wharf.config import Settings
 from wharf.errors import RegistryError
 from wharf.services.gc import GCBusy, GCOptions
 from wharf.services.registry import Registry
+from wharf.storage.filesystem import FilesystemBlobStore
+from wharf.storage.paths import blob_path
 from wharf.wiring import build_registry
 
 from .conftest import STACKS, stack_config
@@ -78,7 +80,7 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
 
     registry.gc.storage.delete_many = paused_delete  # type: ignore[method-assign]
     collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1), scan_storage=False)))
-    await asyncio.wait_for(entered.wait(), 30)
+    await asyncio.wait_for(entered.wait(), 120)
 
     # Meanwhile a manifest naming the blob is refused: its row is gone already.
     image = Image(config=data, layers=[])
@@ -90,8 +92,8 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     await asyncio.sleep(0.5)
     assert not push.done(), "the push must wait for the collection's critical section"
     release.set()
-    outcome = await asyncio.wait_for(collection, 30)
-    await asyncio.wait_for(push, 30)
+    outcome = await asyncio.wait_for(collection, 120)
+    await asyncio.wait_for(push, 120)
 
     assert [d for d, _size in outcome.deleted_blobs] == [digest]
     assert await registry.meta.linked_blob_size("lib/race", digest) == len(data)
@@ -125,10 +127,10 @@ async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes
 
     registry.gc.storage.delete_many = threaded_delete  # type: ignore[method-assign]
     collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1))))
-    await asyncio.wait_for(entered.wait(), 30)
+    await asyncio.wait_for(entered.wait(), 120)
     collection.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(collection, 30)
+        await asyncio.wait_for(collection, 120)
     assert deleted.is_set(), "the collection ended while its bytes were still being deleted"
     [cancelled] = await registry.meta.gc_runs(limit=1)
     assert (cancelled.status, cancelled.reason) == (
@@ -221,6 +223,35 @@ def test_gc_cli_refuses_while_another_runs(own_server):
     assert busy.returncode == 2
     assert "another garbage collection is running" in busy.stderr
     assert run_gc(own_server, "--grace", "0s").returncode == 0
+
+
+@pytest.mark.parametrize("registry", ["sqlite+filesystem"], indirect=True)
+async def test_a_delete_killed_between_a_blobs_file_and_its_directory_is_finished_next_run(
+    registry: Registry,
+):
+    """Invariant 5 where deleting a blob's bytes takes two steps (the filesystem: unlink its
+    file, then remove its directory; S3 takes one). A collection killed between the two
+    leaves the row gone, the journal entry, and an empty directory that a listing of
+    storage still names. The next run deletes the journalled digest again, and that delete
+    must finish the one begun: without it the directory stays for ever (a scan of storage
+    skips it too, finding no file)."""
+    data = os.urandom(64)
+    digest = sha256(data)
+    await registry.uploads.monolithic("lib/half", digest, body(data))
+    # What the killed run did: rows deleted and journalled (one transaction), then the file.
+    gone = await registry.meta.gc_delete_blobs([digest], datetime.now(UTC) + timedelta(hours=1))
+    assert gone == [(digest, len(data))]
+    store = registry.storage
+    assert isinstance(store, FilesystemBlobStore)
+    data_file = store.root / blob_path(digest)
+    data_file.unlink()
+    assert digest in {found async for found in store.list()}
+
+    outcome = await registry.gc.run(GCOptions(grace=timedelta(0)))
+    assert outcome.plan.pending == [digest]
+    assert not data_file.parent.exists()
+    assert digest not in {found async for found in store.list()}
+    assert await registry.meta.gc_pending() == []
 
 
 def test_gc_killed_half_way_leaves_every_image_pullable_and_the_next_run_finishes(own_server):

@@ -6,7 +6,6 @@ each with its own collector loop (only one collection runs at a time across them
 
 from __future__ import annotations
 
-import collections
 import itertools
 import os
 import random
@@ -28,14 +27,46 @@ from .test_gc import pulls
 
 pytestmark = pytest.mark.slow
 
-LOAD_SECONDS = 10
 CLIENTS = 4
+# The window of load is defined by counts, not by time (a busy machine is slow): the clients
+# push until this many collections have finished while they ran and they have pushed at
+# least this many images, or fail at the deadline.
+COLLECTIONS = 2
+PUSHES = 24
+DEADLINE_SECONDS = 240
 POOL = [os.urandom(random.randint(512, 4096)) for _ in range(8)]
 
 
-def push_like_a_client(
-    client: httpx.Client, repo: str, image: Image, tag: str, uploaded: collections.Counter[str]
-) -> None:
+class Window:
+    """What has happened since the load began: images pushed, collections ended (exit codes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pushes = 0
+        self.codes: list[int] = []
+        self.deadline = time.monotonic() + DEADLINE_SECONDS
+
+    def pushed(self) -> None:
+        with self.lock:
+            self.pushes += 1
+
+    def collected(self, code: int) -> None:
+        with self.lock:
+            self.codes.append(code)
+
+    def enough(self) -> bool:
+        """True once the load has done its work; an AssertionError at the deadline."""
+        with self.lock:
+            if self.codes.count(0) >= COLLECTIONS and self.pushes >= PUSHES:
+                return True
+            if time.monotonic() > self.deadline:
+                raise AssertionError(
+                    f"after {DEADLINE_SECONDS} s: {self.pushes} images pushed, collections ended {self.codes}"
+                )
+            return False
+
+
+def push_like_a_client(client: httpx.Client, repo: str, image: Image, tag: str) -> None:
     """What docker does: HEAD each blob, upload the missing ones, put the manifest. With a
     grace period of 0 s a blob found by HEAD may be collected before the manifest names it;
     then the put is refused (MANIFEST_BLOB_UNKNOWN) and the client pushes again."""
@@ -55,11 +86,11 @@ def push_like_a_client(
     raise AssertionError(f"{tag} could not be pushed in 20 attempts")
 
 
-def load(servers: list[WharfServer], uploaded: collections.Counter[str]) -> dict[str, tuple[str, Image]]:
-    """Run the clients; the images left tagged, by tag: (repository, image)."""
+def load(servers: list[WharfServer], window: Window) -> dict[str, tuple[str, Image]]:
+    """Run the clients until the window has seen enough; the images left tagged, by tag:
+    (repository, image)."""
     kept: dict[str, tuple[str, Image]] = {}
     failures: list[BaseException] = []
-    deadline = time.monotonic() + LOAD_SECONDS
     lock = threading.Lock()
 
     def client_loop(number: int) -> None:
@@ -67,7 +98,7 @@ def load(servers: list[WharfServer], uploaded: collections.Counter[str]) -> dict
         clients = [server.client() for server in servers]
         try:
             count = 0
-            while time.monotonic() < deadline:
+            while not failures and not window.enough():
                 client = clients[count % len(clients)]
                 repo = f"stress/r{rng.randrange(3)}"
                 image = Image(
@@ -75,7 +106,8 @@ def load(servers: list[WharfServer], uploaded: collections.Counter[str]) -> dict
                     layers=rng.sample(POOL, 2),
                 )
                 tag = f"c{number}-{count}"
-                push_like_a_client(client, repo, image, tag, uploaded)
+                push_like_a_client(client, repo, image, tag)
+                window.pushed()
                 if rng.random() < 0.5:
                     other = clients[(count + 1) % len(clients)]
                     assert other.delete(f"/v2/{repo}/manifests/{image.digest}").status_code in (202, 404)
@@ -103,31 +135,29 @@ def load(servers: list[WharfServer], uploaded: collections.Counter[str]) -> dict
     return kept
 
 
-def collect_in_a_loop(server: WharfServer, stop: threading.Event, results: list[int]) -> None:
+def collect_in_a_loop(server: WharfServer, stop: threading.Event, window: Window) -> None:
     while not stop.is_set():
-        results.append(
+        window.collected(
             run_gc(server, "--grace", "0s", "--quiet", "--batch-size", "4", check=False).returncode
         )
 
 
 def run_stress(servers: list[WharfServer]) -> None:
     stop = threading.Event()
-    results: list[list[int]] = [[] for _ in servers]
+    window = Window()
     collectors = [
-        threading.Thread(target=collect_in_a_loop, args=(server, stop, codes))
-        for server, codes in zip(servers, results, strict=True)
+        threading.Thread(target=collect_in_a_loop, args=(server, stop, window)) for server in servers
     ]
     for collector in collectors:
         collector.start()
-    uploaded: collections.Counter[str] = collections.Counter()
     try:
-        kept = load(servers, uploaded)
+        kept = load(servers, window)
     finally:
         stop.set()
         for collector in collectors:
             collector.join()
-    codes = [code for codes in results for code in codes]
-    assert codes.count(0) >= 2, codes
+    codes = window.codes
+    assert codes.count(0) >= COLLECTIONS, codes
     assert set(codes) <= {0, 2}, codes  # 2: another collection was running (several replicas)
 
     run_gc(servers[0], "--grace", "0s")

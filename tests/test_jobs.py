@@ -67,10 +67,16 @@ async def test_a_job_whose_worker_died_is_taken_over(store):
     async def work(context: JobContext) -> dict[str, Any]:
         return {"by": "survivor"}
 
-    runner = JobRunner(store, {"work": work}, FAST, worker="survivor")
-    assert not await runner.run_one()  # not stale yet
-    await asyncio.sleep(FAST.stale + 0.1)
-    assert await runner.run_one()
+    # Whether its heartbeat is stale depends on the taker's ``stale`` alone, so no time need
+    # pass: a taker allowing an hour leaves it, one allowing a few milliseconds takes it.
+    patient = JobRunner(store, {"work": work}, Timing(poll=0.05, stale=3600), worker="survivor")
+    assert not await patient.run_one()  # not stale yet
+    eager = Timing(poll=0.05, heartbeat=0.1, stale=0.01, retry_delay=0.0)
+    runner = JobRunner(store, {"work": work}, eager, worker="survivor")
+    deadline = time.monotonic() + 60
+    while not await runner.run_one():
+        assert time.monotonic() < deadline, "the dead worker's job was never taken over"
+        await asyncio.sleep(0.02)
     taken = await store.jobs.get(job.id)
     assert (taken.status, taken.worker, taken.attempts, taken.result) == (
         "done",
@@ -82,9 +88,10 @@ async def test_a_job_whose_worker_died_is_taken_over(store):
 
 async def test_a_running_job_stops_when_asked(store):
     steps: list[int] = []
+    STEPS = 3000  # a minute of work: a stop noticed within it, however busy the machine
 
     async def long(context: JobContext) -> dict[str, Any]:
-        for step in range(200):
+        for step in range(STEPS):
             if context.should_stop():
                 return {"status": "stopped", "reason": context.should_stop(), "steps": step}
             steps.append(step)
@@ -94,13 +101,16 @@ async def test_a_running_job_stops_when_asked(store):
     job = await store.jobs.create("long")
     runner = JobRunner(store, {"long": long}, FAST, worker="w1")
     running = asyncio.create_task(runner.run_one())
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 60
+    while not steps:  # running: a stop now is asked of a job under way
+        assert time.monotonic() < deadline, "the job never started"
+        await asyncio.sleep(0.02)
     await store.jobs.request_stop(job.id)
-    await asyncio.wait_for(running, 10)
+    await asyncio.wait_for(running, 60)
     stopped = await store.jobs.get(job.id)
     assert stopped.status == "stopped"
     assert stopped.error == "stopped on request"
-    assert 0 < len(steps) < 200
+    assert 0 < len(steps) < STEPS
 
 
 async def test_a_worker_told_to_stop_hands_its_running_job_back(store):
@@ -123,9 +133,9 @@ async def test_a_worker_told_to_stop_hands_its_running_job_back(store):
     stop = asyncio.Event()
     leaving = JobRunner(store, {"work": endless}, slow_timing, worker="leaving")
     running = asyncio.create_task(leaving.run(stop))
-    await asyncio.wait_for(entered.wait(), 10)
+    await asyncio.wait_for(entered.wait(), 60)
     stop.set()
-    await asyncio.wait_for(running, 10)
+    await asyncio.wait_for(running, 60)
     assert cancelled == [job.id]
     back = await store.jobs.get(job.id)
     assert (back.status, back.worker, back.attempts, back.ended_at) == ("waiting", None, 0, None)
@@ -173,14 +183,14 @@ async def test_a_gc_job_waits_for_a_collection_already_running(store, tmp_path):
     async with store.gc_lock() as held:
         assert held
         running = asyncio.create_task(runner.run_one())
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while waiting not in [line for _at, line in await store.jobs.logs(job.id, 0, 100)]:
             assert time.monotonic() < deadline, "the job never said it was waiting"
             await asyncio.sleep(0.05)
         assert not running.done()
         assert (await store.jobs.get(job.id)).status == "running"
         assert await store.gc_runs(limit=5) == []
-    await asyncio.wait_for(running, 10)
+    await asyncio.wait_for(running, 60)
     done = await store.jobs.get(job.id)
     assert (done.status, done.attempts) == ("done", 1)
     assert [run.id for run in await store.gc_runs(limit=5)] == [done.result["gcRun"]]
@@ -276,15 +286,18 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
         entered, release = asyncio.Event(), asyncio.Event()
 
         async def slow_gc(context: JobContext) -> dict[str, Any]:
-            entered.set()
-            await release.wait()
+            # As registryGC does through GarbageCollector.run, once it holds the GC lock.
+            assert context.while_collecting is not None
+            async with context.while_collecting():
+                entered.set()
+                await release.wait()
             return {"status": "done"}
 
         job = await here.meta.jobs.create(REGISTRY_GC, {"mode": "readonly"})
         runner = JobRunner(here.meta, {REGISTRY_GC: slow_gc}, FAST, policy=here.policy)
         other = MaintenanceWatcher(there.meta, there.policy, FAST.poll)
         running = asyncio.create_task(runner.run_one())
-        await asyncio.wait_for(entered.wait(), 10)
+        await asyncio.wait_for(entered.wait(), 60)
         await other.refresh()
         for registry in (here, there):
             with pytest.raises(RegistryError) as refused:
@@ -295,7 +308,7 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
                 await registry.manifests.delete("lib/ro", "v1")
             assert (await registry.manifests.get("lib/ro", "v1")).digest == image.digest  # pulls go on
         release.set()
-        await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(running, 60)
         await other.refresh()
         for registry in (here, there):
             await registry.uploads.start("lib/ro")  # writable again

@@ -15,6 +15,8 @@ from wharf.meta import migrate
 from wharf.meta.schema import metadata
 
 from .oci import OCI_MANIFEST, Image, push_blob, push_manifest, sha256
+from .server import WharfServer
+from .test_purge import staged
 
 
 def test_chunked_upload_survives_server_restart(make_server):
@@ -130,6 +132,16 @@ def _open_patch(port: int, location: str, extra: str = "") -> socket.socket:
     return sock
 
 
+def _wait_until_staged(server: WharfServer, location: str, size: int) -> None:
+    """Until the upload's staged bytes on storage are ``size`` long: a PATCH still sending its
+    body has then claimed the upload and written what it sent so far."""
+    upload_id = location.split("?")[0].rsplit("/", 1)[-1]
+    deadline = time.monotonic() + 60
+    while (found := staged(server).get(upload_id)) != size:
+        assert time.monotonic() < deadline, f"upload {upload_id}: {found} bytes staged, not {size}"
+        time.sleep(0.02)
+
+
 def _finish_patch(sock: socket.socket, tail: bytes = b"") -> str:
     body = (f"{len(tail):x}\r\n".encode() + tail + b"\r\n" if tail else b"") + b"0\r\n\r\n"
     sock.sendall(body)
@@ -149,7 +161,7 @@ def test_second_writer_of_an_upload_is_refused_and_acknowledged_bytes_stay(make_
         first = os.urandom(100)
         assert client.patch(location, content=first, headers={"Content-Range": "0-99"}).status_code == 202
     slow = _open_patch(server.port, location)
-    time.sleep(0.3)
+    _wait_until_staged(server, location, 105)
     for _ in range(4):  # new connections: with two workers some land on the other process
         with server.client() as client:
             response = client.patch(location, content=b"B" * 50)
@@ -169,10 +181,10 @@ def test_failed_chunk_leaves_no_way_to_lose_acknowledged_bytes(make_server):
     with server.client() as client:
         location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
     short = _open_patch(server.port, location, "Content-Range: 0-9\r\n")  # declares 10, sends 5
-    time.sleep(0.2)
+    _wait_until_staged(server, location, 5)
     assert " 416 " in _finish_patch(short)
     waiting = _open_patch(server.port, location)
-    time.sleep(0.2)
+    _wait_until_staged(server, location, 5)  # cut back to 0 by the refusal, then written again
     with server.client() as client:
         refused = client.patch(location, content=b"B" * 100)
         assert refused.status_code == 416
@@ -187,7 +199,7 @@ def test_cancel_during_a_patch_leaves_nothing(make_server):
     with server.client() as client:
         location = client.post("/v2/lib/app/blobs/uploads/").headers["location"]
     writing = _open_patch(server.port, location)
-    time.sleep(0.2)
+    _wait_until_staged(server, location, 5)
     with server.client() as client:
         assert client.delete(location).status_code == 204
     assert " 404 " in _finish_patch(writing, b"more")

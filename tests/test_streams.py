@@ -13,9 +13,10 @@ from wharf.storage.streams import pipeline
 
 
 async def test_cancelled_pipeline_returns_only_after_its_thread_is_done():
-    finished = threading.Event()
+    started, finished = threading.Event(), threading.Event()
 
     def work(batch: list[bytes]) -> None:
+        started.set()
         time.sleep(0.5)
         finished.set()
 
@@ -25,7 +26,10 @@ async def test_cancelled_pipeline_returns_only_after_its_thread_is_done():
         await asyncio.sleep(30)
 
     running = asyncio.create_task(pipeline(chunks(), work))
-    await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 60
+    while not started.is_set():  # cancelled while its thread is at work
+        assert time.monotonic() < deadline, "the pipeline never started its thread"
+        await asyncio.sleep(0.01)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running

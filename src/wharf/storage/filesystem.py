@@ -196,6 +196,10 @@ class FilesystemBlobStore:
         try:
             os.unlink(directory + "/data")
         except FileNotFoundError:
+            # Gone already, but a delete killed between the unlink and the rmdir leaves the
+            # empty directory, which list() still names: deleting again finishes that one.
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
             return False
         with contextlib.suppress(OSError):
             os.rmdir(directory)
