@@ -176,3 +176,24 @@ def skopeo() -> str:
 def docker_registry() -> str:
     """Debian's docker-registry: CNCF Distribution 2.8."""
     return apt_tool("docker-registry", "docker-registry")
+
+
+# The fault tests (`scripts/test -m faults`): crashes, full disks, failing or stalling
+# servers, crafted input, cancellations inside critical sections, lost locks, slow clients.
+FAULT_FILES = {
+    "test_fault_suite.py",
+    "test_fault_answers.py",
+    "test_s3_faults.py",
+    "test_gc_sections.py",
+    "test_gc_lock.py",
+    "test_gc_invariants.py",
+    "test_concurrent_writes.py",
+    "test_slow_clients.py",
+    "test_crafted_input.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in FAULT_FILES:
+            item.add_marker(pytest.mark.faults)

@@ -26,7 +26,7 @@ from .gc import blob_rows, gc_env, run_gc, stored_digests
 from .oci import OCI_INDEX, OCI_MANIFEST, Image, index, sha256
 from .server import WharfServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.faults]
+pytestmark = pytest.mark.slow
 
 ROUNDS = int(os.environ.get("WHARF_TEST_FAULT_ROUNDS", "14"))
 SEED = int(os.environ.get("WHARF_TEST_FAULT_SEED", "20261201"))
