@@ -403,6 +403,8 @@ class GarbageCollector:
             digests = [digest for digest, _size in pending_batch]
             await self.meta.digest_section(digests, partial(finish_pending, pending_batch))
 
+        if await stopped():  # the first write that needs the lock when nothing was pending
+            return
         await self.meta.gc_forget_reviewed(plan.reviewed_manifests, plan.reviewed_blobs)
 
         by_id = {m.id: m for m in plan.manifests}

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import RegistryError
 from ..meta.store import Event, ImportedBlob, MetadataStore, NewManifest
@@ -24,6 +25,9 @@ from ..reference import is_valid_digest, validate_name
 from ..storage.paths import blob_path
 from .gc import IMPORTING
 from .manifest_format import new_manifest, parse_manifest
+
+if TYPE_CHECKING:
+    from ..meta.engines import HeldLock
 
 REPOSITORIES = Path("docker/registry/v2/repositories")
 IMPORT_ACTOR = "import-distribution"
@@ -179,17 +183,22 @@ class DistributionImporter:
             if not held:
                 raise ImportBusy("a garbage collection is running; import when it has ended")
             await self.meta.jobs.put_setting(IMPORTING, {"root": str(self.root)})
-            report = await self._import(progress, should_stop)
+            report = await self._import(progress, should_stop, held)
             if report.stopped is None:
                 await self.meta.jobs.put_setting(IMPORTING, {})
             return report
 
     async def _import(
-        self, progress: Callable[[int, int, str], None], should_stop: Callable[[], str | None]
+        self,
+        progress: Callable[[int, int, str], None],
+        should_stop: Callable[[], str | None],
+        lock: HeldLock,
     ) -> ImportReport:
         report = ImportReport()
         names = await asyncio.to_thread(self.repositories)
         for number, name in enumerate(names):
+            if await lock.lost():  # a collection may be running now: it must not see half an import
+                raise ImportBusy("the GC lock was lost (its database connection ended); import again")
             report.stopped = should_stop()
             if report.stopped is not None:
                 return report
