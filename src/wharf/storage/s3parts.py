@@ -127,15 +127,16 @@ class PartWriter:
             self._held = 0
 
     async def _send(self) -> None:
+        # One part hashed at a time, in order; the next part's bytes are meanwhile received.
+        # Waited for while the part is still ours: cancelled here, close() gives it back.
+        if self._hashing is not None:
+            await asyncio.wrap_future(self._hashing)
         data, held = self._part, self._held
         assert data is not None
         self._part, self._held = None, 0
         self._number += 1
         jobs: list[Future[Any]] = []
         if self._observe is not None:
-            # One part hashed at a time, in order; the next part's bytes are meanwhile received.
-            if self._hashing is not None:
-                await asyncio.wrap_future(self._hashing)
             self._hashing = submit(self._observe, data)
             jobs.append(self._hashing)
         sending = self._pool.submit(self._upload_part, self._number, data)
