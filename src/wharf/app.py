@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from .api.app import create_api, http_error
 from .config import Settings, load_settings
 from .guard import SlowClientGuard
+from .malloc import return_big_buffers
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
 from .storage.base import room_problems
@@ -121,4 +122,5 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """The factory server workers call: the configuration path comes in WHARF_CONFIG."""
+    return_big_buffers()  # each worker process: part buffers go back to the system when freed
     return create_app(load_settings(os.environ.get("WHARF_CONFIG") or None))

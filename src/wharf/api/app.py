@@ -15,12 +15,13 @@ from ..errors import INTERNAL_ERROR, RegistryError
 from ..faults import fault
 from ..services.registry import Registry
 from . import activities, gc_settings, jobs, repositories
+from .limits import BodyLimit
 from .responses import ERRORS
 
 log = logging.getLogger(__name__)
 
 # The framework's own refusals (no route, a body that is not JSON), in the registry's shape.
-_HTTP_CODES = {400: "INVALID_JSON", 404: "NOT_FOUND", 405: "UNSUPPORTED"}
+_HTTP_CODES = {400: "INVALID_JSON", 404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 
 async def http_error(_request: Request, error: Exception) -> Response:
@@ -57,6 +58,8 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
 
     api.add_exception_handler(HTTPException, http_error)
+    # Every body here is a small JSON document: none is read whole beyond the cap.
+    api.add_middleware(BodyLimit)
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -16,13 +16,12 @@ the blob key inside the bucket (server-side when the parts allow it).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import tempfile
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -43,7 +42,9 @@ from .base import (
     UploadBusy,
     UploadMissing,
 )
+from .budget import ByteBudget
 from .paths import BLOBS, UPLOADS, blob_path
+from .s3parts import PartWriter
 from .streams import pipeline, result, settle, submit
 
 T = TypeVar("T")
@@ -53,11 +54,9 @@ Keys = list[str]
 READ_CHUNK = 2 << 20
 MAX_SINGLE_PUT = 5 << 30
 MIN_MULTIPART = 5 << 20
-COPY_PART = 64 << 20
-# Parts of a blob streamed to its key: big enough for S3's 5 MiB minimum and its 10,000-part
-# limit up to 160 GiB; a few in flight at once per upload (memory: their sum).
-STREAM_PART = 16 << 20
-PARTS_IN_FLIGHT = 3
+# Bytes of parts in memory at once, across every upload of the process (see budget.py): a
+# single push needs about 32 MiB of it for full speed, and 200 at once share the rest.
+PART_BUDGET = 256 << 20
 # A presigned URL is handed out again while it keeps at least 3/4 of the validity asked for
 # (botocore's signing costs about 160 us of CPU per URL); the most recent ones are kept.
 PRESIGN_REUSE = 0.25
@@ -66,6 +65,9 @@ PRESIGNED_KEPT = 4096
 DELETE_BATCH = 1000
 LIST_PAGE = 1000
 log = logging.getLogger(__name__)
+
+
+PROCESS_BUDGET = ByteBudget(PART_BUDGET)
 
 
 class _Rejected(Exception):
@@ -91,8 +93,12 @@ class S3BlobStore:
         spool_directory: str | None = None,
         timeout: float = 60,
         list_page_size: int = LIST_PAGE,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.bucket = bucket
+        # Shared by every store of the process unless a test brings its own; its counters
+        # (in_use, peak) tell how many part bytes were held at once.
+        self.budget = budget or PROCESS_BUDGET
         self.list_page_size = list_page_size  # keys per listing request (a test makes it small)
         self.root = root.strip("/")
         self.spool_directory = spool_directory or tempfile.gettempdir()
@@ -300,44 +306,13 @@ class S3BlobStore:
         accept: Accept,
     ) -> int | None:
         """Streamed straight into a multipart upload of the blob's own key, parts sent while
-        the next bytes arrive; only completing it makes the object exist, so a blob whose
-        digest does not match is aborted and never seen."""
+        the next bytes arrive (their memory taken from the process's budget); only
+        completing it makes the object exist, so a blob whose digest does not match is
+        aborted and never seen."""
         key = self._blob(digest)
         started = await self._run(self.client.create_multipart_upload, Bucket=self.bucket, Key=key)
         multipart = started["UploadId"]
-        sent: deque[Future[dict[str, Any]]] = deque()
-        buffer = bytearray()
-        size = 0
-
-        def send(number: int, data: bytes) -> dict[str, Any]:
-            result = self.client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=multipart, PartNumber=number, Body=data
-            )
-            return {"PartNumber": number, "ETag": result["ETag"]}
-
-        def flush() -> None:
-            while len(sent) >= PARTS_IN_FLIGHT:
-                sent[0].result()
-                done.append(sent.popleft().result())
-            sent.append(self._pool.submit(send, len(done) + len(sent) + 1, bytes(buffer)))
-            buffer.clear()
-
-        def work(batch: list[bytes]) -> None:
-            nonlocal size
-            for chunk in batch:
-                observe(chunk)
-                buffer.extend(chunk)
-                size += len(chunk)
-                if len(buffer) >= STREAM_PART:
-                    flush()
-
-        def finish() -> None:
-            if buffer or not (done or sent):
-                flush()
-            while sent:
-                done.append(sent.popleft().result())
-
-        done: list[dict[str, Any]] = []
+        writer = self._writer(key, multipart, observe)
         published = False
 
         async def publish() -> None:
@@ -352,24 +327,31 @@ class S3BlobStore:
             published = True
 
         try:
-            await pipeline(chunks, work)
-            await asyncio.get_running_loop().run_in_executor(None, finish)
-            await accept(size, publish)
+            try:
+                async for chunk in chunks:
+                    await writer.write(chunk)
+                done = await writer.finish()
+            finally:
+                # Parts still being sent could outlive an abort: wait for them first.
+                await writer.close()
+            await accept(writer.size, publish)
             if not published:
                 raise _Rejected
-            return size
+            return writer.size
         except BaseException as error:
             if published:  # the blob is whole and visible (the caller was cancelled after)
                 raise
-            # Parts still being sent could outlive an abort: wait for them first.
-            in_flight = list(sent)
-            await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, in_flight)
             await self._run(
                 self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=multipart
             )
             if isinstance(error, _Rejected):
                 return None
             raise
+
+    def _writer(
+        self, key: str, multipart: str, observe: Callable[[bytes], object] | None = None
+    ) -> PartWriter:
+        return PartWriter(self.client, self._pool, self.budget, self.bucket, key, multipart, observe)
 
     async def create_upload(self, upload_id: str) -> None:
         await self._run(
@@ -489,28 +471,14 @@ class S3BlobStore:
                 )
                 done.append({"PartNumber": len(done) + 1, "ETag": result["CopyPartResult"]["ETag"]})
             return done
-        buffer = bytearray()
-
-        async def flush() -> None:
-            result = await self._run(
-                self.client.upload_part,
-                Bucket=self.bucket,
-                Key=target,
-                UploadId=multipart,
-                PartNumber=len(done) + 1,
-                Body=bytes(buffer),
-            )
-            done.append({"PartNumber": len(done) + 1, "ETag": result["ETag"]})
-            buffer.clear()
-
-        for _offset, _size, key in parts:
-            async for chunk in self._read_part(upload_id, key):
-                buffer += chunk
-                if len(buffer) >= COPY_PART:
-                    await flush()
-        if buffer or not done:
-            await flush()
-        return done
+        writer = self._writer(target, multipart)
+        try:
+            for _offset, _size, key in parts:
+                async for chunk in self._read_part(upload_id, key):
+                    await writer.write(chunk)
+            return await writer.finish()
+        finally:
+            await writer.close()
 
     async def delete_upload(self, upload_id: str) -> None:
         await self._delete_keys(

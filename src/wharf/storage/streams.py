@@ -15,8 +15,11 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# Chunks received while the previous batch is still being worked on.
-PIPELINE_DEPTH = 8
+# Bytes received while the previous batch is still being worked on. A bound in bytes, not
+# chunks: granian hands out chunks of up to about 400 KiB when the app reads slower than the
+# client sends, and 200 concurrent uploads each holding 8 of those (and 8 more being
+# written) would be 1.3 GiB.
+PIPELINE_BYTES = 1 << 20
 _threads = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="wharf-io")
 
 
@@ -54,17 +57,19 @@ async def pipeline(chunks: AsyncIterable[bytes], work: Callable[[list[bytes]], N
     """
     in_flight: concurrent.futures.Future[None] | None = None
     pending: list[bytes] = []
+    held = 0  # bytes in pending
     try:
         async for chunk in chunks:
             if not chunk:
                 continue
             pending.append(chunk)
-            if in_flight is not None and not in_flight.done() and len(pending) < PIPELINE_DEPTH:
+            held += len(chunk)
+            if in_flight is not None and not in_flight.done() and held < PIPELINE_BYTES:
                 continue
             if in_flight is not None:
                 await asyncio.shield(asyncio.wrap_future(in_flight))
                 in_flight.result()
-            in_flight, pending = submit(work, pending), []
+            in_flight, pending, held = submit(work, pending), [], 0
         if in_flight is not None:
             await asyncio.shield(asyncio.wrap_future(in_flight))
             in_flight.result()
