@@ -143,6 +143,18 @@ def s3_server() -> Iterator[Any]:
     instance.stop()
 
 
+@contextlib.contextmanager
+def tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (as mount's size=, "256k", "2m") mounted at ``directory``: a
+    disk that fills up, for real. Tests run as root here."""
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
 def apt_tool(binary: str, package: str) -> str:
     """A Debian tool's path, installed with apt-get when missing. Never skips: a missing tool fails."""
     path = shutil.which(binary)

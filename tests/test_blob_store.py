@@ -6,7 +6,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -18,6 +17,8 @@ import pytest
 
 from wharf.storage.base import BlobStore, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
 from wharf.storage.filesystem import FilesystemBlobStore
+
+from .conftest import tmpfs
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -342,13 +343,8 @@ def test_a_committed_blob_is_durable_with_every_directory_above_it(tmp_path, mon
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs: a disk that fills up."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "256k") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
 async def test_a_blob_whose_last_write_is_cut_short_by_a_full_disk_is_not_stored(small_disk):

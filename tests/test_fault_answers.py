@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import tmpfs
 from .oci import Image, error_codes, push_image
 from .postgres import PostgresCluster, create_database
 from .server import WharfServer
@@ -83,15 +84,8 @@ def test_postgresql_down_answers_503_and_the_registry_recovers(cluster, s3_serve
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Any]:
     """A 2 MiB tmpfs: the blob store's root (or, on S3, the spool directory)."""
-    import subprocess
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.parametrize("stack", ["sqlite+filesystem", "postgresql+s3"])

@@ -8,12 +8,13 @@ driver's own error that says what happened."""
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
 from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from .errors import STORAGE_FULL, UNAVAILABLE, RegistryError
+from .errors import INTERNAL_ERROR, STORAGE_FULL, UNAVAILABLE, RegistryError
 
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 _NETWORK = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
@@ -76,6 +77,18 @@ def _is_object_store_down(error: BaseException) -> bool:
         "ResponseStreamingError",
         "ProtocolError",
     }
+
+
+def answer_for(log: logging.Logger, method: str, path: str, error: BaseException) -> RegistryError:
+    """The answer an HTTP layer gives for an unexpected error, logged to its ``log``: a
+    fault of storage or database as a warning (not the registry's bug), anything else as
+    an error with its traceback, answered 500 UNKNOWN."""
+    known = fault(error)
+    if known is not None:
+        log.warning("%s %s: %s (%s: %s)", method, path, known.message, type(error).__name__, error)
+        return known
+    log.error("%s %s failed", method, path, exc_info=error)
+    return INTERNAL_ERROR
 
 
 def fault(error: BaseException) -> RegistryError | None:

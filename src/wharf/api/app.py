@@ -11,8 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ..config import Settings
-from ..errors import INTERNAL_ERROR, RegistryError
-from ..faults import fault
+from ..errors import RegistryError
+from ..faults import answer_for
 from ..services.registry import Registry
 from . import activities, gc_settings, jobs, repositories
 from .limits import BodyLimit
@@ -73,19 +73,8 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:
         # The server's failure, still in the registry's JSON shape (Starlette's default is
         # the text "Internal Server Error"); a fault (database down, disk full) says so.
-        known = fault(error)
-        if known is not None:
-            log.warning(
-                "%s %s: %s (%s: %s)",
-                _request.method,
-                _request.url.path,
-                known.message,
-                type(error).__name__,
-                error,
-            )
-            return JSONResponse(known.body(), status_code=known.status)
-        log.error("%s %s failed", _request.method, _request.url.path, exc_info=error)
-        return JSONResponse(INTERNAL_ERROR.body(), status_code=500)
+        answer = answer_for(log, _request.method, _request.url.path, error)
+        return JSONResponse(answer.body(), status_code=answer.status)
 
     for module in (repositories, jobs, gc_settings, activities):
         api.include_router(module.router, responses=ERRORS)

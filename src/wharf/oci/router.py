@@ -15,8 +15,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..errors import INTERNAL_ERROR, NAME_UNKNOWN, UNSUPPORTED, RegistryError
-from ..faults import fault
+from ..errors import NAME_UNKNOWN, UNSUPPORTED, RegistryError
+from ..faults import answer_for
 from ..metrics import ROUTE_KEY
 from ..services.registry import Registry
 from . import blobs, listing, manifests, uploads
@@ -104,16 +104,4 @@ async def dispatch(request: Request) -> Response:
         # The client is gone; nothing it sent was kept, and nobody reads this answer.
         return empty(400)
     except Exception as error:
-        known = fault(error)
-        if known is not None:
-            log.warning(
-                "%s %s: %s (%s: %s)",
-                request.method,
-                request.url.path,
-                known.message,
-                type(error).__name__,
-                error,
-            )
-            return error_response(known)
-        log.exception("%s %s failed", request.method, request.url.path)
-        return error_response(INTERNAL_ERROR)
+        return error_response(answer_for(log, request.method, request.url.path, error))
