@@ -170,10 +170,21 @@ def fault_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wha
         instance.stop()
 
 
+def patient_get(client: httpx.Client, path: str, **kwargs: Any) -> httpx.Response:
+    """A GET asked again while the registry answers 5xx (a busy machine's object store may
+    time out: an honest 503, not lost data), for up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = client.get(path, **kwargs)
+        if response.status_code < 500 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
 def pull_problem(client: httpx.Client, repository: str, reference: str) -> str | None:
     """Why the image does not come back whole with its digests verified, or None."""
     accept = {"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
-    response = client.get(f"/v2/{repository}/manifests/{reference}", headers=accept)
+    response = patient_get(client, f"/v2/{repository}/manifests/{reference}", headers=accept)
     if response.status_code != 200:
         return f"manifest {reference}: {response.status_code} {response.text[:300]}"
     document = response.json()
@@ -184,7 +195,7 @@ def pull_problem(client: httpx.Client, repository: str, reference: str) -> str |
                 return f"child of {reference}: {problem}"
         return None
     for entry in [document["config"], *document["layers"]]:
-        blob = client.get(f"/v2/{repository}/blobs/{entry['digest']}")
+        blob = patient_get(client, f"/v2/{repository}/blobs/{entry['digest']}")
         if blob.status_code != 200:
             return f"blob {entry['digest']}: {blob.status_code} {blob.text[:300]}"
         if sha256(blob.content) != entry["digest"]:
