@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,10 @@ from .conftest import STACKS, stack_config
 from .gc import blob_rows, gc_env, run_gc, stored_digests
 from .oci import OCI_INDEX, OCI_MANIFEST, Image, index, sha256
 from .server import WharfServer
+from .test_fault_answers import cluster
 
 pytestmark = pytest.mark.slow
+__all__ = ["cluster"]  # the fixture: a PostgreSQL of the test's own, to restart
 
 ROUNDS = int(os.environ.get("WHARF_TEST_FAULT_ROUNDS", "14"))
 SEED = int(os.environ.get("WHARF_TEST_FAULT_SEED", "20261201"))
@@ -383,3 +386,70 @@ def test_s3_failing_and_stalling_never_gets_a_500_nor_a_row_without_bytes(proxie
     assert 503 in answers, "no fault reached a client: the test proves little"
     assert sum(ledger.pushed for ledger in ledgers) > 0
     check(server, ledgers, f"S3 faults (WHARF_TEST_FAULT_SEED={SEED})")
+
+
+def test_postgresql_restarted_while_pushes_run_answers_503_and_recovers(cluster, s3_server, tmp_path):
+    """PostgreSQL stopped (its sessions cut) and started again, twice, while two clients
+    push: requests caught by it answer 503 UNAVAILABLE (never a 500), the registry takes
+    pushes again on its own, and nothing acknowledged is lost or left without bytes."""
+    from wharf.meta import migrate
+
+    from .postgres import create_database
+
+    url = create_database(cluster.url)
+    migrate.upgrade(url)
+    config = {
+        "database": {"url": url},
+        "storage": {
+            "s3": s3_server.storage_config(f"wharf/{uuid.uuid4().hex}"),
+            "redirect": {"disable": True},
+        },
+        "jobs": {"enabled": False},
+    }
+    server = WharfServer(tmp_path, config).start()
+    ledgers = [Ledger(), Ledger()]
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def pushing(ledger: Ledger, name: str) -> None:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            original = client.request
+
+            def noted(*args: Any, **kwargs: Any) -> httpx.Response:
+                response = original(*args, **kwargs)
+                answers.append(response.status_code)
+                return response
+
+            client.request = noted  # type: ignore[method-assign]
+            number = 0
+            while not stop.is_set():
+                number += 1
+                step(client, random.Random(f"{name}-{number}"), ledger, "lib/pgrestart", f"{name}-{number}")
+
+    workers = [threading.Thread(target=pushing, args=(ledger, f"pg{n}")) for n, ledger in enumerate(ledgers)]
+    try:
+        for thread in workers:
+            thread.start()
+        for _ in range(2):
+            before = len(answers)
+            deadline = time.monotonic() + 60
+            while len(answers) < before + 10 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            cluster.pause()
+            cluster.resume()
+        acknowledged = sum(ledger.pushed for ledger in ledgers)
+        deadline = time.monotonic() + 120
+        while sum(ledger.pushed for ledger in ledgers) < acknowledged + 2:
+            assert time.monotonic() < deadline, "no push acknowledged after PostgreSQL came back"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in workers:
+            thread.join(timeout=300)
+    try:
+        assert 500 not in answers, sorted(set(answers))
+        assert set(answers) <= {200, 201, 202, 204, 404, 503}, sorted(set(answers))
+        assert 503 in answers, "no request was caught by the restart: the test proves little"
+        check(server, ledgers, "PostgreSQL restarted")
+    finally:
+        server.stop()
