@@ -159,8 +159,9 @@ async def test_a_delete_request_that_fails_whole_frees_nothing_and_is_retried(
         rule = proxy.answer(500, operation="DeleteObjects")
     else:
         rule = proxy.stall(operation="DeleteObjects")
-        config: dict[str, Any] = registry.s3_config  # type: ignore[attr-defined]
-        registry.gc.storage = s3_store(config, proxy.endpoint, timeout=1)
+    # A short timeout, and so a short wait for an unanswered request to be past arriving.
+    config: dict[str, Any] = registry.s3_config  # type: ignore[attr-defined]
+    registry.gc.storage = s3_store(config, proxy.endpoint, timeout=1)
 
     outcome = await registry.gc.run(NOW)
     assert rule.hits >= 1
@@ -302,3 +303,30 @@ async def test_the_proxy_fails_and_stalls_chosen_requests_and_passes_the_rest(
     assert stream is not None
     assert b"".join([chunk async for chunk in stream]) == data[10:20]
     assert slow.hits == 1
+
+
+async def test_a_delete_retried_after_a_timeout_holds_its_section_until_the_first_cannot_arrive(
+    registry: Registry, proxy: S3FaultProxy
+):
+    """The first DeleteObjects times out on the client but reaches the store late (the proxy
+    passes it on after 2 s); botocore's retry succeeds at once. Were the section to end with
+    the retry, a push of the digest in between would store its bytes under a new row, and the
+    late request delete them: a row without bytes. The store waits out such a request first."""
+    image = await pushed_and_deleted(registry, "lib/late", layers=1)
+    digests = [sha256(b) for b in [image.config, *image.layers]]
+    config: dict[str, Any] = registry.s3_config  # type: ignore[attr-defined]
+    registry.gc.storage = s3_store(config, proxy.endpoint, timeout=1)
+    late = proxy.stall(operation="DeleteObjects", seconds=2, forward=True, times=1)
+
+    outcome = await registry.gc.run(NOW)
+    assert late.hits == 1
+    assert {d for d, _size in outcome.deleted_blobs} == set(digests)
+    for blob in [image.config, *image.layers]:  # pushed again once the collection has ended
+        await registry.uploads.monolithic("lib/late", sha256(blob), chunks(blob))
+    deadline = asyncio.get_running_loop().time() + 30
+    while proxy.count("DeleteObjects") < 2:  # the late request has been carried out
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    for digest in digests:
+        assert await registry.meta.linked_blob_size("lib/late", digest) is not None
+        assert await bucket(registry).stat(digest) is not None, f"{digest}: a row without its bytes"

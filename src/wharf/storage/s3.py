@@ -96,6 +96,10 @@ class S3BlobStore:
         budget: ByteBudget | None = None,
     ) -> None:
         self.bucket = bucket
+        # How long a request the client gave up on (or retried) may still reach the store
+        # and be carried out: connecting and sending, twice over. A deletion that had such
+        # an attempt holds its caller's critical section this long before it returns.
+        self.delete_settle = 4.0 * timeout
         # Shared by every store of the process unless a test brings its own; its counters
         # (in_use, peak) tell how many part bytes were held at once.
         self.budget = budget or PROCESS_BUDGET
@@ -256,15 +260,26 @@ class S3BlobStore:
         by_key = {self._blob(digest): digest for digest in digests}
         keys = list(by_key)
         failed: set[str] = set()
+        uncertain = False
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start : start + DELETE_BATCH]
             try:
-                failed.update(await self._settled(self._delete_batch, batch))
+                not_deleted, retried = await self._settled(self._delete_batch, batch)
+                failed.update(not_deleted)
+                uncertain = uncertain or retried
             except Exception as error:  # the request itself failed, after botocore's retries
-                # A request that timed out may still be carried out by the store later: its
-                # keys are reported as failed, to be looked at again.
                 log.warning("could not delete %d blobs: %s", len(batch), error)
                 failed.update(batch)
+                uncertain = True
+        if uncertain:
+            # An attempt that got no answer (timed out, cut off, or answered 5xx and retried)
+            # may still be carried out by the store: were the caller's section to end now, a
+            # push of one of these digests could store its bytes, and that late request
+            # delete them under its new row. So this returns only once it cannot arrive.
+            log.warning(
+                "a delete request went unanswered: waiting %.0f s before going on", self.delete_settle
+            )
+            await asyncio.sleep(self.delete_settle)
         return {by_key[key] for key in failed}
 
     async def _objects(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
@@ -562,8 +577,9 @@ class S3BlobStore:
             if error.response.get("Error", {}).get("Code") not in {"NoSuchUpload", "404"}:
                 raise
 
-    def _delete_batch(self, keys: Keys) -> Keys:
-        """One DeleteObjects request; the keys it could not delete. S3 answers 200 and names
+    def _delete_batch(self, keys: Keys) -> tuple[Keys, bool]:
+        """One DeleteObjects request: the keys it could not delete, and whether botocore had
+        to retry it (an earlier attempt may still be carried out). S3 answers 200 and names
         each key that failed in the body; a key already gone is no error."""
         answer = self.client.delete_objects(
             Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True}
@@ -574,7 +590,7 @@ class S3BlobStore:
                 continue
             log.warning("could not delete %s: %s %s", error["Key"], error.get("Code"), error.get("Message"))
             failed.append(error["Key"])
-        return failed
+        return failed, int(answer.get("ResponseMetadata", {}).get("RetryAttempts", 0)) > 0
 
     async def _delete_keys(self, keys: Keys) -> None:
         """An upload's objects: a key that failed is left for upload purging to find."""
