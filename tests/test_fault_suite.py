@@ -275,11 +275,12 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(fault_server: Whar
             thread.start()
         if rng.random() < 0.4:
             start_collection(fault_server)  # a collection runs inside the server when it dies
-        # The moment of the crash: random, by design, once the clients are under way (a
-        # busy machine may take a while to get them there).
-        under_way = sum(ledger.operations for ledger in ledgers) + 2
-        deadline = time.monotonic() + 60
-        while sum(ledger.operations for ledger in ledgers) < under_way and time.monotonic() < deadline:
+        # The moment of the crash: random, by design, once the clients are under way and
+        # have had a push acknowledged this round (a busy machine may take a while).
+        under_way = sum(ledger.pushed for ledger in ledgers) + 1
+        deadline = time.monotonic() + 120
+        while sum(ledger.pushed for ledger in ledgers) < under_way:
+            assert time.monotonic() < deadline, f"{context}: no push acknowledged in 120 s"
             time.sleep(0.01)
         time.sleep(rng.uniform(0, 1.0))
         fault_server.stop(signal.SIGKILL)
