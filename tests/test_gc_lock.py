@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from wharf.config import Settings
 from wharf.meta import migrate
@@ -162,3 +163,43 @@ async def test_a_lock_held_is_not_lost_and_a_refused_one_says_so(
         finally:
             await registry.close()
             await other.close()
+
+
+async def test_bytes_are_not_deleted_once_their_digest_section_has_gone_with_its_connection(
+    replicas: tuple[Registry, Registry],
+) -> None:
+    """Invariant 3 when a section's own locks go: on PostgreSQL a digest section is held by
+    session advisory locks on one connection. If that connection ends after the batch's
+    rows are deleted, a push of those digests may take the section at once, so the bytes
+    must not be deleted then: the run stops, the rows stay journalled (a leak), and the next
+    run, holding its sections, deletes the bytes."""
+    from wharf.meta import engines
+
+    first, _second = replicas
+    data = os.urandom(1024)
+    digest = sha256(data)
+    await first.uploads.monolithic("lib/cut", digest, body(data))
+    backdate(first, digest)
+    url: str = first.settings.database_url  # type: ignore[attr-defined]
+    delete_blobs = first.meta.gc_delete_blobs
+
+    async def then_cut(*args: object) -> list[tuple[str, int]]:
+        gone = await delete_blobs(*args)  # type: ignore[arg-type]
+        held = engines._section_connection.get()  # the section this batch runs in
+        assert held is not None
+        pid = await held.scalar(sa.text("SELECT pg_backend_pid()"))
+        await held.commit()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return gone
+
+    first.meta.gc_delete_blobs = then_cut  # type: ignore[method-assign]
+    with pytest.raises(GCLockLost, match="digest section was lost"):
+        await first.gc.run(GCOptions(grace=timedelta(hours=1)))
+    first.meta.gc_delete_blobs = delete_blobs  # type: ignore[method-assign]
+    assert await first.storage.stat(digest) == len(data), "bytes deleted outside their section"
+    assert [d for d, _size in await first.meta.gc_pending()] == [digest]
+
+    outcome = await first.gc.run(GCOptions(grace=timedelta(hours=1)))
+    assert outcome.run.blobs_deleted == 1 and outcome.run.bytes_freed == len(data)
+    assert await first.storage.stat(digest) is None

@@ -91,6 +91,9 @@ class Database(Protocol):
         """Try to become the only holder of ``name``; yields a false handle at once when
         another is."""
 
+    async def section_held(self) -> bool:
+        """Inside a ``section``: whether its locks are still held."""
+
     async def close(self) -> None: ...
 
 
@@ -202,6 +205,9 @@ class ThreadedSQLite:
     def exclusive(self, name: str) -> AbstractAsyncContextManager[HeldLock]:
         return self._locks.exclusive(name)
 
+    async def section_held(self) -> bool:
+        return True  # flock(2) goes only with this process
+
     def _write(self, work: Callable[[sa.Connection], T]) -> T:
         with self.engine.connect() as conn:
             conn = conn.execution_options(wharf_write=True)
@@ -287,6 +293,20 @@ class AsyncEngineDatabase:
                 await conn.rollback()
                 await conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
                 await conn.commit()
+
+    async def section_held(self) -> bool:
+        """The section's session advisory locks go with its connection (a terminated
+        backend, a dropped link): held while that connection still answers."""
+        conn = _section_connection.get()
+        if conn is None:
+            return False
+        try:
+            async with asyncio.timeout(EXCLUSIVE_PROBE_TIMEOUT):
+                await conn.scalar(sa.text("SELECT 1"))
+                await conn.commit()
+        except (sa.exc.DBAPIError, sa.exc.InvalidRequestError, OSError, TimeoutError):
+            return False
+        return True
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[HeldLock]:

@@ -104,6 +104,9 @@ class SQLMetadataStore:
     async def digest_section(self, digests: Collection[str], body: Callable[[], Awaitable[T]]) -> T:
         return await run_in_section(lambda: self._db.section(digests), body)
 
+    async def digest_section_held(self) -> bool:
+        return await self._db.section_held()
+
     def gc_lock(self) -> AbstractAsyncContextManager[HeldLock]:
         return self._db.exclusive("gc")
 

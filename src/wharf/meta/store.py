@@ -240,6 +240,10 @@ class MetadataStore(Protocol):
         3). The body runs as a task of its own and the locks outlive it, whatever cancels
         the caller (see ``engines.run_in_section``): the one way into a section."""
 
+    async def digest_section_held(self) -> bool:
+        """Inside a ``digest_section`` body: whether its locks are still held (on PostgreSQL
+        they go with their database connection). A deleter asks before deleting bytes."""
+
     def gc_lock(self) -> AbstractAsyncContextManager[HeldLock]:
         """Held for a whole garbage collection; yields a false handle when another one runs
         (invariant 6). Its ``lost()`` says whether the lock has gone since (on PostgreSQL,

@@ -311,6 +311,8 @@ class Checker:
             # A push may have recorded one of them since the check: its row says so now.
             known = await self.meta.gc_blob_rows([leak.digest for leak in batch])
             unknown = [leak for leak in batch if leak.digest not in known]
+            if not await self.meta.digest_section_held():  # a push may be storing them now
+                raise GCLockLost("a digest section was lost with its database connection")
             failed = await self.storage.delete_many([leak.digest for leak in unknown])
             repair.failed.extend(leak for leak in unknown if leak.digest in failed)
             gone = [leak for leak in unknown if leak.digest not in failed]

@@ -236,6 +236,13 @@ class GarbageCollector:
         plan.reviewed_manifests, plan.reviewed_blobs = reviewed, reviewed_blobs
         return plan
 
+    async def _still_held(self) -> None:
+        """Before deleting bytes inside a digest section: its locks must still be held, or a
+        push of those digests may be storing them right now (on PostgreSQL the locks end
+        with their connection). Rows already deleted stay journalled: a leak, for the next run."""
+        if not await self.meta.digest_section_held():
+            raise GCLockLost("a digest section was lost with its database connection; the next run finishes")
+
     async def _journal(self) -> tuple[list[tuple[str, int]], list[str]]:
         """The journal of earlier runs, split: (digest, size) whose bytes are still stored and
         that no row names again, to delete and count; and the digests only to forget. So a
@@ -385,6 +392,7 @@ class GarbageCollector:
             # A push may have stored one of them again since the plan: its row says so now.
             known = await self.meta.gc_blob_rows(digests)
             leftovers = [(digest, size) for digest, size in entries if digest not in known]
+            await self._still_held()
             failed = await self.storage.delete_many([digest for digest, _size in leftovers])
             # What storage could not delete stays journalled, for the next run.
             await self.meta.gc_forget_pending([digest for digest in digests if digest not in failed])
@@ -426,6 +434,7 @@ class GarbageCollector:
             # A push may have committed one of them since the scan: its row says so now.
             known = await self.meta.gc_blob_rows([f.digest for f in files])
             unknown = [f for f in files if f.digest not in known]
+            await self._still_held()
             failed = await self.storage.delete_many([f.digest for f in unknown])
             unknown = [f for f in unknown if f.digest not in failed]  # not freed: found again next scan
             outcome.deleted_files.extend(unknown)
@@ -463,6 +472,7 @@ class GarbageCollector:
 
         async def sweep(digests: list[str]) -> None:
             gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
+            await self._still_held()
             failed = await self.storage.delete_many([digest for digest, _size in gone])
             # Bytes storage could not delete are not freed: they stay journalled (not in
             # deleted_blobs, whose journal entries are forgotten below), for the next run.
