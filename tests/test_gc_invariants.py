@@ -248,7 +248,8 @@ async def test_a_delete_killed_between_a_blobs_file_and_its_directory_is_finishe
     assert digest in {found async for found in store.list()}
 
     outcome = await registry.gc.run(GCOptions(grace=timedelta(0)))
-    assert outcome.plan.pending == [digest]
+    assert outcome.plan.vanished == [digest]
+    assert outcome.run.blobs_deleted == 0  # its bytes went with the killed run: not freed now
     assert not data_file.parent.exists()
     assert digest not in {found async for found in store.list()}
     assert await registry.meta.gc_pending() == []
@@ -301,7 +302,11 @@ def test_gc_killed_half_way_leaves_every_image_pullable_and_the_next_run_finishe
         assert did is not None, real
         assert did.groups() == would.groups(), (dry, real)
         # Journalled blobs whose bytes the killed run did delete are named by neither.
-        assert eligible(dry) == left - stored_digests(own_server)
+        # (A filesystem delete killed between a file and its directory leaves a directory
+        # that a listing still names: the run finishes it, uncounted, and says so.)
+        finishing = set(re.findall(r"^blob delete to finish: (sha256:[0-9a-f]{64})", dry, re.M))
+        assert eligible(dry) <= left and not eligible(dry) & finishing
+        assert (eligible(dry) | finishing) & left == left - stored_digests(own_server)
         assert stored_digests(own_server) == expected_live
         for number in range(len(live)):
             assert pulls(client, "lib/kill", f"keep{number}")

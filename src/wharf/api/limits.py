@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Far above any document the API takes (a settings document is well under 1 KiB).
 MAX_BODY = 1 << 20
+# What of a refused body is still read, so that its sender hears the refusal.
+DRAIN_LIMIT = 16 << 20
 CODE = "SIZE_INVALID"  # Distribution's code for a body over a limit, as /v2 answers it
 
 
@@ -56,6 +58,13 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    # Read (and drop) what the client is still sending, up to a bound, so it
+                    # is listening when the 413 comes: a server that closes on a client still
+                    # sending gets its answer lost to a connection reset.
+                    drained = 0
+                    while message.get("more_body", False) and drained < DRAIN_LIMIT:
+                        message = await receive()
+                        drained += len(message.get("body", b""))
                     raise BodyTooLarge(self.limit)
             return message
 

@@ -79,8 +79,12 @@ class Plan:
     # (digest, size) whose rows an earlier run deleted and whose bytes are still stored (it
     # crashed, or could not delete them), with no row again: their bytes go.
     pending: list[tuple[str, int]] = field(default_factory=list)
-    # Journal entries only to forget: stored again since (a row says so: the bytes are a new
-    # blob's), or whose bytes the earlier run did delete (nothing left to free).
+    # Journal entries whose bytes the earlier run deleted (nothing left to free, nor
+    # counted), and whose delete is finished all the same: on a filesystem it may have been
+    # killed between the file and its directory.
+    vanished: list[str] = field(default_factory=list)
+    # Journal entries only to forget: stored again since (a row says so: the bytes are a
+    # new blob's).
     settled: list[str] = field(default_factory=list)
     # Queue entries (with their hits) found kept for good, to take off the review queues.
     reviewed_manifests: dict[int, int] = field(default_factory=dict)
@@ -220,7 +224,7 @@ class GarbageCollector:
         for_good, _garbage = mark(manifests, datetime.max.replace(tzinfo=UTC), True)
         reviewed = {m.id: queue[m.id] for m in for_good if m.id in queue}
         progress("mark", 1, 1)
-        pending, settled = await self._journal()
+        pending, vanished, settled = await self._journal()
         orphans: list[StoredBlob] = []
         importing = (await self.meta.jobs.get_setting(IMPORTING) or {}).get("root")
         if options.scan_storage and importing:
@@ -229,10 +233,10 @@ class GarbageCollector:
                 "yet to adopt, so they are kept (run the import again to finish it)"
             )
         elif options.scan_storage:
-            journalled = {digest for digest, _size in pending} | set(settled)
+            journalled = {digest for digest, _size in pending} | set(vanished) | set(settled)
             orphans = await self._orphans(cutoff, {m.digest for m in live} | journalled, progress)
         total = await self.meta.count_blobs()
-        plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending, settled)
+        plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending, vanished, settled)
         plan.reviewed_manifests, plan.reviewed_blobs = reviewed, reviewed_blobs
         return plan
 
@@ -243,13 +247,14 @@ class GarbageCollector:
         if not await self.meta.digest_section_held():
             raise GCLockLost("a digest section was lost with its database connection; the next run finishes")
 
-    async def _journal(self) -> tuple[list[tuple[str, int]], list[str]]:
+    async def _journal(self) -> tuple[list[tuple[str, int]], list[str], list[str]]:
         """The journal of earlier runs, split: (digest, size) whose bytes are still stored and
-        that no row names again, to delete and count; and the digests only to forget. So a
-        dry run counts exactly what the run frees, and neither counts bytes gone already."""
+        that no row names again, to delete and count; those whose bytes are gone, to finish
+        deleting uncounted; and those stored again, only to forget. So a dry run counts
+        exactly what the run frees, and neither counts bytes gone already."""
         journal = await self.meta.gc_pending()
         if not journal:
-            return [], []
+            return [], [], []
         stored_again = await self.meta.gc_blob_rows([digest for digest, _size in journal])
         limit = asyncio.Semaphore(DELETE_CONCURRENCY)
 
@@ -260,8 +265,8 @@ class GarbageCollector:
         candidates = [(digest, size) for digest, size in journal if digest not in stored_again]
         found = await asyncio.gather(*(present(digest) for digest, _size in candidates))
         pending = [entry for entry, there in zip(candidates, found, strict=True) if there]
-        kept = {digest for digest, _size in pending}
-        return pending, sorted(digest for digest, _size in journal if digest not in kept)
+        vanished = [digest for (digest, _size), there in zip(candidates, found, strict=True) if not there]
+        return pending, vanished, sorted(stored_again)
 
     async def _queued_manifests(
         self, cutoff: datetime, delete_untagged: bool
@@ -349,6 +354,8 @@ class GarbageCollector:
                     say(f"blob eligible for deletion: {stored.digest} (on storage, unknown to the database)")
                 for digest, _size in plan.pending:
                     say(f"blob eligible for deletion: {digest} (left by an interrupted collection)")
+                for digest in plan.vanished:
+                    say(f"blob delete to finish: {digest} (its bytes went with an interrupted collection)")
                 outcome = Outcome(run, plan)
                 if not options.dry_run:
                     await self._apply(outcome, options, say, progress, should_stop, held)
@@ -387,7 +394,7 @@ class GarbageCollector:
                 run.status, run.reason = "stopped", reason
             return reason is not None
 
-        async def finish_pending(entries: Sequence[tuple[str, int]]) -> None:
+        async def finish_pending(entries: Sequence[tuple[str, int]], counted: bool = True) -> None:
             digests = [digest for digest, _size in entries]
             # A push may have stored one of them again since the plan: its row says so now.
             known = await self.meta.gc_blob_rows(digests)
@@ -399,6 +406,8 @@ class GarbageCollector:
             leftovers = [(digest, size) for digest, size in leftovers if digest not in failed]
             if failed:
                 say(f"could not delete {len(failed)} blobs' bytes; the next run tries again")
+            if not counted:
+                return
             run.files_deleted += len(leftovers)
             run.blobs_deleted += len(leftovers)
             run.bytes_freed += sum(size for _digest, size in leftovers)
@@ -410,6 +419,11 @@ class GarbageCollector:
                 return
             digests = [digest for digest, _size in pending_batch]
             await self.meta.digest_section(digests, partial(finish_pending, pending_batch))
+        for vanished_batch in _batches(plan.vanished, size):
+            if await stopped():
+                return
+            entries = [(digest, 0) for digest in vanished_batch]
+            await self.meta.digest_section(vanished_batch, partial(finish_pending, entries, False))
 
         if await stopped():  # the first write that needs the lock when nothing was pending
             return

@@ -14,10 +14,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from .budget import ByteBudget
 from .streams import settle, submit
+
+T = TypeVar("T")
 
 # S3's smallest part but the last is 5 MiB and an upload has at most 10,000 parts. 8 MiB
 # parts keep the memory of each part in flight small; past every 2,000 parts the size
@@ -38,20 +40,28 @@ def part_size(number: int) -> int:
     return min(STREAM_PART << ((number - 1) // DOUBLE_EVERY), MAX_PART)
 
 
-def _after_all(futures: list[Future[Any]], then: Callable[[], None]) -> None:
-    """Call ``then`` (on some thread) once every one of ``futures`` is done."""
-    left = [len(futures)]
-    lock = threading.Lock()
+class _LastOut:
+    """Calls ``then`` when the last of ``jobs`` thread jobs has ended, from inside that job:
+    before its future is done, so whoever waits for the futures finds it called (a future's
+    done-callbacks run only after its waiters are woken)."""
 
-    def one_done(_future: Future[Any]) -> None:
-        with lock:
-            left[0] -= 1
-            last = left[0] == 0
-        if last:
-            then()
+    def __init__(self, jobs: int, then: Callable[[], None]) -> None:
+        self._left = jobs
+        self._then = then
+        self._lock = threading.Lock()
 
-    for future in futures:
-        future.add_done_callback(one_done)
+    def wrap(self, work: Callable[..., T]) -> Callable[..., T]:
+        def job(*args: Any) -> T:
+            try:
+                return work(*args)
+            finally:
+                with self._lock:
+                    self._left -= 1
+                    last = self._left == 0
+                if last:
+                    self._then()
+
+        return job
 
 
 class PartWriter:
@@ -135,15 +145,12 @@ class PartWriter:
         assert data is not None
         self._part, self._held = None, 0
         self._number += 1
-        jobs: list[Future[Any]] = []
-        if self._observe is not None:
-            self._hashing = submit(self._observe, data)
-            jobs.append(self._hashing)
-        sending = self._pool.submit(self._upload_part, self._number, data)
-        self._sending.append(sending)
-        jobs.append(sending)
         # The buffer is free once both threads are done with it.
-        _after_all(jobs, lambda: self._budget.give(held))
+        free = _LastOut(1 if self._observe is None else 2, lambda: self._budget.give(held))
+        if self._observe is not None:
+            self._hashing = submit(free.wrap(self._observe), data)
+        sending = self._pool.submit(free.wrap(self._upload_part), self._number, data)
+        self._sending.append(sending)
         while len(self._sending) >= PARTS_IN_FLIGHT:
             await self._collect()
 
