@@ -332,16 +332,11 @@ def proxied_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
             instance.stop()
 
 
-def test_s3_failing_and_stalling_never_gets_a_500_nor_a_row_without_bytes(proxied_server):
-    """S3 answering 500s (some retried past by the client, some for good) and hanging up on
-    requests, chosen at seeded random while two clients push and pull: every answer is the
-    registry's own (201, 202, 200) or a clear 503 UNAVAILABLE, never a 500; afterwards no row
-    is without its bytes and every acknowledged image pulls whole."""
-    server, proxy = proxied_server
-    rng = random.Random(SEED)
-    ledgers = [Ledger(), Ledger()]
-    answers: list[int] = []
-    stop = threading.Event()
+def pushers(
+    server: WharfServer, ledgers: list[Ledger], answers: list[int], stop: threading.Event, repository: str
+) -> list[threading.Thread]:
+    """A thread for each ledger, pushing as ``work`` does (but going on past a failed
+    request) until ``stop``, each status it is answered noted in ``answers``."""
 
     def pushing(ledger: Ledger, name: str) -> None:
         with httpx.Client(base_url=server.url, timeout=120) as client:
@@ -356,9 +351,24 @@ def test_s3_failing_and_stalling_never_gets_a_500_nor_a_row_without_bytes(proxie
             number = 0
             while not stop.is_set():
                 number += 1
-                step(client, random.Random(f"{name}-{number}"), ledger, "lib/s3faults", f"{name}-{number}")
+                step(client, random.Random(f"{name}-{number}"), ledger, repository, f"{name}-{number}")
 
-    workers = [threading.Thread(target=pushing, args=(ledger, f"s3c{n}")) for n, ledger in enumerate(ledgers)]
+    name = repository.rsplit("/", 1)[-1]
+    return [threading.Thread(target=pushing, args=(ledger, f"{name}{n}")) for n, ledger in enumerate(ledgers)]
+
+
+def test_s3_failing_and_stalling_never_gets_a_500_nor_a_row_without_bytes(proxied_server):
+    """S3 answering 500s (some retried past by the client, some for good) and hanging up on
+    requests, chosen at seeded random while two clients push and pull: every answer is the
+    registry's own (201, 202, 200) or a clear 503 UNAVAILABLE, never a 500; afterwards no row
+    is without its bytes and every acknowledged image pulls whole."""
+    server, proxy = proxied_server
+    rng = random.Random(SEED)
+    ledgers = [Ledger(), Ledger()]
+    answers: list[int] = []
+    stop = threading.Event()
+
+    workers = pushers(server, ledgers, answers, stop, "lib/s3faults")
     for thread in workers:
         thread.start()
     try:
@@ -417,22 +427,7 @@ def test_postgresql_restarted_while_pushes_run_answers_503_and_recovers(cluster,
     answers: list[int] = []
     stop = threading.Event()
 
-    def pushing(ledger: Ledger, name: str) -> None:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            original = client.request
-
-            def noted(*args: Any, **kwargs: Any) -> httpx.Response:
-                response = original(*args, **kwargs)
-                answers.append(response.status_code)
-                return response
-
-            client.request = noted  # type: ignore[method-assign]
-            number = 0
-            while not stop.is_set():
-                number += 1
-                step(client, random.Random(f"{name}-{number}"), ledger, "lib/pgrestart", f"{name}-{number}")
-
-    workers = [threading.Thread(target=pushing, args=(ledger, f"pg{n}")) for n, ledger in enumerate(ledgers)]
+    workers = pushers(server, ledgers, answers, stop, "lib/pgrestart")
     try:
         for thread in workers:
             thread.start()
