@@ -93,3 +93,32 @@ def set_blob_seen(server: WharfServer, digest: str, when: datetime) -> None:
             conn.execute(s.blobs.update().where(s.blobs.c.digest == digest).values(last_seen_at=when))
     finally:
         db.dispose()
+
+
+def run_on_a_terminal(command: list[str]) -> tuple[subprocess.CompletedProcess[str], bytes]:
+    """Run ``command`` with its stderr on a pseudo-terminal (stdout a pipe): its result, and
+    what the terminal was shown (a progress bar draws there with escape codes)."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        env = {**gc_env(), "COLUMNS": "100", "TERM": "xterm"}
+        result = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=terminal, env=env, timeout=120, text=True
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+    return result, shown

@@ -24,7 +24,7 @@ from wharf.services.fsck import Checker, FsckOptions
 from wharf.services.gc import IMPORTING
 from wharf.wiring import build_registry, build_storage
 
-from .gc import blob_rows, engine, gc_env, run_gc, store_file, stored
+from .gc import blob_rows, engine, gc_env, run_gc, run_on_a_terminal, store_file, stored
 from .oci import OCI_INDEX, Image, index, push_blob, push_image, push_manifest, sha256
 from .server import WharfServer
 
@@ -321,7 +321,6 @@ def test_help_says_where_it_looks_without_a_config():
 
 
 def test_progress_shows_on_a_terminal_and_stays_out_of_pipes(make_server):
-    import pty
 
     server = make_server()
     with server.client() as client:
@@ -330,27 +329,7 @@ def test_progress_shows_on_a_terminal_and_stays_out_of_pipes(make_server):
     piped = run_fsck(server)
     assert piped.returncode == 0 and "\x1b[" not in piped.stdout + piped.stderr
 
-    controller, terminal = pty.openpty()
-    try:
-        env = {**gc_env(), "COLUMNS": "100", "TERM": "xterm"}
-        result = subprocess.run(
-            fsck_command(server), stdout=subprocess.PIPE, stderr=terminal, env=env, timeout=120, text=True
-        )
-        os.close(terminal)
-        terminal = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if terminal != -1:
-            os.close(terminal)
-        os.close(controller)
+    result, shown = run_on_a_terminal(fsck_command(server))
     assert result.returncode == 0 and "\x1b[" not in result.stdout
     assert b"blobs" in shown and b"\x1b[" in shown, shown[-500:]
 

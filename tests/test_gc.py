@@ -11,7 +11,16 @@ import pytest
 from wharf.meta.sql import SQLMetadataStore
 from wharf.services.gc import IMPORTING
 
-from .gc import blob_rows, eligible, run_gc, set_blob_seen, store_file, stored, stored_digests
+from .gc import (
+    blob_rows,
+    eligible,
+    run_gc,
+    run_on_a_terminal,
+    set_blob_seen,
+    store_file,
+    stored,
+    stored_digests,
+)
 from .oci import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -248,11 +257,8 @@ def test_an_unfinished_import_keeps_files_no_row_knows(own_server):
 
 def test_progress_shows_on_a_terminal_and_stays_out_of_logs(make_server):
     """A progress bar on stderr when it is a terminal; plain lines, no escape codes, in a log."""
-    import os
-    import pty
-    import subprocess
 
-    from .gc import gc_command, gc_env
+    from .gc import gc_command
 
     server = make_server()
     with server.client() as client:
@@ -264,32 +270,7 @@ def test_progress_shows_on_a_terminal_and_stays_out_of_logs(make_server):
     piped = run_gc(server, "--grace", "0s", "--dry-run")
     assert "\x1b[" not in piped.stdout + piped.stderr
 
-    controller, terminal = pty.openpty()
-    try:
-        env = {**gc_env(), "COLUMNS": "100", "TERM": "xterm"}
-        result = subprocess.run(
-            gc_command(server, "--grace", "0s", "--batch-size", "5"),
-            stdout=subprocess.PIPE,
-            stderr=terminal,
-            env=env,
-            timeout=120,
-            text=True,
-        )
-        os.close(terminal)
-        terminal = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if terminal != -1:
-            os.close(terminal)
-        os.close(controller)
+    result, shown = run_on_a_terminal(gc_command(server, "--grace", "0s", "--batch-size", "5"))
     assert result.returncode == 0
     assert "deleted 0 manifests and 60 blobs" in result.stdout
     assert "\x1b[" not in result.stdout  # stdout stays plain: it is the report
