@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ class Ledger:
 
     images: dict[str, tuple[str, str]] = field(default_factory=dict)  # tag -> (repository, digest)
     deleted: set[tuple[str, str]] = field(default_factory=set)  # (repository, tag) removed
+    # Tags whose move or delete got no answer (the server died, or the client timed out on a
+    # busy machine): it may or may not have happened, so either outcome is right; None is
+    # "gone". Each still pulls whole if it is there.
+    in_doubt: dict[str, tuple[str, set[str | None]]] = field(default_factory=dict)
     operations: int = 0
     pushed: int = 0  # images acknowledged
 
@@ -66,6 +71,18 @@ def work(server: WharfServer, rng: random.Random, ledger: Ledger, name: str, sto
                 return  # killed under us: what was not acknowledged promises nothing
 
 
+@contextmanager
+def unanswered(ledger: Ledger, tags: list[str], outcomes: set[str | None]) -> Iterator[None]:
+    """A change to these tags whose answer never came leaves each one in doubt."""
+    try:
+        yield
+    except httpx.TransportError:
+        for tag in tags:
+            repository, digest = ledger.images.pop(tag)
+            ledger.in_doubt[tag] = (repository, {digest, *outcomes})
+        raise
+
+
 def step(client: httpx.Client, rng: random.Random, ledger: Ledger, repository: str, tag: str) -> None:
     kind = _kind(rng)
     ledger.operations += 1
@@ -74,20 +91,30 @@ def step(client: httpx.Client, rng: random.Random, ledger: Ledger, repository: s
         old_repository, digest = ledger.images[old_tag]
         if kind == "move":  # the tag moves to another image: pushed first, then tagged
             image = image_of(rng)
-            if push(client, old_repository, image, "chunked") and put(client, old_repository, old_tag, image):
+            if not push(client, old_repository, image, "chunked"):
+                return
+            with unanswered(ledger, [old_tag], {image.digest}):
+                moved = put(client, old_repository, old_tag, image)
+            if moved:
                 ledger.images[old_tag] = (old_repository, image.digest)
             return
         if kind == "untag":
-            if client.delete(f"/v2/{old_repository}/manifests/{old_tag}").status_code == 202:
+            with unanswered(ledger, [old_tag], {None}):
+                removed = client.delete(f"/v2/{old_repository}/manifests/{old_tag}").status_code == 202
+            if removed:
                 del ledger.images[old_tag]
                 ledger.deleted.add((old_repository, old_tag))
             return
         # The image goes with every tag that names it.
-        if client.delete(f"/v2/{old_repository}/manifests/{digest}").status_code == 202:
-            for name, (repo, other) in list(ledger.images.items()):
-                if (repo, other) == (old_repository, digest):
-                    del ledger.images[name]
-                    ledger.deleted.add((repo, name))
+        naming = [
+            name for name, image_of_tag in ledger.images.items() if image_of_tag == (old_repository, digest)
+        ]
+        with unanswered(ledger, naming, {None}):
+            removed = client.delete(f"/v2/{old_repository}/manifests/{digest}").status_code == 202
+        if removed:
+            for name in naming:
+                del ledger.images[name]
+                ledger.deleted.add((old_repository, name))
         return
     image = image_of(rng)
     if kind == "index":
@@ -234,6 +261,19 @@ def check(server: WharfServer, ledgers: list[Ledger], context: str) -> None:
             for repository, tag in sorted(ledger.deleted):
                 got = client.head(f"/v2/{repository}/manifests/{tag}")
                 assert got.status_code == 404, f"{context}: deleted {repository}:{tag} came back"
+            for tag, (repository, outcomes) in sorted(ledger.in_doubt.items()):
+                got = client.head(
+                    f"/v2/{repository}/manifests/{tag}", headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
+                )
+                found = None if got.status_code == 404 else got.headers.get("docker-content-digest")
+                assert found in outcomes, (
+                    f"{context}: {repository}:{tag} (change unanswered) is {found}, not one of {outcomes}"
+                )
+                if found is not None:
+                    problem = pull_problem(client, repository, tag)
+                    assert problem is None, (
+                        f"{context}: {repository}:{tag} (change unanswered) does not pull: {problem}"
+                    )
 
 
 def collections_finished(server: WharfServer) -> None:
