@@ -203,3 +203,77 @@ async def test_bytes_are_not_deleted_once_their_digest_section_has_gone_with_its
     outcome = await first.gc.run(GCOptions(grace=timedelta(hours=1)))
     assert outcome.run.blobs_deleted == 1 and outcome.run.bytes_freed == len(data)
     assert await first.storage.stat(digest) is None
+
+
+@pytest.fixture(params=["s3", "filesystem"])
+async def pg_replicas(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Registry, Registry]]:
+    """Two registries over one PostgreSQL database, sharing a bucket or a directory."""
+    with stack_config(request, "postgresql+s3") as config:
+        if request.param == "filesystem":
+            config = {key: value for key, value in config.items() if key != "storage"}
+        settings = _settings(config, tmp_path)
+        first, second = build_registry(settings), build_registry(settings)
+        first.settings = second.settings = settings  # type: ignore[attr-defined]
+        yield first, second
+        await first.close()
+        await second.close()
+
+
+async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_meanwhile(
+    pg_replicas: tuple[Registry, Registry],
+) -> None:
+    """Invariant 3 when a section's locks go while its bytes are being deleted: on PostgreSQL
+    they go with their connection, and a push of the digest may take the section at once.
+    The deleter's lease on those bytes makes the push wait until the deletion has ended, then
+    store its bytes again. Without the lease the push lands first and the deletion, still
+    under way, takes its bytes: a row without bytes."""
+    from wharf.meta import engines
+
+    first, second = pg_replicas
+    data = os.urandom(1024)
+    digest = sha256(data)
+    await first.uploads.monolithic("lib/outlived", digest, body(data))
+    backdate(first, digest)
+    url: str = first.settings.database_url  # type: ignore[attr-defined]
+    cut, go = asyncio.Event(), asyncio.Event()
+    delete_many = first.gc.storage.delete_many
+
+    async def cut_then_delete(digests: list[str]) -> set[str]:
+        held = engines._section_connection.get()  # the section this deletion runs in
+        assert held is not None
+        pid = await held.scalar(sa.text("SELECT pg_backend_pid()"))
+        await held.commit()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        cut.set()
+        await go.wait()  # the deletion is still on its way while the section is gone
+        return await delete_many(digests)
+
+    first.gc.storage.delete_many = cut_then_delete  # type: ignore[method-assign]
+    leases = second.meta.delete_lease_left
+    waiting = asyncio.Event()
+
+    async def noted(wanted: str) -> float | None:
+        left = await leases(wanted)
+        if left is not None:
+            waiting.set()
+        return left
+
+    second.meta.delete_lease_left = noted  # type: ignore[method-assign]
+    collection = asyncio.create_task(first.gc.run(GCOptions(grace=timedelta(hours=1))))
+    await asyncio.wait_for(cut.wait(), 60)
+    push = asyncio.create_task(second.uploads.monolithic("lib/again", digest, body(data)))
+    # The push either waits on the lease or (without it) lands while the deletion is held back.
+    noticed = asyncio.create_task(waiting.wait())
+    await asyncio.wait({push, noticed}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    go.set()
+    await asyncio.wait_for(collection, 120)
+    await asyncio.wait_for(push, 60)
+    noticed.cancel()
+
+    assert await second.meta.linked_blob_size("lib/again", digest) == len(data)
+    assert await second.storage.stat(digest) == len(data), "the push's bytes went with the deletion"
+    assert waiting.is_set(), "the push never met the lease"
+    assert await second.meta.delete_lease_left(digest) is None  # ended with the deletion

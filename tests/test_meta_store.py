@@ -323,3 +323,22 @@ async def test_a_manifest_naming_more_blobs_than_a_statement_takes_parameters(st
     image = manifest("many", blobs=layers)
     await store.put_manifest("many/layers", image, "v1", EVENT)
     assert (await store.get_manifest("many/layers", "v1")).digest == image.digest
+
+
+async def test_a_delete_lease_lasts_until_ended_or_expired(store):
+    kept, ended, short = digest("kept"), digest("ended"), digest("short")
+    assert await store.delete_lease_left(kept) is None
+    await store.lease_deletes([kept, ended], 30)
+    left = await store.delete_lease_left(kept)
+    assert left is not None and 20 < left <= 30
+    await store.end_deletes([ended])
+    assert await store.delete_lease_left(ended) is None
+    assert await store.delete_lease_left(kept) is not None  # only the ones named end
+    await store.lease_deletes([kept], 1000)  # taken again: the later end counts
+    left = await store.delete_lease_left(kept)
+    assert left is not None and left > 900
+    await store.lease_deletes([short], 0.2)
+    deadline = asyncio.get_running_loop().time() + 30
+    while await store.delete_lease_left(short) is not None:  # expires by itself
+        assert asyncio.get_running_loop().time() < deadline, "a 0.2 s lease still held after 30 s"
+        await asyncio.sleep(0.05)

@@ -79,7 +79,9 @@ class HeldLock:
 class Database(Protocol):
     """Runs a transaction, written as a plain function over a connection, off the event loop."""
 
-    async def write(self, work: Callable[[sa.Connection], T]) -> T: ...
+    async def write(self, work: Callable[[sa.Connection], T], apart: bool = False) -> T:
+        """``apart``: not on a section's own connection even inside one (a write that must
+        get through when the section's connection has gone)."""
 
     async def read(self, work: Callable[[sa.Connection], T]) -> T: ...
 
@@ -218,7 +220,7 @@ class ThreadedSQLite:
         with self.engine.connect() as conn:
             return work(conn)
 
-    async def write(self, work: Callable[[sa.Connection], T]) -> T:
+    async def write(self, work: Callable[[sa.Connection], T], apart: bool = False) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, work)
 
     async def read(self, work: Callable[[sa.Connection], T]) -> T:
@@ -290,9 +292,13 @@ class AsyncEngineDatabase:
                 yield
             finally:
                 _section_connection.reset(token)
-                await conn.rollback()
-                await conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
-                await conn.commit()
+                try:
+                    await conn.rollback()
+                    await conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                    await conn.commit()
+                except (sa.exc.DBAPIError, OSError):
+                    # The connection went (and its locks with it): closed for good, not pooled.
+                    await conn.invalidate()
 
     async def section_held(self) -> bool:
         """The section's session advisory locks go with its connection (a terminated
@@ -344,10 +350,10 @@ class AsyncEngineDatabase:
                         # The connection went since the last look: so did the lock with it.
                         await conn.invalidate()
 
-    async def write(self, work: Callable[[sa.Connection], T]) -> T:
+    async def write(self, work: Callable[[sa.Connection], T], apart: bool = False) -> T:
         # Transactions are short and touch few rows, but two replicas can still cross: a
         # deadlock or serialization failure rolls back whole, so the transaction runs again.
-        held = _section_connection.get()
+        held = None if apart else _section_connection.get()
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 if held is not None:

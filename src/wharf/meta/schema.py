@@ -146,6 +146,17 @@ gc_pending = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=True),  # null: journalled before it was kept
 )
 
+# Blobs whose bytes a deleter (a collection, ``fsck --repair``) is deleting now, and until
+# when its deletion may still act: a push of one of them waits the lease out before storing
+# its bytes, so a deletion that outlives its digest section (its database connection ended,
+# its process was killed with a request on the way to S3) cannot take the new bytes.
+blob_deletes = sa.Table(
+    "blob_deletes",
+    metadata,
+    sa.Column("digest", sa.String(150), primary_key=True),
+    sa.Column("until", Timestamp, nullable=False),
+)
+
 # Review queues: what may have become garbage since the last collection, fed by triggers
 # (migration 0004 says when). ``hits`` counts the times an entry was queued.
 gc_blob_review = sa.Table(

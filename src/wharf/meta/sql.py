@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -954,6 +954,42 @@ class SQLMetadataStore:
                 conn.execute(s.gc_pending.delete().where(s.gc_pending.c.digest.in_(batch)))
 
         await self._db.write(tx)
+
+    async def lease_deletes(self, digests: Collection[str], seconds: float) -> None:
+        wanted = sorted(set(digests))
+        until = _now() + timedelta(seconds=seconds)
+        lease = self._insert(s.blob_deletes)
+        lease = lease.on_conflict_do_update(index_elements=["digest"], set_={"until": lease.excluded.until})
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(lease, [{"digest": digest, "until": until} for digest in wanted])
+
+        if wanted:
+            # Apart from the section's connection: committed whatever becomes of that one.
+            await self._db.write(tx, apart=True)
+
+    async def end_deletes(self, digests: Collection[str]) -> None:
+        wanted = sorted(set(digests))
+        d = s.blob_deletes
+
+        def tx(conn: sa.Connection) -> None:
+            for batch in _batches(wanted):
+                conn.execute(d.delete().where(d.c.digest.in_(batch)))
+            conn.execute(d.delete().where(d.c.until < _now()))
+
+        await self._db.write(tx, apart=True)  # ends even when the section's connection went
+
+    async def delete_lease_left(self, digest: str) -> float | None:
+        d = s.blob_deletes
+
+        def tx(conn: sa.Connection) -> datetime | None:
+            return conn.scalar(sa.select(d.c.until).where(d.c.digest == digest))
+
+        until = await self._db.read(tx)
+        if until is None:
+            return None
+        left = (_aware(until) - _now()).total_seconds()
+        return left if left > 0 else None
 
     async def gc_blob_rows(self, digests: Collection[str]) -> set[str]:
         wanted = set(digests)

@@ -364,6 +364,17 @@ class MetadataStore(Protocol):
 
     async def gc_forget_pending(self, digests: Collection[str]) -> None: ...
 
+    async def lease_deletes(self, digests: Collection[str], seconds: float) -> None:
+        """Note that these blobs' bytes are being deleted, a deletion that may act for up to
+        ``seconds`` from now; inside their ``digest_section``, before deleting."""
+
+    async def end_deletes(self, digests: Collection[str]) -> None:
+        """Their deletion has ended (nothing of it can act any more); expired leases go too."""
+
+    async def delete_lease_left(self, digest: str) -> float | None:
+        """Seconds until a deletion of this blob's bytes can no longer act, or None when
+        none is under way. A push asks inside the digest's section, before storing bytes."""
+
     async def gc_blob_rows(self, digests: Collection[str]) -> set[str]:
         """Those digests that have a blob row."""
 

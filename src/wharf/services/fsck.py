@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from ..meta.engines import HeldLock
 from ..meta.store import CheckedManifest, MetadataStore
 from ..storage.base import BlobStore
+from .deleting import delete_bytes
 from .gc import BLOB_BATCH, DEFAULT_GRACE, DELETE_CONCURRENCY, IMPORTING, GCLockLost, Progress
 
 T = TypeVar("T")
@@ -311,9 +312,7 @@ class Checker:
             # A push may have recorded one of them since the check: its row says so now.
             known = await self.meta.gc_blob_rows([leak.digest for leak in batch])
             unknown = [leak for leak in batch if leak.digest not in known]
-            if not await self.meta.digest_section_held():  # a push may be storing them now
-                raise GCLockLost("a digest section was lost with its database connection")
-            failed = await self.storage.delete_many([leak.digest for leak in unknown])
+            failed = await delete_bytes(self.meta, self.storage, [leak.digest for leak in unknown])
             repair.failed.extend(leak for leak in unknown if leak.digest in failed)
             gone = [leak for leak in unknown if leak.digest not in failed]
             repair.deleted.extend(gone)

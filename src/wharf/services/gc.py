@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..meta.store import Event, GCManifest, GCRun, MetadataStore
 from ..storage.base import BlobStore, StoredBlob
+from .deleting import GCLockLost as GCLockLost
+from .deleting import delete_bytes
 
 if TYPE_CHECKING:
     from ..meta.engines import HeldLock
@@ -48,11 +50,6 @@ DELETE_CONCURRENCY = 16
 
 class GCBusy(Exception):
     """Another garbage collection holds the lock (only one runs at a time, invariant 6)."""
-
-
-class GCLockLost(Exception):
-    """The lock went while this collection ran (on PostgreSQL, with its connection): another
-    may have started, so this one ends before its next batch (invariant 6)."""
 
 
 @dataclass(frozen=True)
@@ -240,12 +237,10 @@ class GarbageCollector:
         plan.reviewed_manifests, plan.reviewed_blobs = reviewed, reviewed_blobs
         return plan
 
-    async def _still_held(self) -> None:
-        """Before deleting bytes inside a digest section: its locks must still be held, or a
-        push of those digests may be storing them right now (on PostgreSQL the locks end
-        with their connection). Rows already deleted stay journalled: a leak, for the next run."""
-        if not await self.meta.digest_section_held():
-            raise GCLockLost("a digest section was lost with its database connection; the next run finishes")
+    async def _delete_bytes(self, digests: Sequence[str]) -> set[str]:
+        """Inside their digest section (see ``deleting.delete_bytes``): if its locks have gone,
+        rows already deleted stay journalled, a leak for the next run."""
+        return await delete_bytes(self.meta, self.storage, digests)
 
     async def _journal(self) -> tuple[list[tuple[str, int]], list[str], list[str]]:
         """The journal of earlier runs, split: (digest, size) whose bytes are still stored and
@@ -399,8 +394,7 @@ class GarbageCollector:
             # A push may have stored one of them again since the plan: its row says so now.
             known = await self.meta.gc_blob_rows(digests)
             leftovers = [(digest, size) for digest, size in entries if digest not in known]
-            await self._still_held()
-            failed = await self.storage.delete_many([digest for digest, _size in leftovers])
+            failed = await self._delete_bytes([digest for digest, _size in leftovers])
             # What storage could not delete stays journalled, for the next run.
             await self.meta.gc_forget_pending([digest for digest in digests if digest not in failed])
             leftovers = [(digest, size) for digest, size in leftovers if digest not in failed]
@@ -448,8 +442,7 @@ class GarbageCollector:
             # A push may have committed one of them since the scan: its row says so now.
             known = await self.meta.gc_blob_rows([f.digest for f in files])
             unknown = [f for f in files if f.digest not in known]
-            await self._still_held()
-            failed = await self.storage.delete_many([f.digest for f in unknown])
+            failed = await self._delete_bytes([f.digest for f in unknown])
             unknown = [f for f in unknown if f.digest not in failed]  # not freed: found again next scan
             outcome.deleted_files.extend(unknown)
             run.files_deleted += len(unknown)
@@ -486,8 +479,7 @@ class GarbageCollector:
 
         async def sweep(digests: list[str]) -> None:
             gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
-            await self._still_held()
-            failed = await self.storage.delete_many([digest for digest, _size in gone])
+            failed = await self._delete_bytes([digest for digest, _size in gone])
             # Bytes storage could not delete are not freed: they stay journalled (not in
             # deleted_blobs, whose journal entries are forgotten below), for the next run.
             gone = [(digest, size) for digest, size in gone if digest not in failed]

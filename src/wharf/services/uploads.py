@@ -31,6 +31,7 @@ from ..errors import (
 from ..meta.store import Event, MetadataStore, TooManyUploads, Upload
 from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore, BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
+from .deleting import wait_out_deletes
 from .policy import ANONYMOUS, Policy
 
 STREAM_ALGORITHM = "sha256"
@@ -345,6 +346,7 @@ class UploadService:
         event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
 
         async def publish_and_record() -> None:
+            await wait_out_deletes(self.meta, digest)
             try:
                 await self.blobs.commit_upload(upload_id, digest, size)
             except UploadMissing:
@@ -388,6 +390,7 @@ class UploadService:
                 return
 
             async def publish_and_record() -> None:
+                await wait_out_deletes(self.meta, digest)
                 await publish()  # the bytes are in place before the row names them (see _commit)
                 event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
                 await self.meta.link_blob(repository, digest, size, event, finished_upload=finished_upload)

@@ -107,6 +107,11 @@ class BlobStore(Protocol):
         when it is cancelled: the caller's critical section for these digests ends right
         after, and a deletion still running then could remove a blob pushed again."""
 
+    def delete_lease(self, count: int) -> float:
+        """Seconds from the start of a ``delete_many`` of ``count`` blobs after which none
+        of its storage work can act any more, even if its process is killed at the start:
+        the lease a deleter takes (a request the store may carry out late counts)."""
+
     def list(self) -> AsyncIterator[str]:
         """Every stored blob's digest, in no particular order (names only: cheap)."""
 

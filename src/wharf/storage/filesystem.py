@@ -218,6 +218,11 @@ class FilesystemBlobStore:
             return None
         return StoredBlob(digest, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
 
+    def delete_lease(self, count: int) -> float:
+        # The unlinks run on this process's threads and end with it; this bounds a disk
+        # that stalls while the process lives on without its database connection.
+        return 60.0 + count * 0.1
+
     async def delete_many(self, digests: Sequence[str]) -> set[str]:
         # A few threads at once: on a disk each unlink and rmdir waits for the filesystem.
         share = max(64, -(-len(digests) // DELETE_THREADS))

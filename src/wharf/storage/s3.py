@@ -63,6 +63,8 @@ PRESIGN_REUSE = 0.25
 PRESIGNED_KEPT = 4096
 # S3's most keys per DeleteObjects, and per page of a listing.
 DELETE_BATCH = 1000
+ATTEMPTS = 3  # botocore's tries of one request ("standard" retries)
+BACKOFF = 40.0  # the most botocore sleeps between them, in all ("standard": at most 20 s each)
 LIST_PAGE = 1000
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ class S3BlobStore:
         # and be carried out: connecting and sending, twice over. A deletion that had such
         # an attempt holds its caller's critical section this long before it returns.
         self.delete_settle = 4.0 * timeout
+        self.timeout = timeout
         # Shared by every store of the process unless a test brings its own; its counters
         # (in_use, peak) tell how many part bytes were held at once.
         self.budget = budget or PROCESS_BUDGET
@@ -124,7 +127,7 @@ class S3BlobStore:
                 max_pool_connections=32,
                 connect_timeout=timeout,
                 read_timeout=timeout,
-                retries={"max_attempts": 3, "mode": "standard"},
+                retries={"max_attempts": ATTEMPTS, "mode": "standard"},
             ),
         )
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="wharf-s3")
@@ -255,6 +258,12 @@ class S3BlobStore:
             return False
         await self._run(self.client.delete_object, Bucket=self.bucket, Key=key)
         return True
+
+    def delete_lease(self, count: int) -> float:
+        # Each request: every attempt connecting and reading to its timeout, with botocore's
+        # back-off between; then as long again as the last one may take to arrive.
+        requests = max(1, -(-count // DELETE_BATCH))
+        return requests * (ATTEMPTS * 2 * self.timeout + BACKOFF) + self.delete_settle
 
     async def delete_many(self, digests: Sequence[str]) -> set[str]:
         by_key = {self._blob(digest): digest for digest in digests}
