@@ -105,8 +105,8 @@ def test_the_limits_are_checked_at_start_up() -> None:
     assert settings.http.timeouts.header_seconds == 30 and settings.http.timeouts.idle_seconds == 60
     assert settings.http.maxrequests <= settings.http.maxconnections
     for environ, message in [
-        ({"WHARF_HTTP_TIMEOUTS_HEADER": "2m"}, "http.timeouts.header: Value error, must be at most 60s"),
-        ({"WHARF_HTTP_TIMEOUTS_IDLE": "0s"}, "http.timeouts.idle: Value error, must be longer than 0"),
+        ({"WHARF_HTTP_TIMEOUTS_HEADER": "2m"}, "WHARF_HTTP_TIMEOUTS_HEADER: must be at most 60s"),
+        ({"WHARF_HTTP_TIMEOUTS_IDLE": "0s"}, "WHARF_HTTP_TIMEOUTS_IDLE: must be longer than 0"),
         ({"WHARF_HTTP_MAXREQUESTS": "10", "WHARF_HTTP_MAXCONNECTIONS": "5"}, "maxrequests must not exceed"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
