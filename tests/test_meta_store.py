@@ -325,18 +325,31 @@ async def test_a_manifest_naming_more_blobs_than_a_statement_takes_parameters(st
     assert (await store.get_manifest("many/layers", "v1")).digest == image.digest
 
 
-async def test_a_delete_lease_lasts_until_ended_or_expired(store):
-    kept, ended, short = digest("kept"), digest("ended"), digest("short")
+async def test_a_delete_lease_lasts_until_its_holder_ends_it_or_it_expires(store):
+    kept, short = digest("kept"), digest("short")
     assert await store.delete_lease_left(kept) is None
-    await store.lease_deletes([kept, ended], 30)
+    assert await store.delete_lease_left() is None
+    first = await store.lease_deletes([kept], 1000)  # a deletion left by a killed process
+    second = await store.lease_deletes([kept], 30)  # the next run's, of the same bytes
     left = await store.delete_lease_left(kept)
-    assert left is not None and 20 < left <= 30
-    await store.end_deletes([ended])
-    assert await store.delete_lease_left(ended) is None
-    assert await store.delete_lease_left(kept) is not None  # only the ones named end
-    await store.lease_deletes([kept], 1000)  # taken again: the later end counts
+    assert left is not None and left > 900, "a shorter lease shortened a longer one"
+    await store.end_deletes(second)
     left = await store.delete_lease_left(kept)
-    assert left is not None and left > 900
+    assert left is not None and left > 900, "one deletion ended another's lease"
+    await store.end_deletes(first)
+    assert await store.delete_lease_left(kept) is None
+
+    holder = await store.lease_deletes([short], 0.5)
+    await store.renew_deletes(holder, 60)  # the deletion goes on
+    left = await store.delete_lease_left(short)
+    assert left is not None and left > 50
+    any_left = await store.delete_lease_left()
+    assert any_left is not None and any_left > 50
+    await store.renew_deletes(holder, 0.2)  # a renewal never shortens it
+    left = await store.delete_lease_left(short)
+    assert left is not None and left > 50
+    await store.end_deletes(holder)
+
     await store.lease_deletes([short], 0.2)
     deadline = asyncio.get_running_loop().time() + 30
     while await store.delete_lease_left(short) is not None:  # expires by itself

@@ -154,7 +154,8 @@ blob_deletes = sa.Table(
     "blob_deletes",
     metadata,
     sa.Column("digest", sa.String(150), primary_key=True),
-    sa.Column("until", Timestamp, nullable=False),
+    sa.Column("holder", sa.String(32), primary_key=True),  # one a deletion: each ends its own
+    sa.Column("until", Timestamp, nullable=False),  # the database's clock, on PostgreSQL
 )
 
 # Review queues: what may have become garbage since the last collection, fed by triggers

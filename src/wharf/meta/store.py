@@ -364,16 +364,22 @@ class MetadataStore(Protocol):
 
     async def gc_forget_pending(self, digests: Collection[str]) -> None: ...
 
-    async def lease_deletes(self, digests: Collection[str], seconds: float) -> None:
+    async def lease_deletes(self, digests: Collection[str], seconds: float) -> str:
         """Note that these blobs' bytes are being deleted, a deletion that may act for up to
-        ``seconds`` from now; inside their ``digest_section``, before deleting."""
+        ``seconds`` from now (by the database's clock); inside their ``digest_section``,
+        before deleting. Answers the lease's holder, which only this deletion renews and ends."""
 
-    async def end_deletes(self, digests: Collection[str]) -> None:
-        """Their deletion has ended (nothing of it can act any more); expired leases go too."""
+    async def renew_deletes(self, holder: str, seconds: float) -> None:
+        """The deletion goes on: its lease lasts at least ``seconds`` from now."""
 
-    async def delete_lease_left(self, digest: str) -> float | None:
-        """Seconds until a deletion of this blob's bytes can no longer act, or None when
-        none is under way. A push asks inside the digest's section, before storing bytes."""
+    async def end_deletes(self, holder: str) -> None:
+        """Its deletion has ended (nothing of it can act any more); expired leases go too.
+        Another deletion's lease on the same digests stays."""
+
+    async def delete_lease_left(self, digest: str | None = None) -> float | None:
+        """Seconds until no deletion of this blob's bytes (with None, of any blob's) can act
+        any more, or None when none is under way. A push asks inside the digest's section,
+        before storing bytes."""
 
     async def gc_blob_rows(self, digests: Collection[str]) -> set[str]:
         """Those digests that have a blob row."""

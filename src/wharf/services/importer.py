@@ -12,6 +12,7 @@ running it again.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -182,6 +183,14 @@ class DistributionImporter:
         async with self.meta.gc_lock() as held:  # no collection sees half an import
             if not held:
                 raise ImportBusy("a garbage collection is running; import when it has ended")
+            # Holding the GC lock, no deleter can start; one that stopped part way (its process
+            # killed, its connection cut) may still be deleting bytes this would adopt.
+            left = await self.meta.delete_lease_left()
+            if left is not None:
+                raise ImportBusy(
+                    "a garbage collection that stopped part way may still be deleting blobs; "
+                    f"import again in {math.ceil(left)} s"
+                )
             await self.meta.jobs.put_setting(IMPORTING, {"root": str(self.root)})
             report = await self._import(progress, should_stop, held)
             if report.stopped is None:
