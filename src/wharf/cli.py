@@ -77,11 +77,17 @@ def main() -> None:
 def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     from .metrics_dir import share_metrics
-    from .serving import raise_fd_limit, run_granian, run_uvicorn
+    from .serving import ListenError, bound_address, listen, raise_fd_limit, run_granian, run_uvicorn
     from .wiring import prepare_storage
 
     settings = _settings(config)
     log_config = _configure_logging(settings)
+    http = settings.http
+    # Bound before anything else is done or said: a taken port stops start-up in one line.
+    try:
+        sock = listen(http)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
     _prepare_database(settings)
     try:
         prepare_storage(settings)
@@ -89,21 +95,28 @@ def serve(config: str | None, server: str) -> None:
         raise click.ClickException(str(exc)) from None
     if config:
         os.environ["WHARF_CONFIG"] = str(Path(config).resolve())
-    http = settings.http
     share_metrics(http.workers)
-    started = (
-        f"wharf: serving on http://{http.addr} with {http.workers} worker(s), data in "
-        f"{Path(settings.storage.filesystem.rootdirectory).resolve()}"
-    )
+    address = bound_address(sock)
+    shown = http.addr if address == http.addr else f"{http.addr} ({address})"
+    started = f"wharf: serving on http://{shown} with {http.workers} worker(s), {_where_data_is(settings)}"
     if settings.log.formatter == "json":
         log.info(started)
     else:
         click.echo(started, err=True)
     raise_fd_limit(http)
-    if server == "uvicorn":
-        run_uvicorn(settings, log_config)
-    else:
-        run_granian(settings, log_config)
+    with sock:
+        if server == "uvicorn":
+            run_uvicorn(settings, log_config, sock)
+        else:
+            run_granian(settings, log_config, sock)
+
+
+def _where_data_is(settings: Settings) -> str:
+    s3 = settings.storage.s3
+    if s3 is None:
+        return f"data in {Path(settings.storage.filesystem.rootdirectory).resolve()}"
+    prefix = s3.rootdirectory.strip("/")
+    return f"blobs in s3://{s3.bucket}/{prefix + '/' if prefix else ''}"
 
 
 @main.group()
