@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from .conftest import stack_config
 from .oci import push_blob
-from .server import WharfServer
+from .server import WharfServer, free_port
 
 
 def wharf_env() -> dict[str, str]:
@@ -196,3 +197,30 @@ def test_the_workers_of_one_server_share_its_one_socket(make_server, server):
     with wharf.client() as client:
         for _ in range(20):
             assert client.get("/v2/", headers={"Connection": "close"}).status_code == 200
+
+
+def test_s3_storage_without_a_database_is_refused_naming_database_url(tmp_path):
+    config = write_config(
+        tmp_path / "etc",
+        {
+            "http": {"addr": f"127.0.0.1:{free_port()}"},
+            "storage": {"s3": {"bucket": "images", "regionendpoint": "http://127.0.0.1:9"}},
+        },
+    )
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for command in (["serve", str(config)], ["garbage-collect", str(config)], ["db", "upgrade", str(config)]):
+        line = one_line(refused(command, cwd=cwd))
+        assert "storage.s3 is set but database.url is not: set database.url" in line, command
+    assert list(cwd.iterdir()) == []  # no ./data, no SQLite database, in the working directory
+
+
+def test_serving_on_postgresql_and_s3_writes_nothing_in_the_working_directory(request, tmp_path):
+    with stack_config(request, "postgresql+s3") as config:
+        server = WharfServer(tmp_path, config).start()
+        try:
+            with server.client() as client:
+                push_blob(client, "lib/app", b"in the bucket")
+        finally:
+            server.stop()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.yml", "server.log"]

@@ -19,10 +19,14 @@ log = logging.getLogger("wharf")
 
 
 def _settings(config: str | None) -> Settings:
+    from .wiring import require_database_url
+
     try:
-        return load_settings(config)
+        settings = load_settings(config)
+        require_database_url(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    return settings
 
 
 def _is_sqlite(url: str) -> bool:
@@ -37,7 +41,8 @@ def _configure_logging(settings: Settings) -> dict[str, Any]:
 
 def _prepare_database(settings: Settings) -> None:
     url = settings.database_url
-    Path(settings.storage.filesystem.rootdirectory).mkdir(parents=True, exist_ok=True)
+    if settings.storage.s3 is None:
+        Path(settings.storage.filesystem.rootdirectory).mkdir(parents=True, exist_ok=True)
     if migrate.current_revision(url) == migrate.HEAD:
         return
     if _is_sqlite(url):
