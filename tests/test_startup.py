@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -224,3 +225,31 @@ def test_serving_on_postgresql_and_s3_writes_nothing_in_the_working_directory(re
         finally:
             server.stop()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.yml", "server.log"]
+
+
+def test_the_first_start_prints_no_alembic_plugin_lines_at_info(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path, {**serve_config(f"127.0.0.1:{port}", tmp_path), "log": {"level": "info"}})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wharf", "serve", str(config)],
+        cwd=tmp_path,
+        env=wharf_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "wharf serve did not come up"
+                time.sleep(0.05)
+    finally:
+        process.terminate()
+        _out, said = process.communicate(timeout=30)
+    assert "Running upgrade  -> 0001" in said  # the first start: the schema was created, at info
+    assert "serving on" in said
+    assert "alembic.runtime.plugins" not in said and "setup plugin" not in said, said
