@@ -177,11 +177,12 @@ def tmpfs(directory: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
-def apt_tool(binary: str, package: str) -> str:
-    """A Debian tool's path, installed with apt-get when missing. Never skips: a missing tool fails."""
+def apt_tool(binary: str, package: str, *options: str) -> str:
+    """A Debian tool's path, installed with apt-get (and ``options``) when missing. Never
+    skips: a missing tool fails."""
     path = shutil.which(binary)
     if path is None:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", *options, package]):
             result = subprocess.run(
                 command,
                 capture_output=True,
