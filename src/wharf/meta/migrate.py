@@ -6,6 +6,7 @@ query, so commands that start often (garbage-collect) start fast.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,14 @@ def sync_url(url: str) -> str:
     return url
 
 
+def _quiet_plugins() -> None:
+    """Alembic (1.16 on) logs a line at INFO for each plugin it sets up ("setup plugin
+    alembic.autogenerate.schemas", six of them), on every first start: shown at debug only."""
+    plugins = logging.getLogger("alembic.runtime.plugins")
+    if not plugins.isEnabledFor(logging.DEBUG):
+        plugins.setLevel(logging.WARNING)
+
+
 def _config(connection: sa.Connection) -> Config:
     from alembic.config import Config
 
@@ -49,6 +58,7 @@ def _prepare_sqlite_dir(url: str) -> None:
 
 
 def head_revision() -> str | None:
+    _quiet_plugins()
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
@@ -71,6 +81,7 @@ def current_revision(url: str) -> str | None:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    _quiet_plugins()
     _prepare_sqlite_dir(url)
     engine = sa.create_engine(sync_url(url))
     try:

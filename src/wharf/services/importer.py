@@ -49,6 +49,15 @@ class NotADistributionDirectory(Exception):
     pass
 
 
+def check_distribution_directory(root: Path) -> None:
+    """Refuse, naming it, a directory that holds no Distribution data (before anything is
+    written: an import must not leave a database in a directory it then refuses)."""
+    if not (root / "docker/registry/v2").is_dir():
+        raise NotADistributionDirectory(
+            f"{root} is not a Distribution data directory (no docker/registry/v2 inside)"
+        )
+
+
 @dataclass
 class ImportReport:
     repositories: int = 0
@@ -92,10 +101,7 @@ class DistributionImporter:
     def __init__(self, meta: MetadataStore, root: Path) -> None:
         self.meta = meta
         self.root = root
-        if not (root / "docker/registry/v2").is_dir():
-            raise NotADistributionDirectory(
-                f"{root} is not a Distribution data directory (no docker/registry/v2 inside)"
-            )
+        check_distribution_directory(root)
 
     def repositories(self) -> list[str]:
         """Every repository name: directories holding ``_manifests`` or ``_layers``."""
