@@ -24,9 +24,12 @@ log = logging.getLogger(__name__)
 _HTTP_CODES = {400: "INVALID_JSON", 404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 
-async def http_error(_request: Request, error: Exception) -> Response:
+async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    body = {"errors": [{"code": _HTTP_CODES.get(error.status_code, "UNKNOWN"), "message": error.detail}]}
+    message = error.detail
+    if error.status_code == 404 and message == "Not Found":  # no route: say which path
+        message = f"nothing at {request.method} {request.url.path}"
+    body = {"errors": [{"code": _HTTP_CODES.get(error.status_code, "UNKNOWN"), "message": message}]}
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
@@ -49,6 +52,9 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # A path that names nothing is refused, not redirected to the same path with a
+        # slash: DELETE /repositories/solo would be sent to /repositories/solo/.
+        redirect_slashes=False,
     )
     api.state.registry = registry
     api.state.settings = settings

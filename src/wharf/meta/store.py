@@ -316,7 +316,9 @@ class MetadataStore(Protocol):
         """The repository leaves with its manifests, tags and links; its blobs wait for GC."""
 
     async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str] | None: ...
-    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]: ...
+    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
+        """The names of the repositories holding at least one manifest, in byte order."""
+
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[Referrer]: ...
 
     # Garbage collection.
