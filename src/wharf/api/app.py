@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import RegistryError
 from ..faults import answer_for
 from ..services.registry import Registry
-from . import activities, gc_settings, jobs, repositories
+from . import activities, docs, gc_settings, jobs, repositories
 from .limits import BodyLimit
 from .responses import ERRORS
 
@@ -50,7 +50,7 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
         version="0",
         description="DTR-compatible administration: deleting images and repositories, garbage collection.",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # docs.py serves the page, with its assets from Wharf itself
         redoc_url=None,
         # A path that names nothing is refused, not redirected to the same path with a
         # slash: DELETE /repositories/solo would be sent to /repositories/solo/.
@@ -84,4 +84,5 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
 
     for module in (repositories, jobs, gc_settings, activities):
         api.include_router(module.router, responses=ERRORS)
+    api.include_router(docs.router)
     return api
