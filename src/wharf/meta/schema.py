@@ -195,7 +195,14 @@ gc_runs = sa.Table(
     sa.Column("manifests_deleted", sa.BigInteger, nullable=False, default=0),
     sa.Column("bytes_freed", sa.BigInteger, nullable=False, default=0),
     sa.Column("files_deleted", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_eligible", sa.BigInteger, nullable=False, default=0),
+    # Kept only by the grace period: how many blobs, their bytes, and when all are due.
+    sa.Column("grace_kept_blobs", sa.BigInteger, nullable=False, default=0),
+    sa.Column("grace_kept_bytes", sa.BigInteger, nullable=False, default=0),
+    sa.Column("grace_kept_until", Timestamp, nullable=True),
     sa.Index(None, "started_at"),
+    # lastSavings: the newest real run, found without reading the dry runs after it.
+    sa.Index("ix_gc_runs_dry_run_id", "dry_run", "id"),
 )
 
 # Background work (garbage collection, imports, upload purging), claimed by workers through

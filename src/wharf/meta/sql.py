@@ -66,6 +66,14 @@ def _readable_in(repo_id: int, digest: sa.ColumnElement[str]) -> sa.ColumnElemen
     return sa.or_(linked.exists(), referenced.exists())
 
 
+def _gc_run(row: Any) -> GCRun:
+    fields = dict(row._mapping)
+    for key in ("started_at", "ended_at", "grace_kept_until"):
+        if fields[key] is not None:
+            fields[key] = _aware(fields[key])
+    return GCRun(**fields)
+
+
 class SQLMetadataStore:
     """MetadataStore over SQLAlchemy Core; transactions are plain functions over a connection."""
 
@@ -605,8 +613,12 @@ class SQLMetadataStore:
         return await self._db.read(tx)
 
     async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
-        name = self._ordered(s.repositories.c.name)
-        query = sa.select(s.repositories.c.name).order_by(name)
+        r, m = s.repositories, s.manifests
+        name = self._ordered(r.c.name)
+        # A repository holds images: one whose last manifest went (or none came yet, only
+        # blobs) is not listed, as Distribution lists only repositories with manifests.
+        holds = sa.select(m.c.id).where(m.c.repository_id == r.c.id).exists()
+        query = sa.select(r.c.name).where(holds).order_by(name)
         if last:
             query = query.where(name > last)
         if limit is not None:
@@ -1064,14 +1076,36 @@ class SQLMetadataStore:
         query = sa.select(s.gc_runs).order_by(s.gc_runs.c.id.desc()).limit(limit)
 
         def tx(conn: sa.Connection) -> list[GCRun]:
-            runs = []
-            for row in conn.execute(query):
-                fields = dict(row._mapping)
-                for key in ("started_at", "ended_at"):
-                    if fields[key] is not None:
-                        fields[key] = _aware(fields[key])
-                runs.append(GCRun(**fields))
-            return runs
+            return [_gc_run(row) for row in conn.execute(query)]
+
+        return await self._db.read(tx)
+
+    async def gc_last_savings(self) -> GCRun | None:
+        g = s.gc_runs
+        query = (
+            sa.select(g)
+            .where(g.c.dry_run.is_(sa.false()), g.c.status.in_(("done", "stopped")))
+            .order_by(g.c.id.desc())
+            .limit(1)
+        )
+
+        def tx(conn: sa.Connection) -> GCRun | None:
+            row = conn.execute(query).first()
+            return None if row is None else _gc_run(row)
+
+        return await self._db.read(tx)
+
+    async def gc_blobs_seen_until(self, digests: Collection[str]) -> datetime | None:
+        b = s.blobs
+        wanted = sorted(set(digests))
+
+        def tx(conn: sa.Connection) -> datetime | None:
+            latest: datetime | None = None
+            for batch in _batches(wanted):
+                seen = conn.scalar(sa.select(sa.func.max(b.c.last_seen_at)).where(b.c.digest.in_(batch)))
+                if seen is not None and (latest is None or _aware(seen) > latest):
+                    latest = _aware(seen)
+            return latest
 
         return await self._db.read(tx)
 

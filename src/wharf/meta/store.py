@@ -148,6 +148,12 @@ class GCRun:
     manifests_deleted: int = 0
     bytes_freed: int = 0
     files_deleted: int = 0
+    bytes_eligible: int = 0  # what the plan would free: a dry run's answer
+    # Blobs kept only because they (or a manifest naming them) were seen within the grace
+    # period: what a run with a grace of 0 would delete too, and when all of them are due.
+    grace_kept_blobs: int = 0
+    grace_kept_bytes: int = 0
+    grace_kept_until: datetime | None = None
     id: int | None = None
 
 
@@ -310,7 +316,9 @@ class MetadataStore(Protocol):
         """The repository leaves with its manifests, tags and links; its blobs wait for GC."""
 
     async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str] | None: ...
-    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]: ...
+    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
+        """The names of the repositories holding at least one manifest, in byte order."""
+
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[Referrer]: ...
 
     # Garbage collection.
@@ -394,6 +402,13 @@ class MetadataStore(Protocol):
         ``gc_lock``, when no run can be running. How many there were."""
 
     async def gc_runs(self, limit: int = 20) -> list[GCRun]: ...
+    async def gc_last_savings(self) -> GCRun | None:
+        """The newest real (not dry) run that completed (done, or stopped part way), however
+        many other runs came after it."""
+
+    async def gc_blobs_seen_until(self, digests: Collection[str]) -> datetime | None:
+        """The latest time any of these blobs was seen (pushed, mounted, found by a HEAD)."""
+
     async def gc_totals(self) -> list[GCTotals]:
         """Every run recorded, added up by (status, dry_run): what all replicas collected."""
 
