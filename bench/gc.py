@@ -645,7 +645,12 @@ async def main():
     options = GCOptions(dry_run=dry, delete_untagged=untagged, grace=timedelta(0), scan_storage=scan,
                         mode="offline", verbose=not quiet, batch=500)
     began = time.time()
-    outcome = await gc.run(options, say)
+    try:  # since services take a caller; older revisions ran without one
+        from wharf.services.caller import COMMAND_LINE, Caller
+    except ImportError:
+        outcome = await gc.run(options, say)
+    else:
+        outcome = await gc.run(Caller.local(COMMAND_LINE), options, say)
     ended = time.time()
     await registry.close()
     closed = time.time()

@@ -24,6 +24,7 @@ from wharf.services.fsck import Checker, FsckOptions
 from wharf.services.gc import IMPORTING
 from wharf.wiring import build_registry, build_storage
 
+from .callers import ADMIN
 from .gc import blob_rows, engine, gc_env, run_gc, run_on_a_terminal, store_file, stored
 from .oci import OCI_INDEX, Image, index, push_blob, push_image, push_manifest, sha256
 from .server import WharfServer
@@ -229,7 +230,7 @@ def test_a_leak_pushed_after_the_check_is_kept_by_the_repair(own_server):
         wharf = build_registry(load_settings(str(own_server.config_path)))
         try:
             checker = Checker(wharf.meta, wharf.storage)
-            return await checker.run(FsckOptions(repair=True, grace=timedelta(0)), progress)
+            return await checker.run(ADMIN, FsckOptions(repair=True, grace=timedelta(0)), progress)
         finally:
             await wharf.close()
 
@@ -258,7 +259,7 @@ def test_a_blob_collected_while_fsck_runs_is_no_broken_image(own_server):
     async def check() -> Any:
         wharf = build_registry(load_settings(str(own_server.config_path)))
         try:
-            return await Checker(wharf.meta, wharf.storage).run(FsckOptions(), progress)
+            return await Checker(wharf.meta, wharf.storage).run(ADMIN, FsckOptions(), progress)
         finally:
             await wharf.close()
 
@@ -357,7 +358,7 @@ async def test_a_leak_whose_delete_fails_is_not_counted_and_stays_journalled(reg
     rule = proxy.fail_deletes(digest.split(":")[1])
     checker = Checker(registry.meta, registry.storage)
 
-    report = await checker.run(FsckOptions(repair=True, grace=timedelta(0)))
+    report = await checker.run(ADMIN, FsckOptions(repair=True, grace=timedelta(0)))
 
     assert rule.hits == 1
     assert [leak.digest for leak in report.leaks] == [digest] and report.leaks[0].journalled
@@ -368,7 +369,7 @@ async def test_a_leak_whose_delete_fails_is_not_counted_and_stays_journalled(reg
     assert [d for d, _size in await registry.meta.gc_pending()] == [digest]
 
     rule.remove()
-    again = await checker.run(FsckOptions(repair=True, grace=timedelta(0)))
+    again = await checker.run(ADMIN, FsckOptions(repair=True, grace=timedelta(0)))
     assert again.repair is not None and [leak.digest for leak in again.repair.deleted] == [digest]
     assert await bucket(registry).stat(digest) is None
     assert await registry.meta.gc_pending() == []

@@ -24,6 +24,7 @@ from wharf.storage.filesystem import FilesystemBlobStore
 from wharf.storage.paths import blob_path
 from wharf.wiring import build_registry
 
+from .callers import ADMIN, ANYONE
 from .conftest import STACKS, stack_config
 from .gc import eligible, gc_command, gc_env, run_gc, set_blob_seen, stored_digests
 from .oci import OCI_MANIFEST, Image, sha256
@@ -67,7 +68,7 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     the section, the push would finish in the pause and GC would delete its bytes."""
     data = os.urandom(4096)
     digest = sha256(data)
-    await registry.uploads.monolithic("lib/race", digest, body(data))
+    await registry.uploads.monolithic(ANYONE, "lib/race", digest, body(data))
     backdate(registry, digest)
 
     entered, release = asyncio.Event(), asyncio.Event()
@@ -79,16 +80,18 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
         return await delete_many(targets)
 
     registry.gc.storage.delete_many = paused_delete  # type: ignore[method-assign]
-    collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1), scan_storage=False)))
+    collection = asyncio.create_task(
+        registry.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1), scan_storage=False))
+    )
     await asyncio.wait_for(entered.wait(), 120)
 
     # Meanwhile a manifest naming the blob is refused: its row is gone already.
     image = Image(config=data, layers=[])
     with pytest.raises(RegistryError) as refused:
-        await registry.manifests.put("lib/race", "v1", image.manifest, OCI_MANIFEST)
+        await registry.manifests.put(ANYONE, "lib/race", "v1", image.manifest, OCI_MANIFEST)
     assert refused.value.code.code == "MANIFEST_BLOB_UNKNOWN"
 
-    push = asyncio.create_task(registry.uploads.monolithic("lib/race", digest, body(data)))
+    push = asyncio.create_task(registry.uploads.monolithic(ANYONE, "lib/race", digest, body(data)))
     await asyncio.sleep(0.5)
     assert not push.done(), "the push must wait for the collection's critical section"
     release.set()
@@ -98,7 +101,7 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     assert [d for d, _size in outcome.deleted_blobs] == [digest]
     assert await registry.meta.linked_blob_size("lib/race", digest) == len(data)
     assert await registry.storage.stat(digest) == len(data)
-    await registry.manifests.put("lib/race", "v1", image.manifest, OCI_MANIFEST)
+    await registry.manifests.put(ANYONE, "lib/race", "v1", image.manifest, OCI_MANIFEST)
 
 
 async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes(registry: Registry):
@@ -108,7 +111,7 @@ async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes
     between, and the late delete would leave its row without bytes."""
     data = os.urandom(4096)
     digest = sha256(data)
-    await registry.uploads.monolithic("lib/cancel", digest, body(data))
+    await registry.uploads.monolithic(ANYONE, "lib/cancel", digest, body(data))
     backdate(registry, digest)
 
     loop = asyncio.get_running_loop()
@@ -126,7 +129,7 @@ async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes
         return await asyncio.to_thread(slow_storage, targets)
 
     registry.gc.storage.delete_many = threaded_delete  # type: ignore[method-assign]
-    collection = asyncio.create_task(registry.gc.run(GCOptions(grace=timedelta(hours=1))))
+    collection = asyncio.create_task(registry.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1))))
     await asyncio.wait_for(entered.wait(), 120)
     collection.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -138,7 +141,7 @@ async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes
         "cancelled; what is left is collected next time",
     )
 
-    await registry.uploads.monolithic("lib/cancel", digest, body(data))  # pushed again
+    await registry.uploads.monolithic(ANYONE, "lib/cancel", digest, body(data))  # pushed again
     assert await registry.meta.linked_blob_size("lib/cancel", digest) == len(data)
     assert await registry.storage.stat(digest) == len(data)
 
@@ -149,23 +152,23 @@ async def test_a_manifest_committed_after_the_mark_keeps_its_blobs(registry: Reg
     the references again under the row locks. Without that second look it deletes them."""
     image = Image.random()
     for blob in image.blobs:
-        await registry.uploads.monolithic("lib/late", sha256(blob), body(blob))
+        await registry.uploads.monolithic(ANYONE, "lib/late", sha256(blob), body(blob))
         backdate(registry, sha256(blob))
     candidates = registry.meta.gc_blob_candidates
 
     async def then_push(*args: object) -> list[tuple[str, int]]:
         planned = await candidates(*args)  # type: ignore[arg-type]
-        await registry.manifests.put("lib/late", "v1", image.manifest, OCI_MANIFEST)
+        await registry.manifests.put(ANYONE, "lib/late", "v1", image.manifest, OCI_MANIFEST)
         return planned
 
     registry.meta.gc_blob_candidates = then_push  # type: ignore[method-assign]
-    outcome = await registry.gc.run(GCOptions(grace=timedelta(hours=1), scan_storage=False))
+    outcome = await registry.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1), scan_storage=False))
 
     assert {d for d, _size in outcome.plan.blobs} == {sha256(blob) for blob in image.blobs}
     assert outcome.deleted_blobs == []
     for blob in image.blobs:
         assert await registry.storage.stat(sha256(blob)) == len(blob)
-    assert (await registry.manifests.get("lib/late", "v1")).digest == image.digest
+    assert (await registry.manifests.get(ANYONE, "lib/late", "v1")).digest == image.digest
 
 
 async def test_a_blob_found_by_a_head_after_the_mark_is_kept(registry: Registry):
@@ -175,23 +178,23 @@ async def test_a_blob_found_by_a_head_after_the_mark_is_kept(registry: Registry)
     lock, so the blob stays; without that check it goes, and the push's manifest fails."""
     data = os.urandom(4096)
     digest = sha256(data)
-    await registry.uploads.monolithic("lib/headed", digest, body(data))
+    await registry.uploads.monolithic(ANYONE, "lib/headed", digest, body(data))
     backdate(registry, digest)
     candidates = registry.meta.gc_blob_candidates
 
     async def then_head(*args: object) -> object:
         planned = await candidates(*args)  # type: ignore[arg-type]
-        await registry.blobs.stat("lib/headed", digest)  # HEAD /v2/lib/headed/blobs/<digest>
+        await registry.blobs.stat(ANYONE, "lib/headed", digest)  # HEAD /v2/lib/headed/blobs/<digest>
         return planned
 
     registry.meta.gc_blob_candidates = then_head  # type: ignore[method-assign]
-    outcome = await registry.gc.run(GCOptions(grace=timedelta(hours=1)))
+    outcome = await registry.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1)))
 
     assert [d for d, _size in outcome.plan.blobs] == [digest]
     assert outcome.deleted_blobs == []
     assert await registry.storage.stat(digest) == len(data)
     image = Image(config=data, layers=[])
-    await registry.manifests.put("lib/headed", "v1", image.manifest, OCI_MANIFEST)
+    await registry.manifests.put(ANYONE, "lib/headed", "v1", image.manifest, OCI_MANIFEST)
 
 
 async def test_only_one_collection_runs_at_a_time(registry: Registry):
@@ -199,8 +202,8 @@ async def test_only_one_collection_runs_at_a_time(registry: Registry):
     async with registry.meta.gc_lock() as held:
         assert held
         with pytest.raises(GCBusy):
-            await registry.gc.run(GCOptions(grace=timedelta(0)))
-    outcome = await registry.gc.run(GCOptions(grace=timedelta(0)))
+            await registry.gc.run(ADMIN, GCOptions(grace=timedelta(0)))
+    outcome = await registry.gc.run(ADMIN, GCOptions(grace=timedelta(0)))
     assert outcome.run.status == "done"
 
 
@@ -237,7 +240,7 @@ async def test_a_delete_killed_between_a_blobs_file_and_its_directory_is_finishe
     skips it too, finding no file)."""
     data = os.urandom(64)
     digest = sha256(data)
-    await registry.uploads.monolithic("lib/half", digest, body(data))
+    await registry.uploads.monolithic(ANYONE, "lib/half", digest, body(data))
     # What the killed run did: rows deleted and journalled (one transaction), then the file.
     gone = await registry.meta.gc_delete_blobs([digest], datetime.now(UTC) + timedelta(hours=1))
     assert gone == [(digest, len(data))]
@@ -247,7 +250,7 @@ async def test_a_delete_killed_between_a_blobs_file_and_its_directory_is_finishe
     data_file.unlink()
     assert digest in {found async for found in store.list()}
 
-    outcome = await registry.gc.run(GCOptions(grace=timedelta(0)))
+    outcome = await registry.gc.run(ADMIN, GCOptions(grace=timedelta(0)))
     assert outcome.plan.vanished == [digest]
     assert outcome.run.blobs_deleted == 0  # its bytes went with the killed run: not freed now
     assert not data_file.parent.exists()

@@ -22,6 +22,7 @@ from wharf.services.gc import GCLockLost, GCOptions
 from wharf.services.registry import Registry
 from wharf.wiring import build_registry
 
+from .callers import ADMIN, ANYONE
 from .conftest import STACKS, stack_config
 from .oci import sha256
 from .server import deep_merge
@@ -83,7 +84,7 @@ async def test_a_collection_whose_lock_connection_ends_stops_at_its_next_batch(
     digests = []
     for n in range(6):
         data = os.urandom(1024)
-        await first.uploads.monolithic(f"lib/lost-{n}", sha256(data), body(data))
+        await first.uploads.monolithic(ANYONE, f"lib/lost-{n}", sha256(data), body(data))
         backdate(first, sha256(data))
         digests.append(sha256(data))
 
@@ -108,14 +109,14 @@ async def test_a_collection_whose_lock_connection_ends_stops_at_its_next_batch(
     watch("first", first, pause=True)
     watch("second", second, pause=False)
     options = GCOptions(grace=timedelta(hours=1), batch=1, mode="online")
-    collection = asyncio.create_task(first.gc.run(options))
+    collection = asyncio.create_task(first.gc.run(ADMIN, options))
     await asyncio.wait_for(entered.wait(), 60)
 
     [pid] = await _holders(url)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
     # The lock went with its backend: a second collection takes it while the first still runs.
-    other = asyncio.create_task(second.gc.run(options))
+    other = asyncio.create_task(second.gc.run(ADMIN, options))
 
     async def second_holds() -> bool:
         assert not other.done(), other
@@ -178,7 +179,7 @@ async def test_bytes_are_not_deleted_once_their_digest_section_has_gone_with_its
     first, _second = replicas
     data = os.urandom(1024)
     digest = sha256(data)
-    await first.uploads.monolithic("lib/cut", digest, body(data))
+    await first.uploads.monolithic(ANYONE, "lib/cut", digest, body(data))
     backdate(first, digest)
     url: str = first.settings.database_url  # type: ignore[attr-defined]
     delete_blobs = first.meta.gc_delete_blobs
@@ -195,12 +196,12 @@ async def test_bytes_are_not_deleted_once_their_digest_section_has_gone_with_its
 
     first.meta.gc_delete_blobs = then_cut  # type: ignore[method-assign]
     with pytest.raises(GCLockLost, match="digest section was lost"):
-        await first.gc.run(GCOptions(grace=timedelta(hours=1)))
+        await first.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1)))
     first.meta.gc_delete_blobs = delete_blobs  # type: ignore[method-assign]
     assert await first.storage.stat(digest) == len(data), "bytes deleted outside their section"
     assert [d for d, _size in await first.meta.gc_pending()] == [digest]
 
-    outcome = await first.gc.run(GCOptions(grace=timedelta(hours=1)))
+    outcome = await first.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1)))
     assert outcome.run.blobs_deleted == 1 and outcome.run.bytes_freed == len(data)
     assert await first.storage.stat(digest) is None
 
@@ -234,7 +235,7 @@ async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_me
     first, second = pg_replicas
     data = os.urandom(1024)
     digest = sha256(data)
-    await first.uploads.monolithic("lib/outlived", digest, body(data))
+    await first.uploads.monolithic(ANYONE, "lib/outlived", digest, body(data))
     backdate(first, digest)
     url: str = first.settings.database_url  # type: ignore[attr-defined]
     cut, go = asyncio.Event(), asyncio.Event()
@@ -266,9 +267,9 @@ async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_me
         return left
 
     second.meta.delete_lease_left = noted  # type: ignore[method-assign]
-    collection = asyncio.create_task(first.gc.run(GCOptions(grace=timedelta(hours=1))))
+    collection = asyncio.create_task(first.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1))))
     await asyncio.wait_for(cut.wait(), 60)
-    push = asyncio.create_task(second.uploads.monolithic("lib/again", digest, body(data)))
+    push = asyncio.create_task(second.uploads.monolithic(ANYONE, "lib/again", digest, body(data)))
     # The push either waits on the lease or (without it) lands while the deletion is held back.
     noticed = asyncio.create_task(waiting.wait())
     await asyncio.wait({push, noticed}, timeout=60, return_when=asyncio.FIRST_COMPLETED)

@@ -19,6 +19,7 @@ from wharf.meta.sql import SQLMetadataStore
 from wharf.services.gc import GarbageCollector, GCOptions, Plan
 from wharf.storage.filesystem import FilesystemBlobStore
 
+from .callers import ADMIN
 from .test_meta_store import EVENT, digest, manifest
 
 REPOSITORIES = ("lib/a", "lib/b", "team/c")
@@ -92,7 +93,7 @@ class History:
 
     async def collect(self) -> None:
         untagged = self.rng.random() < 0.5
-        await self.gc.run(GCOptions(grace=timedelta(0), delete_untagged=untagged, mode="online"))
+        await self.gc.run(ADMIN, GCOptions(grace=timedelta(0), delete_untagged=untagged, mode="online"))
 
     async def forget_collected(self) -> None:
         for repo in REPOSITORIES:
@@ -137,14 +138,14 @@ async def test_a_collection_empties_the_queues_of_what_it_settled(collector):
 
     # A run without --delete-untagged keeps the untagged manifest queued (a later run with
     # it must still find it) and collects the loose blob.
-    outcome = await collector.run(GCOptions(grace=timedelta(0)))
+    outcome = await collector.run(ADMIN, GCOptions(grace=timedelta(0)))
     assert {d for d, _size in outcome.deleted_blobs} == {loose}
     assert await meta.gc_manifest_queue() == queued
 
     # Untagging queues the manifest again; a run with --delete-untagged collects both.
     await meta.delete_tag("lib/a", "latest", EVENT)
     assert len(await meta.gc_manifest_queue()) == 2
-    outcome = await collector.run(GCOptions(grace=timedelta(0), delete_untagged=True))
+    outcome = await collector.run(ADMIN, GCOptions(grace=timedelta(0), delete_untagged=True))
     assert {m.digest for m in outcome.deleted_manifests} == {kept.digest, untagged.digest}
     assert {d for d, _size in outcome.deleted_blobs} == {layer}
     assert await meta.gc_manifest_queue() == {}
@@ -161,7 +162,7 @@ async def plans_agree(collector: GarbageCollector, delete_untagged: bool) -> tup
 
 async def settle(collector: GarbageCollector) -> None:
     """A real run that finds nothing to delete, but takes settled entries off the queues."""
-    outcome = await collector.run(GCOptions(grace=timedelta(0)))
+    outcome = await collector.run(ADMIN, GCOptions(grace=timedelta(0)))
     assert outcome.deleted_manifests == [] and outcome.deleted_blobs == []
 
 

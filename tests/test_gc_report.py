@@ -18,6 +18,7 @@ from wharf.services.gc import GCOptions
 from wharf.services.gc_report import grace_text, minute_after
 from wharf.wiring import build_registry
 
+from .callers import ADMIN
 from .gc import engine, run_gc, stored_digests
 from .oci import Image, push_image, sha256
 
@@ -154,7 +155,7 @@ def test_last_savings_is_the_last_real_run_however_many_dry_runs_came_after(own_
         registry = build_registry(load_settings(str(own_server.config_path)))
         try:
             for _ in range(count):
-                await registry.gc.run(GCOptions(dry_run=True, grace=timedelta(0)))
+                await registry.gc.run(ADMIN, GCOptions(dry_run=True, grace=timedelta(0)))
         finally:
             await registry.close()
 

@@ -19,6 +19,7 @@ import pytest
 from wharf.services.gc import GCOptions
 from wharf.services.registry import Registry
 
+from .callers import ADMIN, ANYONE
 from .oci import sha256
 from .test_gc_invariants import backdate, body, registry
 
@@ -63,7 +64,7 @@ async def cancel_mid_delete(
     entered, go = asyncio.Event(), threading.Event()
     delete_many = registry.storage.delete_many
     registry.gc.storage.delete_many = threaded(delete_many, entered, go)  # type: ignore[method-assign]
-    collection: asyncio.Task[object] = asyncio.create_task(registry.gc.run(options))
+    collection: asyncio.Task[object] = asyncio.create_task(registry.gc.run(ADMIN, options))
     await asyncio.wait_for(entered.wait(), 60)
     collection.cancel()
     registry.gc.storage.delete_many = delete_many  # type: ignore[method-assign]
@@ -75,7 +76,7 @@ async def push_during(
 ) -> None:
     """Push ``data`` while the cancelled collection's deletion is held back, then let it go."""
     go, collection = held
-    push = asyncio.create_task(registry.uploads.monolithic(repository, sha256(data), body(data)))
+    push = asyncio.create_task(registry.uploads.monolithic(ANYONE, repository, sha256(data), body(data)))
     await asyncio.wait({push}, timeout=RACE_WINDOW / 2)  # done at once only without the section
     go.set()
     await asyncio.wait_for(push, 60)
@@ -91,7 +92,7 @@ async def test_journal_batch_cancelled_mid_delete_keeps_a_repushed_blob(registry
     its section must last until the thread has ended, or a push in between is undone."""
     data = os.urandom(4096)
     digest = sha256(data)
-    await registry.uploads.monolithic("lib/journal", digest, body(data))
+    await registry.uploads.monolithic(ANYONE, "lib/journal", digest, body(data))
     backdate(registry, digest)
 
     async def crash(_digests: object) -> None:
@@ -100,7 +101,7 @@ async def test_journal_batch_cancelled_mid_delete_keeps_a_repushed_blob(registry
     delete_many = registry.storage.delete_many
     registry.gc.storage.delete_many = crash  # type: ignore[method-assign]
     with pytest.raises(OSError):
-        await registry.gc.run(GCOptions(grace=timedelta(hours=1)))
+        await registry.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1)))
     registry.gc.storage.delete_many = delete_many  # type: ignore[method-assign]
     assert await registry.meta.gc_pending() == [(digest, len(data))]
     assert await registry.storage.stat(digest) == len(data)
@@ -125,7 +126,7 @@ async def test_orphan_batch_cancelled_mid_delete_keeps_a_repushed_blob(registry:
 async def test_blob_batch_cancelled_mid_delete_keeps_a_repushed_blob(registry: Registry):
     """The blob sweep: rows, then bytes, of blobs no manifest names."""
     data = os.urandom(4096)
-    await registry.uploads.monolithic("lib/sweep", sha256(data), body(data))
+    await registry.uploads.monolithic(ANYONE, "lib/sweep", sha256(data), body(data))
     backdate(registry, sha256(data))
     held = await cancel_mid_delete(registry, GCOptions(grace=timedelta(hours=1)))
     await push_during(registry, "lib/sweep", data, held)
@@ -151,7 +152,7 @@ async def collect_during_row_write(registry: Registry, push: Callable[[], Awaita
 
     registry.gc.storage.delete_many = deleting  # type: ignore[method-assign]
     try:
-        await asyncio.wait_for(registry.gc.run(GCOptions(grace=timedelta(0), scan_storage=True)), 60)
+        await asyncio.wait_for(registry.gc.run(ADMIN, GCOptions(grace=timedelta(0), scan_storage=True)), 60)
     finally:
         go.set()
         registry.gc.storage.delete_many = delete_many  # type: ignore[method-assign]
@@ -164,7 +165,7 @@ async def test_a_whole_blob_push_cancelled_before_its_row_keeps_its_bytes(regist
     data = os.urandom(4096)
     digest = sha256(data)
     await collect_during_row_write(
-        registry, lambda: registry.uploads.monolithic("lib/whole", digest, body(data))
+        registry, lambda: registry.uploads.monolithic(ANYONE, "lib/whole", digest, body(data))
     )
     assert await registry.meta.linked_blob_size("lib/whole", digest) == len(data)
     await consistent(registry, "lib/whole", digest, len(data))
@@ -174,11 +175,11 @@ async def test_an_upload_commit_cancelled_before_its_row_keeps_its_bytes(registr
     """The upload commit (PATCH, then PUT with the digest): the session's bytes become the blob."""
     data = os.urandom(4096)
     digest = sha256(data)
-    started = await registry.uploads.start("lib/chunked")
-    await registry.uploads.append("lib/chunked", started.id, body(data[:1000]))
+    started = await registry.uploads.start(ANYONE, "lib/chunked")
+    await registry.uploads.append(ANYONE, "lib/chunked", started.id, body(data[:1000]))
 
     async def finish() -> str:
-        return await registry.uploads.finish("lib/chunked", started.id, digest, body(data[1000:]))
+        return await registry.uploads.finish(ANYONE, "lib/chunked", started.id, digest, body(data[1000:]))
 
     await collect_during_row_write(registry, finish)
     assert await registry.meta.linked_blob_size("lib/chunked", digest) == len(data)
@@ -202,14 +203,14 @@ async def test_a_push_meeting_a_lease_that_does_not_end_is_answered_503_and_stor
 
     async def push() -> None:
         if kind == "monolithic":
-            await registry.uploads.monolithic(repository, digest, body(data))
+            await registry.uploads.monolithic(ANYONE, repository, digest, body(data))
             return
-        started = await registry.uploads.start(repository)
-        await registry.uploads.append(repository, started.id, body(data[:1000]))
+        started = await registry.uploads.start(ANYONE, repository)
+        await registry.uploads.append(ANYONE, repository, started.id, body(data[:1000]))
         try:
-            await registry.uploads.finish(repository, started.id, digest, body(data[1000:]))
+            await registry.uploads.finish(ANYONE, repository, started.id, digest, body(data[1000:]))
         except RegistryError:
-            assert (await registry.uploads.status(repository, started.id)).offset == len(data)
+            assert (await registry.uploads.status(ANYONE, repository, started.id)).offset == len(data)
             raise
 
     holder = await registry.meta.lease_deletes([digest], 600)

@@ -14,6 +14,7 @@ import pytest
 from wharf.meta.sql import SQLMetadataStore
 from wharf.services.jobs import JobContext, JobRunner, Timing
 
+from .callers import ANYONE
 from .gc import stored_digests
 from .oci import Image, error_codes, push_image
 
@@ -281,8 +282,8 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
     here, there = build_registry(settings), build_registry(settings)  # two replicas
     try:
         image = Image(config=b"{}", layers=[])
-        await here.uploads.monolithic("lib/ro", sha256(b"{}"), _body(b"{}"))
-        await here.manifests.put("lib/ro", "v1", image.manifest, OCI_MANIFEST)
+        await here.uploads.monolithic(ANYONE, "lib/ro", sha256(b"{}"), _body(b"{}"))
+        await here.manifests.put(ANYONE, "lib/ro", "v1", image.manifest, OCI_MANIFEST)
         entered, release = asyncio.Event(), asyncio.Event()
 
         async def slow_gc(context: JobContext) -> dict[str, Any]:
@@ -301,17 +302,19 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
         await other.refresh()
         for registry in (here, there):
             with pytest.raises(RegistryError) as refused:
-                await registry.uploads.start("lib/ro")
+                await registry.uploads.start(ANYONE, "lib/ro")
             assert refused.value.code.code == "UNSUPPORTED"
             assert f"garbage collection job {job.id}" in refused.value.message
             with pytest.raises(RegistryError):
-                await registry.manifests.delete("lib/ro", "v1")
-            assert (await registry.manifests.get("lib/ro", "v1")).digest == image.digest  # pulls go on
+                await registry.manifests.delete(ANYONE, "lib/ro", "v1")
+            assert (
+                await registry.manifests.get(ANYONE, "lib/ro", "v1")
+            ).digest == image.digest  # pulls go on
         release.set()
         await asyncio.wait_for(running, 60)
         await other.refresh()
         for registry in (here, there):
-            await registry.uploads.start("lib/ro")  # writable again
+            await registry.uploads.start(ANYONE, "lib/ro")  # writable again
     finally:
         await here.close()
         await there.close()

@@ -24,6 +24,7 @@ from wharf.services.registry import Registry
 from wharf.services.schedules import Periodic, ScheduleService
 from wharf.wiring import build_storage
 
+from .callers import ANYONE
 from .conftest import stack_config
 from .gc import engine
 from .oci import error_codes, sha256
@@ -279,8 +280,8 @@ async def test_idle_is_measured_by_the_purgers_clock_so_no_test_waits_for_an_upl
     data just left are an hour past ``age``, and go; at the real time they stay."""
     from wharf.services.purge import UploadPurger
 
-    started = await registry.uploads.start("lib/aged")
-    await registry.uploads.append("lib/aged", started.id, body(b"written just now"))
+    started = await registry.uploads.start(ANYONE, "lib/aged")
+    await registry.uploads.append(ANYONE, "lib/aged", started.id, body(b"written just now"))
     orphan = str(uuid.uuid4())
     await registry.storage.create_upload(orphan)
     await registry.storage.append_upload(orphan, 0, body(b"left by a crash"))

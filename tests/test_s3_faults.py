@@ -25,6 +25,7 @@ from wharf.testing.s3proxy import S3FaultProxy
 from wharf.testing.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 from wharf.wiring import build_registry
 
+from .callers import ADMIN, ANYONE
 from .oci import OCI_MANIFEST, Image, sha256
 from .postgres import create_database, drop_database
 
@@ -87,9 +88,9 @@ async def pushed_and_deleted(registry: Registry, repository: str, layers: int) -
     """An image pushed, then deleted by digest: its blobs are garbage (grace 0)."""
     image = Image.random(layers=layers, size=2048)
     for blob in [image.config, *image.layers]:
-        await registry.uploads.monolithic(repository, sha256(blob), chunks(blob))
-    put = await registry.manifests.put(repository, "v1", image.manifest, OCI_MANIFEST)
-    await registry.manifests.delete(repository, put.digest)
+        await registry.uploads.monolithic(ANYONE, repository, sha256(blob), chunks(blob))
+    put = await registry.manifests.put(ANYONE, repository, "v1", image.manifest, OCI_MANIFEST)
+    await registry.manifests.delete(ANYONE, repository, put.digest)
     return image
 
 
@@ -124,7 +125,7 @@ async def test_keys_a_delete_fails_stay_journalled_uncounted_and_are_retried(
     failing, fine = digests[:2], digests[2:]
     rule = proxy.fail_deletes("|".join(d.split(":")[1] for d in failing))
 
-    outcome = await registry.gc.run(NOW)
+    outcome = await registry.gc.run(ADMIN, NOW)
     assert rule.hits == 2
     assert await in_bucket(registry, digests) == set(failing)
     assert set(await journalled(registry)) == set(failing)
@@ -134,14 +135,14 @@ async def test_keys_a_delete_fails_stay_journalled_uncounted_and_are_retried(
     # The next run retries them from the journal; one fails again and stays there.
     rule.remove()
     again = proxy.fail_deletes(failing[0].split(":")[1])
-    outcome = await registry.gc.run(NOW)
+    outcome = await registry.gc.run(ADMIN, NOW)
     assert again.hits == 1
     assert outcome.run.blobs_deleted == 1
     assert await in_bucket(registry, digests) == {failing[0]}
     assert await journalled(registry) == [failing[0]]
 
     again.remove()
-    outcome = await registry.gc.run(NOW)
+    outcome = await registry.gc.run(ADMIN, NOW)
     assert outcome.run.blobs_deleted == 1
     assert await in_bucket(registry, digests) == set()
     assert await journalled(registry) == []
@@ -163,7 +164,7 @@ async def test_a_delete_request_that_fails_whole_frees_nothing_and_is_retried(
     config: dict[str, Any] = registry.s3_config  # type: ignore[attr-defined]
     registry.gc.storage = s3_store(config, proxy.endpoint, timeout=1)
 
-    outcome = await registry.gc.run(NOW)
+    outcome = await registry.gc.run(ADMIN, NOW)
     assert rule.hits >= 1
     assert outcome.run.status == "done"
     assert freed(outcome) == (0, 0, set())
@@ -171,7 +172,7 @@ async def test_a_delete_request_that_fails_whole_frees_nothing_and_is_retried(
     assert set(await journalled(registry)) == set(digests)
 
     rule.remove()
-    outcome = await registry.gc.run(NOW)
+    outcome = await registry.gc.run(ADMIN, NOW)
     assert outcome.run.blobs_deleted == len(digests)
     # Freed now, and counted now: the journal kept each blob's size.
     assert outcome.run.bytes_freed == sum(len(b) for b in [image.config, *image.layers])
@@ -190,13 +191,13 @@ async def test_a_file_no_row_knows_whose_delete_fails_is_not_counted(registry: R
     await bucket(registry).store_blob(digest, chunks(data), lambda _chunk: None, accept)
     rule = proxy.fail_deletes(digest.split(":")[1])
     scan = GCOptions(grace=timedelta(0), scan_storage=True)
-    outcome = await registry.gc.run(scan)
+    outcome = await registry.gc.run(ADMIN, scan)
     assert rule.hits == 1
     assert (outcome.run.blobs_deleted, outcome.run.bytes_freed, outcome.deleted_files) == (0, 0, [])
     assert await in_bucket(registry, [digest]) == {digest}
 
     rule.remove()
-    outcome = await registry.gc.run(scan)
+    outcome = await registry.gc.run(ADMIN, scan)
     assert (outcome.run.blobs_deleted, outcome.run.bytes_freed) == (1, len(data))
     assert await in_bucket(registry, [digest]) == set()
 
@@ -207,7 +208,7 @@ async def test_a_cancelled_delete_ends_only_after_its_request(registry: Registry
     could go after a push of the digest has stored them again."""
     data = os.urandom(1000)
     digest = sha256(data)
-    await registry.uploads.monolithic("lib/cancel", digest, chunks(data))
+    await registry.uploads.monolithic(ANYONE, "lib/cancel", digest, chunks(data))
     rule = proxy.stall(operation="DeleteObjects", seconds=1.5, forward=True)  # slow, carried out
 
     deleting = asyncio.create_task(registry.storage.delete_many([digest]))
@@ -227,7 +228,7 @@ async def test_a_delete_cancelled_while_unanswered_ends_only_once_its_request_ca
     still arrive, as when it returns, so its caller's section and lease may end then."""
     data = os.urandom(1000)
     digest = sha256(data)
-    await registry.uploads.monolithic("lib/cancel-late", digest, chunks(data))
+    await registry.uploads.monolithic(ANYONE, "lib/cancel-late", digest, chunks(data))
     config: dict[str, Any] = registry.s3_config  # type: ignore[attr-defined]
     store = s3_store(config, proxy.endpoint, timeout=1)  # settles in 4 s
     rule = proxy.stall(operation="DeleteObjects", seconds=2.5, forward=True)  # carried out late
@@ -248,7 +249,7 @@ async def test_listing_streams_page_by_page(registry: Registry, proxy: S3FaultPr
     digests = set()
     for n in range(5):
         data = f"blob {n}".encode()
-        await registry.uploads.monolithic("lib/list", sha256(data), chunks(data))
+        await registry.uploads.monolithic(ANYONE, "lib/list", sha256(data), chunks(data))
         digests.add(sha256(data))
     before = proxy.count("ListObjectsV2")
     listing = store.list()
@@ -286,7 +287,7 @@ async def test_a_blob_file_that_cannot_be_deleted_stays_journalled(fs_registry: 
     data.mkdir()
     (data / "in-the-way").write_bytes(b"x")
 
-    outcome = await registry.gc.run(NOW)
+    outcome = await registry.gc.run(ADMIN, NOW)
     assert freed(outcome) == (2, sum(len(b) for b in blobs[1:]), set(digests[1:]))
     assert await journalled(registry) == [stuck]
     assert [await registry.storage.stat(d) is not None for d in digests[1:]] == [False, False]
@@ -294,7 +295,7 @@ async def test_a_blob_file_that_cannot_be_deleted_stays_journalled(fs_registry: 
     (data / "in-the-way").unlink()
     data.rmdir()
     data.write_bytes(image.config)
-    outcome = await registry.gc.run(NOW)
+    outcome = await registry.gc.run(ADMIN, NOW)
     assert outcome.run.blobs_deleted == 1
     assert await journalled(registry) == []
     assert await registry.storage.stat(stuck) is None
@@ -307,7 +308,7 @@ async def test_the_proxy_fails_and_stalls_chosen_requests_and_passes_the_rest(
     through untouched; a rule acts on its operation and key only, as many times as told."""
     data = os.urandom(6 << 20)
     digest = sha256(data)
-    await registry.uploads.monolithic("lib/proxy", digest, chunks(data))
+    await registry.uploads.monolithic(ANYONE, "lib/proxy", digest, chunks(data))
     assert proxy.count("UploadPart", digest.split(":")[1]) == 1
     assert await bucket(registry).stat(digest) == len(data)
 
@@ -340,11 +341,11 @@ async def test_a_delete_retried_after_a_timeout_holds_its_section_until_the_firs
     registry.gc.storage = s3_store(config, proxy.endpoint, timeout=1)
     late = proxy.stall(operation="DeleteObjects", seconds=2, forward=True, times=1)
 
-    outcome = await registry.gc.run(NOW)
+    outcome = await registry.gc.run(ADMIN, NOW)
     assert late.hits == 1
     assert {d for d, _size in outcome.deleted_blobs} == set(digests)
     for blob in [image.config, *image.layers]:  # pushed again once the collection has ended
-        await registry.uploads.monolithic("lib/late", sha256(blob), chunks(blob))
+        await registry.uploads.monolithic(ANYONE, "lib/late", sha256(blob), chunks(blob))
     deadline = asyncio.get_running_loop().time() + 30
     while proxy.count("DeleteObjects") < 2:  # the late request has been carried out
         assert asyncio.get_running_loop().time() < deadline

@@ -11,6 +11,7 @@ import click
 
 from .config import Settings
 from .progress import terminal_bar
+from .services.caller import COMMAND_LINE, Caller
 from .services.fsck import Checker, FsckBusy, FsckOptions, finding_lines, summary_lines
 from .wiring import build_registry
 
@@ -47,7 +48,9 @@ async def _run(settings: Settings, options: FsckOptions, quiet: bool) -> int:
         if bar is not None:
             bar.start()
         try:
-            report = await checker.run(options, progress, lambda: interrupted[0] if interrupted else None)
+            report = await checker.run(
+                Caller.local(COMMAND_LINE), options, progress, lambda: interrupted[0] if interrupted else None
+            )
         finally:
             if bar is not None:
                 bar.stop()

@@ -12,6 +12,7 @@ import click
 
 from .config import Settings
 from .progress import terminal_bar
+from .services.caller import COMMAND_LINE, Caller
 from .services.gc import GCBusy, GCOptions, Outcome
 from .services.gc_report import grace_kept_line
 from .wiring import build_registry
@@ -94,7 +95,7 @@ async def _run(settings: Settings, options: GCOptions, max_duration: timedelta |
         if progress_bar is not None:
             progress_bar.start()
         try:
-            outcome = await registry.gc.run(options, say, progress, should_stop)
+            outcome = await registry.gc.run(Caller.local(COMMAND_LINE), options, say, progress, should_stop)
         finally:
             if progress_bar is not None:
                 progress_bar.stop()

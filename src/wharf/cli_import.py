@@ -10,6 +10,7 @@ import click
 from .config import Settings
 from .meta.sql import SQLMetadataStore
 from .progress import terminal_bar
+from .services.caller import COMMAND_LINE, Caller
 from .services.importer import DistributionImporter, ImportBusy, NotADistributionDirectory
 
 
@@ -35,7 +36,7 @@ async def _run(settings: Settings, root: Path, quiet: bool) -> int:
                 bar.update(task, completed=done, total=total, repository=name)
 
         try:
-            report = await importer.run(progress)
+            report = await importer.run(Caller.local(COMMAND_LINE), progress)
         except ImportBusy as exc:
             click.echo(f"wharf import-distribution: {exc}", err=True)
             return 2

@@ -10,16 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from ..errors import NAME_INVALID, RegistryError
-from ..services.policy import ANONYMOUS
-from ..services.registry import Registry
+from .deps import AsCaller, Services
 from .responses import error
 
 router = APIRouter(tags=["repositories"])
-
-
-def _registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
 
 
 def _named(request: Request, name: str) -> str:
@@ -36,11 +30,13 @@ def _named(request: Request, name: str) -> str:
     summary="Delete an image (by digest, with its tags) or a tag",
     responses={404: error("No such repository, manifest or tag")},
 )
-async def delete_manifest(request: Request, name: str, reference: str) -> Response:
+async def delete_manifest(
+    request: Request, registry: Services, caller: AsCaller, name: str, reference: str
+) -> Response:
     """By digest: the image leaves the repository with every tag on it. By tag: the tag
     alone. A soft delete: the bytes stay until garbage collection. ``name`` is the whole
     repository name, of one component or more (``solo``, ``team/app``)."""
-    await _registry(request).manifests.delete(_named(request, name), reference, ANONYMOUS)
+    await registry.manifests.delete(caller, _named(request, name), reference)
     return Response(status_code=204)
 
 
@@ -50,7 +46,7 @@ async def delete_manifest(request: Request, name: str, reference: str) -> Respon
     summary="Delete a repository",
     responses={404: error("No such repository")},
 )
-async def delete_repository(request: Request, name: str) -> Response:
+async def delete_repository(request: Request, registry: Services, caller: AsCaller, name: str) -> Response:
     """Every manifest, tag and blob link of the repository; the bytes wait for garbage collection."""
-    await _registry(request).manifests.delete_repository(_named(request, name), ANONYMOUS)
+    await registry.manifests.delete_repository(caller, _named(request, name))
     return Response(status_code=204)

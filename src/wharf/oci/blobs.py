@@ -9,6 +9,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..errors import RANGE_INVALID, RegistryError
 from ..reference import decimal
+from ..services.caller import Caller
 from ..services.registry import Registry
 from .responses import empty, headers
 
@@ -53,8 +54,10 @@ def _unsatisfiable(header: str, size: int) -> RegistryError:
     )
 
 
-async def head_or_get(registry: Registry, request: Request, name: str, digest: str) -> Response:
-    info = await registry.blobs.stat(name, digest, check_storage=request.method == "HEAD")
+async def head_or_get(
+    registry: Registry, caller: Caller, request: Request, name: str, digest: str
+) -> Response:
+    info = await registry.blobs.stat(caller, name, digest, check_storage=request.method == "HEAD")
     base = {"Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
     if request.method == "HEAD":
         return Response(
@@ -63,7 +66,7 @@ async def head_or_get(registry: Registry, request: Request, name: str, digest: s
                 {**base, "Content-Length": str(info.size), "Content-Type": "application/octet-stream"}
             ),
         )
-    redirect = await registry.blobs.redirect_url(digest)
+    redirect = await registry.blobs.redirect_url(caller, digest)
     if redirect is not None:
         # The object store serves the bytes (and the client's Range) itself.
         return empty(307, {**base, "Location": redirect})
@@ -71,20 +74,20 @@ async def head_or_get(registry: Registry, request: Request, name: str, digest: s
     selected = parse_range(range_header, info.size) if range_header else None
     if selected is None:
         return StreamingResponse(
-            await registry.blobs.open(digest),
+            await registry.blobs.open(caller, digest),
             media_type="application/octet-stream",
             headers=headers({**base, "Content-Length": str(info.size)}),
         )
     start, end = selected
     partial = {"Content-Range": f"bytes {start}-{end - 1}/{info.size}", "Content-Length": str(end - start)}
     return StreamingResponse(
-        await registry.blobs.open(digest, start, end),
+        await registry.blobs.open(caller, digest, start, end),
         status_code=206,
         media_type="application/octet-stream",
         headers=headers({**base, **partial}),
     )
 
 
-async def delete(registry: Registry, request: Request, name: str, digest: str) -> Response:
-    await registry.blobs.delete(name, digest)
+async def delete(registry: Registry, caller: Caller, request: Request, name: str, digest: str) -> Response:
+    await registry.blobs.delete(caller, name, digest)
     return empty(202)

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..services.caller import Caller
 from ..services.manifest_format import OCI_INDEX
 from ..services.manifests import Page
 from ..services.registry import Registry
@@ -27,20 +28,20 @@ def _next_link(path: str, page: Page, limit: int) -> dict[str, str]:
     return {"Link": f'<{path}?{urlencode({"n": limit, "last": page.items[-1]})}>; rel="next"'}
 
 
-async def tags(registry: Registry, request: Request, name: str) -> Response:
+async def tags(registry: Registry, caller: Caller, request: Request, name: str) -> Response:
     limit = _limit(request)
-    page = await registry.manifests.tags(name, limit, request.query_params.get("last"))
+    page = await registry.manifests.tags(caller, name, limit, request.query_params.get("last"))
     return json_response({"name": name, "tags": page.items}, extra=_next_link(request.url.path, page, limit))
 
 
-async def catalog(registry: Registry, request: Request) -> Response:
+async def catalog(registry: Registry, caller: Caller, request: Request) -> Response:
     limit = _limit(request)
-    page = await registry.manifests.catalog(limit, request.query_params.get("last"))
+    page = await registry.manifests.catalog(caller, limit, request.query_params.get("last"))
     return json_response({"repositories": page.items}, extra=_next_link(request.url.path, page, limit))
 
 
-async def referrers(registry: Registry, request: Request, name: str, digest: str) -> Response:
+async def referrers(registry: Registry, caller: Caller, request: Request, name: str, digest: str) -> Response:
     artifact_type = request.query_params.get("artifactType") or None
-    index = await registry.manifests.referrers(name, digest, artifact_type)
+    index = await registry.manifests.referrers(caller, name, digest, artifact_type)
     extra = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
     return json_response(index, media_type=OCI_INDEX, extra=extra)

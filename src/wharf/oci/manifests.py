@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from ..errors import MANIFEST_TOO_BIG, RegistryError
 from ..reference import decimal
+from ..services.caller import Caller
 from ..services.manifest_format import MAX_MANIFEST_BYTES
 from ..services.registry import Registry
 from .responses import empty, headers
@@ -33,9 +34,11 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def head_or_get(registry: Registry, request: Request, name: str, reference: str) -> Response:
+async def head_or_get(
+    registry: Registry, caller: Caller, request: Request, name: str, reference: str
+) -> Response:
     accept = request.headers.getlist("accept")
-    manifest = await registry.manifests.get(name, reference, accept)
+    manifest = await registry.manifests.get(caller, name, reference, accept)
     extra = {"Docker-Content-Digest": manifest.digest, "ETag": f'"{manifest.digest}"'}
     if request.method == "HEAD":
         extra |= {"Content-Length": str(len(manifest.payload)), "Content-Type": manifest.media_type}
@@ -43,15 +46,17 @@ async def head_or_get(registry: Registry, request: Request, name: str, reference
     return Response(manifest.payload, media_type=manifest.media_type, headers=headers(extra))
 
 
-async def put(registry: Registry, request: Request, name: str, reference: str) -> Response:
+async def put(registry: Registry, caller: Caller, request: Request, name: str, reference: str) -> Response:
     payload = await read_limited(request, MAX_MANIFEST_BYTES)
-    result = await registry.manifests.put(name, reference, payload, request.headers.get("content-type"))
+    result = await registry.manifests.put(
+        caller, name, reference, payload, request.headers.get("content-type")
+    )
     extra = {"Location": f"/v2/{name}/manifests/{result.digest}", "Docker-Content-Digest": result.digest}
     if result.subject:
         extra["OCI-Subject"] = result.subject
     return empty(201, extra)
 
 
-async def delete(registry: Registry, request: Request, name: str, reference: str) -> Response:
-    await registry.manifests.delete(name, reference)
+async def delete(registry: Registry, caller: Caller, request: Request, name: str, reference: str) -> Response:
+    await registry.manifests.delete(caller, name, reference)
     return empty(202)

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from ..errors import NAME_UNKNOWN, UNSUPPORTED, RegistryError
 from ..faults import answer_for
 from ..metrics import ROUTE_KEY
+from ..services.caller import UNRESTRICTED, Caller
 from ..services.registry import Registry
 from . import blobs, listing, manifests, uploads
 from .responses import empty, error_response, json_response
@@ -90,6 +91,12 @@ def _match(scope: MutableMapping[str, Any], path: str, method: str) -> tuple[Han
     raise RegistryError(NAME_UNKNOWN, {"path": path}, f"no /v2 endpoint at {path}")
 
 
+def caller_of(request: Request) -> Caller:
+    """Who sends this /v2 request and what they were granted, for every handler: the one
+    place credentials will be read. Wharf has no accounts yet: anyone may do anything."""
+    return Caller.anonymous(UNRESTRICTED)
+
+
 async def dispatch(request: Request) -> Response:
     registry: Registry = request.app.state.registry
     try:
@@ -97,7 +104,7 @@ async def dispatch(request: Request) -> Response:
         # tabs, CRs and LFs (urllib's WHATWG rule), so `v7%0a` would tag `v7`. Here they
         # reach the name and reference grammar, which refuses them.
         handler, params = _match(request.scope, request.scope["path"], request.method)
-        return await handler(registry, request, **params)
+        return await handler(registry, caller_of(request), request, **params)
     except RegistryError as error:
         return error_response(error)
     except ClientDisconnect:

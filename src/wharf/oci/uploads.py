@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from ..errors import DIGEST_INVALID, RANGE_INVALID, SIZE_INVALID, RegistryError
 from ..reference import INT64_MAX, decimal
+from ..services.caller import Caller
 from ..services.registry import Registry
 from ..services.uploads import UploadStatus
 from .responses import empty
@@ -30,13 +31,15 @@ def _session(name: str, status: UploadStatus, code: int) -> Response:
 
 
 async def _with_progress(
-    registry: Registry, name: str, upload_id: str, error: RegistryError
+    registry: Registry, caller: Caller, name: str, upload_id: str, error: RegistryError
 ) -> RegistryError:
     """A refused chunk says where the upload stands, so the client can resume from there."""
     if error.code is RANGE_INVALID:
         # If the upload is gone meanwhile, the original error says enough.
         with contextlib.suppress(RegistryError):
-            error.headers.update(_session_headers(name, await registry.uploads.status(name, upload_id)))
+            error.headers.update(
+                _session_headers(name, await registry.uploads.status(caller, name, upload_id))
+            )
     return error
 
 
@@ -59,24 +62,24 @@ def _shown(raw: str) -> str:
     return raw if len(raw) <= 64 else f"{raw[:64]}... ({len(raw)} characters)"
 
 
-async def start(registry: Registry, request: Request, name: str) -> Response:
+async def start(registry: Registry, caller: Caller, request: Request, name: str) -> Response:
     _content_length(request)  # a body no store could hold is refused before it is read
     params = request.query_params
     mount, source = params.get("mount"), params.get("from")
-    if mount and source and await registry.uploads.mount(name, mount, source):
+    if mount and source and await registry.uploads.mount(caller, name, mount, source):
         return _created(name, mount)
     digest = params.get("digest")
     if digest is not None:
-        await registry.uploads.monolithic(name, digest, request.stream())
+        await registry.uploads.monolithic(caller, name, digest, request.stream())
         return _created(name, digest)
-    return _session(name, await registry.uploads.start(name), 202)
+    return _session(name, await registry.uploads.start(caller, name), 202)
 
 
-async def status(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
-    return _session(name, await registry.uploads.status(name, upload_id), 204)
+async def status(registry: Registry, caller: Caller, request: Request, name: str, upload_id: str) -> Response:
+    return _session(name, await registry.uploads.status(caller, name, upload_id), 204)
 
 
-async def patch(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
+async def patch(registry: Registry, caller: Caller, request: Request, name: str, upload_id: str) -> Response:
     start_at: int | None = None
     length = _content_length(request)
     content_range = request.headers.get("content-range")
@@ -96,13 +99,13 @@ async def patch(registry: Registry, request: Request, name: str, upload_id: str)
             )
         length = declared
     try:
-        status = await registry.uploads.append(name, upload_id, request.stream(), start_at, length)
+        status = await registry.uploads.append(caller, name, upload_id, request.stream(), start_at, length)
     except RegistryError as error:
-        raise await _with_progress(registry, name, upload_id, error) from None
+        raise await _with_progress(registry, caller, name, upload_id, error) from None
     return _session(name, status, 202)
 
 
-async def finish(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
+async def finish(registry: Registry, caller: Caller, request: Request, name: str, upload_id: str) -> Response:
     _content_length(request)
     digest = request.query_params.get("digest")
     if not digest:
@@ -110,12 +113,12 @@ async def finish(registry: Registry, request: Request, name: str, upload_id: str
             DIGEST_INVALID, None, "the digest query parameter is required to complete an upload"
         )
     try:
-        await registry.uploads.finish(name, upload_id, digest, request.stream())
+        await registry.uploads.finish(caller, name, upload_id, digest, request.stream())
     except RegistryError as error:
-        raise await _with_progress(registry, name, upload_id, error) from None
+        raise await _with_progress(registry, caller, name, upload_id, error) from None
     return _created(name, digest)
 
 
-async def cancel(registry: Registry, request: Request, name: str, upload_id: str) -> Response:
-    await registry.uploads.cancel(name, upload_id)
+async def cancel(registry: Registry, caller: Caller, request: Request, name: str, upload_id: str) -> Response:
+    await registry.uploads.cancel(caller, name, upload_id)
     return empty(204)

@@ -9,7 +9,8 @@ from ..errors import BLOB_UNKNOWN, RegistryError
 from ..meta.store import Event, MetadataStore
 from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore
-from .policy import ANONYMOUS, Policy
+from .caller import Caller
+from .policy import Policy
 
 # How long a redirect to the object store stays valid (Distribution uses 20 minutes).
 REDIRECT_SECONDS = 20 * 60
@@ -31,7 +32,9 @@ class BlobService:
         self.blobs = blobs
         self.policy = policy
 
-    async def stat(self, repository: str, digest: str, check_storage: bool = True) -> BlobInfo:
+    async def stat(
+        self, caller: Caller, repository: str, digest: str, check_storage: bool = True
+    ) -> BlobInfo:
         """The blob as the repository sees it: linked there, or unknown. A GET passes
         ``check_storage=False``: opening the bytes (or the redirect) finds them missing.
 
@@ -50,24 +53,26 @@ class BlobService:
             raise blob_unknown(digest)
         return BlobInfo(digest, size)
 
-    async def redirect_url(self, digest: str) -> str | None:
+    async def redirect_url(self, caller: Caller, digest: str) -> str | None:
         """Where a client may fetch the blob from the object store directly, when allowed."""
         if not self.policy.redirect:
             return None
         return await self.blobs.url(digest, REDIRECT_SECONDS)
 
-    async def open(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def open(
+        self, caller: Caller, digest: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         """The bytes of a blob that ``stat`` has just found in the metadata."""
         stream = await self.blobs.open(digest, start, end)
         if stream is None:
             raise blob_unknown(digest)
         return stream
 
-    async def delete(self, repository: str, digest: str, actor: str = ANONYMOUS) -> None:
+    async def delete(self, caller: Caller, repository: str, digest: str) -> None:
         """Drop the blob's link from the repository; its bytes wait for garbage collection."""
         validate_name(repository)
         validate_digest(digest)
         self.policy.check_delete()
-        event = Event(actor, "blob.delete", repository, digest, digest)
+        event = Event(caller.name, "blob.delete", repository, digest, digest)
         if not await self.meta.unlink_blob(repository, digest, event):
             raise blob_unknown(digest)

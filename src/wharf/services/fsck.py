@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from ..meta.engines import HeldLock
 from ..meta.store import CheckedManifest, MetadataStore
 from ..storage.base import BlobStore
+from .caller import Caller
 from .deleting import delete_bytes
 from .gc import BLOB_BATCH, DEFAULT_GRACE, DELETE_CONCURRENCY, IMPORTING, GCLockLost, Progress
 
@@ -193,13 +194,15 @@ class Checker:
 
     async def run(
         self,
+        caller: Caller,
         options: FsckOptions,
         progress: Progress = _no_progress,
         should_stop: Callable[[], str | None] = lambda: None,
     ) -> FsckReport:
         """Check, and with ``options.repair`` delete the leaks older than the grace period.
         ``should_stop`` is asked between phases and batches. FsckBusy: a repair while a
-        garbage collection or an import runs."""
+        garbage collection or an import runs. ``caller``: who asked (the command line, or
+        the job worker)."""
         if not options.repair:
             return await self._check(options, progress, should_stop)
         async with self.meta.gc_lock() as lock:

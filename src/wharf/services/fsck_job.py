@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import parse_duration
 from .fsck import Checker, FsckBusy, FsckOptions, finding_lines, summary_lines
-from .jobs import Action, JobContext, JobFailed, _once_free
+from .jobs import WORKER, Action, JobContext, JobFailed, _once_free
 
 
 def fsck_action(checker: Checker, grace: timedelta, busy_poll: float = 1.0) -> Action:
@@ -28,7 +28,7 @@ def fsck_action(checker: Checker, grace: timedelta, busy_poll: float = 1.0) -> A
             raise JobFailed(f"parameter grace: {error}") from None
         report = await _once_free(
             context,
-            lambda: checker.run(options, should_stop=context.should_stop),
+            lambda: checker.run(WORKER, options, should_stop=context.should_stop),
             FsckBusy,
             "a garbage collection",
             busy_poll,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..meta.store import Event, GCManifest, GCRun, MetadataStore
 from ..storage.base import BlobStore, StoredBlob
+from .caller import Caller
 from .deleting import GCLockLost as GCLockLost
 from .deleting import delete_bytes
 
@@ -346,6 +347,7 @@ class GarbageCollector:
 
     async def run(
         self,
+        caller: Caller,
         options: GCOptions,
         say: Say = _quiet,
         progress: Progress = _no_progress,
@@ -355,7 +357,9 @@ class GarbageCollector:
         """Plan and, unless a dry run, apply. ``should_stop`` is asked between batches; a
         reason it returns ends the run there (what is left waits for the next run).
         ``while_held`` is entered once the lock is held and left before it is released
-        (a read-only window, say, which must not begin while another run is going)."""
+        (a read-only window, say, which must not begin while another run is going).
+        ``caller``: who asked (the command line, or the job worker); what the run records
+        is the collector's doing, under its own name (GC_ACTOR)."""
         async with self.meta.gc_lock() as held, contextlib.AsyncExitStack() as window:
             if not held:
                 raise GCBusy("another garbage collection is running; try again when it has finished")

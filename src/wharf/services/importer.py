@@ -24,6 +24,7 @@ from ..errors import RegistryError
 from ..meta.store import Event, ImportedBlob, MetadataStore, NewManifest
 from ..reference import is_valid_digest, validate_name
 from ..storage.paths import blob_path
+from .caller import Caller
 from .gc import IMPORTING
 from .manifest_format import new_manifest, parse_manifest
 
@@ -180,12 +181,15 @@ class DistributionImporter:
 
     async def run(
         self,
+        caller: Caller,
         progress: Callable[[int, int, str], None] = lambda done, total, name: None,
         should_stop: Callable[[], str | None] = lambda: None,
     ) -> ImportReport:
         """Import every repository; ``should_stop`` is asked between repositories (the
         report's ``stopped`` says why it ended early; running again finishes the import).
-        The directory is read on a thread: a server's requests go on meanwhile."""
+        The directory is read on a thread: a server's requests go on meanwhile. ``caller``:
+        who asked (the command line, or the job worker); the events name the import
+        (IMPORT_ACTOR)."""
         async with self.meta.gc_lock() as held:  # no collection sees half an import
             if not held:
                 raise ImportBusy("a garbage collection is running; import when it has ended")

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Histogram
 
 from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
+from .caller import JOB_WORKER, Caller
 from .gc import BLOB_BATCH, GarbageCollector, GCBusy, GCOptions
 from .gc_report import JOB_ZERO_GRACE, grace_kept_line, kept_by_grace, would_free
 from .importer import DistributionImporter, ImportBusy, NotADistributionDirectory
@@ -47,6 +48,8 @@ JOB_DURATION = Histogram(
     ("action", "outcome"),
     buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 21600),
 )
+# Who the actions call the services as: the registry itself, for whoever started the job.
+WORKER = Caller.local(JOB_WORKER)
 JOB_FAILURES = Counter("wharf_job_failures", "Job attempts that failed (raised), by action", ("action",))
 # Lines of a job's log kept for the "eligible for deletion" listings, which can be long.
 LISTED_LINES = 100
@@ -158,7 +161,11 @@ def gc_action(gc: GarbageCollector, busy_poll: float = 1.0) -> Action:
         outcome = await _once_free(
             context,
             lambda: gc.run(
-                options, context.say, should_stop=context.should_stop, while_held=context.while_collecting
+                WORKER,
+                options,
+                context.say,
+                should_stop=context.should_stop,
+                while_held=context.while_collecting,
             ),
             GCBusy,
             "another garbage collection",
@@ -239,7 +246,7 @@ def migration_action(meta: MetadataStore, storage_root: Path | None, busy_poll: 
 
         found = await _once_free(
             context,
-            lambda: importer.run(progress, should_stop=context.should_stop),
+            lambda: importer.run(WORKER, progress, should_stop=context.should_stop),
             ImportBusy,
             "a garbage collection",
             busy_poll,

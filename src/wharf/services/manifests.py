@@ -28,8 +28,9 @@ from ..reference import (
     validate_name,
     validate_reference,
 )
+from .caller import Caller
 from .manifest_format import MAX_MANIFEST_BYTES, OCI_INDEX, accepts, new_manifest, parse_manifest
-from .policy import ANONYMOUS, Policy
+from .policy import Policy
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,11 @@ class ManifestService:
 
     async def put(
         self,
+        caller: Caller,
         repository: str,
         reference: str,
         payload: bytes,
         content_type: str | None,
-        actor: str = ANONYMOUS,
     ) -> PutResult:
         validate_name(repository)
         validate_reference(reference)
@@ -90,7 +91,9 @@ class ManifestService:
             digest = digest_of(payload)
             tag = reference
         record = new_manifest(digest, payload, parsed)
-        event = Event(actor, "manifest.push", repository, reference, digest, {"mediaType": parsed.media_type})
+        event = Event(
+            caller.name, "manifest.push", repository, reference, digest, {"mediaType": parsed.media_type}
+        )
         try:
             await self.meta.put_manifest(repository, record, tag, event)
         except MissingReference as missing:
@@ -101,7 +104,9 @@ class ManifestService:
             ) from None
         return PutResult(digest, parsed.subject_digest)
 
-    async def get(self, repository: str, reference: str, accept: list[str] | None = None) -> StoredManifest:
+    async def get(
+        self, caller: Caller, repository: str, reference: str, accept: list[str] | None = None
+    ) -> StoredManifest:
         validate_name(repository)
         try:
             validate_reference(reference)
@@ -120,30 +125,32 @@ class ManifestService:
             )
         return manifest
 
-    async def delete(self, repository: str, reference: str, actor: str = ANONYMOUS) -> None:
+    async def delete(self, caller: Caller, repository: str, reference: str) -> None:
         """By digest: the image leaves the repository with its tags. By tag: the tag alone."""
         validate_name(repository)
         validate_reference(reference)
         self.policy.check_delete()
         if is_digest(reference):
-            event = Event(actor, "manifest.delete", repository, reference, reference)
+            event = Event(caller.name, "manifest.delete", repository, reference, reference)
             if await self.meta.delete_manifest(repository, reference, event) is None:
                 raise manifest_unknown(reference)
         else:
-            event = Event(actor, "tag.delete", repository, reference)
+            event = Event(caller.name, "tag.delete", repository, reference)
             if not await self.meta.delete_tag(repository, reference, event):
                 raise manifest_unknown(reference, f"tag unknown to repository {repository}: {reference}")
 
-    async def delete_repository(self, repository: str, actor: str = ANONYMOUS) -> None:
+    async def delete_repository(self, caller: Caller, repository: str) -> None:
         """The whole repository: every manifest, tag and blob link (the bytes wait for GC)."""
         validate_name(repository)
         self.policy.check_delete()
-        if not await self.meta.delete_repository(repository, Event(actor, "repository.delete", repository)):
+        if not await self.meta.delete_repository(
+            repository, Event(caller.name, "repository.delete", repository)
+        ):
             raise RegistryError(
                 NAME_UNKNOWN, {"name": repository}, f"repository name not known: {repository}"
             )
 
-    async def tags(self, repository: str, limit: int | None, last: str | None) -> Page:
+    async def tags(self, caller: Caller, repository: str, limit: int | None, last: str | None) -> Page:
         validate_name(repository)
         if last and not TAG_RE.fullmatch(last):
             # Only a tag can come before the next page's first tag (and a NUL is no text to
@@ -156,13 +163,15 @@ class ManifestService:
             )
         return _page(names, limit)
 
-    async def catalog(self, limit: int | None, last: str | None) -> Page:
+    async def catalog(self, caller: Caller, limit: int | None, last: str | None) -> Page:
         if last and not is_valid_name(last):
             raise RegistryError(NAME_INVALID, {"last": last}, f"last must be a repository name, not {last!r}")
         names = await self.meta.list_repositories(None if limit is None else limit + 1, last)
         return _page(names, limit)
 
-    async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> dict[str, Any]:
+    async def referrers(
+        self, caller: Caller, repository: str, digest: str, artifact_type: str | None
+    ) -> dict[str, Any]:
         """The referrers of ``digest`` as an OCI image index."""
         validate_name(repository)
         validate_digest(digest)

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 from ..errors import UNSUPPORTED, RegistryError
 
-ANONYMOUS = "anonymous"
-
 
 @dataclass
 class Policy:

@@ -31,8 +31,9 @@ from ..errors import (
 from ..meta.store import Event, MetadataStore, TooManyUploads, Upload
 from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore, BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
+from .caller import Caller
 from .deleting import wait_out_deletes
-from .policy import ANONYMOUS, Policy
+from .policy import Policy
 
 STREAM_ALGORITHM = "sha256"
 MAX_CACHED_HASHERS = 4096
@@ -113,7 +114,7 @@ class UploadService:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    async def start(self, repository: str) -> UploadStatus:
+    async def start(self, caller: Caller, repository: str) -> UploadStatus:
         validate_name(repository)
         self.policy.check_writable()
         upload_id = str(uuid.uuid4())
@@ -156,11 +157,11 @@ class UploadService:
         async with lock:
             yield await self._get(repository, upload_id)
 
-    async def status(self, repository: str, upload_id: str) -> UploadStatus:
+    async def status(self, caller: Caller, repository: str, upload_id: str) -> UploadStatus:
         upload = await self._get(repository, upload_id)
         return UploadStatus(upload.id, repository, upload.offset)
 
-    async def cancel(self, repository: str, upload_id: str) -> None:
+    async def cancel(self, caller: Caller, repository: str, upload_id: str) -> None:
         self.policy.check_writable()
         upload = await self._get(repository, upload_id)
         # No claim taken: a request still writing finds the row gone and fails cleanly.
@@ -291,6 +292,7 @@ class UploadService:
 
     async def append(
         self,
+        caller: Caller,
         repository: str,
         upload_id: str,
         chunks: AsyncIterable[bytes],
@@ -304,11 +306,11 @@ class UploadService:
 
     async def finish(
         self,
+        caller: Caller,
         repository: str,
         upload_id: str,
         digest: str,
         chunks: AsyncIterable[bytes],
-        actor: str = ANONYMOUS,
     ) -> str:
         """Append the last bytes (if any), verify the digest, and make the blob visible."""
         self.policy.check_writable()
@@ -317,14 +319,14 @@ class UploadService:
             if upload.offset == 0:
                 # Nothing written yet: the whole blob is in this request, and its digest is
                 # known, so it goes straight to where blobs live (no copy on S3).
-                await self._store_whole(repository, digest, chunks, actor, finished_upload=upload.id)
+                await self._store_whole(repository, digest, chunks, caller.name, finished_upload=upload.id)
                 # The row went with the blob's link; only the session's empty storage is left.
                 self._hashers.forget(upload.id)
                 await self.blobs.delete_upload(upload.id)
                 return digest
             size = await self._write(upload, chunks, None, None)
             hasher = await self._hasher_at(upload.id, size, digest.split(":", 1)[0])
-            await self._commit(repository, upload.id, digest, size, hasher, actor, session=True)
+            await self._commit(repository, upload.id, digest, size, hasher, caller.name, session=True)
         return digest
 
     async def _commit(
@@ -365,13 +367,13 @@ class UploadService:
         self._hashers.forget(upload_id)
 
     async def monolithic(
-        self, repository: str, digest: str, chunks: AsyncIterable[bytes], actor: str = ANONYMOUS
+        self, caller: Caller, repository: str, digest: str, chunks: AsyncIterable[bytes]
     ) -> str:
         """A whole blob in one request: no session row, since no client can address it."""
         validate_name(repository)
         validate_digest(digest)
         self.policy.check_writable()
-        await self._store_whole(repository, digest, chunks, actor)
+        await self._store_whole(repository, digest, chunks, caller.name)
         return digest
 
     async def _store_whole(
@@ -412,7 +414,7 @@ class UploadService:
             f"provided digest {digest} does not match uploaded content ({actual}); nothing stored",
         )
 
-    async def mount(self, repository: str, digest: str, source: str, actor: str = ANONYMOUS) -> bool:
+    async def mount(self, caller: Caller, repository: str, digest: str, source: str) -> bool:
         """Link a blob that ``source`` holds into ``repository``; False when it cannot."""
         validate_name(repository)
         validate_name(source)
@@ -422,5 +424,5 @@ class UploadService:
             return False
         # One transaction checks the source and links: a collection of the blob either
         # came first (then there is nothing to mount) or sees the new link.
-        event = Event(actor, "blob.mount", repository, digest, digest, {"from": source})
+        event = Event(caller.name, "blob.mount", repository, digest, digest, {"from": source})
         return await self.meta.mount_blob(repository, source, digest, event) is not None
