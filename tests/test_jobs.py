@@ -174,7 +174,8 @@ async def test_a_gc_job_waits_for_a_collection_already_running(store, tmp_path):
     """Another collection holds the lock: the job waits for it (its attempt is not spent
     on GCBusy), then runs, once."""
     from wharf.services.gc import GarbageCollector
-    from wharf.services.jobs import REGISTRY_GC, gc_action
+    from wharf.services.job_parameters import REGISTRY_GC
+    from wharf.services.jobs import gc_action
     from wharf.storage.filesystem import FilesystemBlobStore
 
     collector = GarbageCollector(store, FilesystemBlobStore(tmp_path / "blobs", fsync=False))
@@ -269,7 +270,7 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
     from wharf.config import Settings
     from wharf.errors import RegistryError
     from wharf.meta import migrate
-    from wharf.services.jobs import REGISTRY_GC
+    from wharf.services.job_parameters import REGISTRY_GC
     from wharf.services.maintenance import MaintenanceWatcher
     from wharf.wiring import build_registry
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from wharf.meta.sql import SQLMetadataStore
-from wharf.services.jobs import METADATA_MIGRATION, PURGE_UPLOADS
+from wharf.services.job_parameters import METADATA_MIGRATION, PURGE_UPLOADS
 
 from .distribution import Distribution
 from .layout import Layout, make_image

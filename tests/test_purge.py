@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from wharf.config import load_settings
 from wharf.meta import schema as s
 from wharf.meta.sql import SQLMetadataStore
-from wharf.services.jobs import PURGE_UPLOADS
+from wharf.services.job_parameters import PURGE_UPLOADS
 from wharf.services.registry import Registry
 from wharf.services.schedules import Periodic, ScheduleService
 from wharf.wiring import build_storage

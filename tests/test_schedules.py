@@ -18,7 +18,8 @@ import pytest
 
 from wharf.meta.sql import SQLMetadataStore
 from wharf.meta.store import Job
-from wharf.services.jobs import REGISTRY_GC, JobContext, JobRunner, Timing
+from wharf.services.job_parameters import REGISTRY_GC
+from wharf.services.jobs import JobContext, JobRunner, Timing
 from wharf.services.schedules import GC_SETTINGS, GCSettings, ScheduleService
 
 # A stale time far beyond the test: no job is taken over behind its back.

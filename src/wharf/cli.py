@@ -13,6 +13,7 @@ import click
 
 from .config import ConfigError, Settings, load_settings, parse_duration
 from .meta import migrate
+from .services import gc_defaults
 from .services.gc import GCOptions
 
 log = logging.getLogger("wharf")
@@ -190,7 +191,8 @@ def upgrade(config: str | None) -> None:
     "--grace",
     callback=_duration,
     metavar="DURATION",
-    help="Spare what was pushed or seen within this long (default: gc.grace, 24h). 0s collects at once.",
+    help=f"Spare what was pushed or seen within this long (default: gc.grace, {gc_defaults.GRACE}). "
+    "0s collects at once.",
 )
 @click.option("--max-duration", callback=_duration, metavar="DURATION", help="Stop cleanly after this long.")
 @click.option(
@@ -201,7 +203,7 @@ def upgrade(config: str | None) -> None:
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=500,
+    default=gc_defaults.BATCH,
     show_default=True,
     help="Blobs deleted per critical section (a push of one of them waits for its batch).",
 )
@@ -256,7 +258,8 @@ def garbage_collect(
     "--grace",
     callback=_duration,
     metavar="DURATION",
-    help="With --repair: keep leaks younger than this (default: gc.grace, 24h); 0s deletes them all.",
+    help=f"With --repair: keep leaks younger than this (default: gc.grace, {gc_defaults.GRACE}); "
+    "0s deletes them all.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
 def fsck(config: str | None, repair: bool, grace: timedelta | None, quiet: bool) -> None:

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from .config_distribution import RULES, Namer, distribution_variables, sift
+from .services import gc_defaults
 
 ENV_PREFIX = "WHARF_"
 CONFIG_VERSION = "0.1"
@@ -252,7 +253,7 @@ class DatabaseConfig(Section):
 class GCConfig(Section):
     # Blobs and untagged manifests seen (pushed, mounted, found by a HEAD) more recently
     # than this are never collected: pushes in progress stay safe.
-    grace: str = "24h"
+    grace: str = gc_defaults.GRACE
 
     @field_validator("grace")
     @classmethod

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, parse_duration
 from .meta.sql import SQLMetadataStore
+from .services.job_parameters import JobDefaults
 from .services.policy import Policy
 from .services.registry import Registry
 from .storage.base import BlobStore
@@ -77,7 +78,9 @@ def build_registry(settings: Settings) -> Registry:
         redirect=not settings.storage.redirect.disable,
         max_open_uploads=settings.uploads.maxopen,
     )
-    return Registry.build(meta, storage, policy)
+    purging = settings.storage.maintenance.uploadpurging
+    defaults = JobDefaults(grace=settings.gc.grace, purge_age=purging.age, purge_dry_run=purging.dryrun)
+    return Registry.build(meta, storage, policy, defaults)
 
 
 def build_watcher(settings: Settings, registry: Registry) -> MaintenanceWatcher:
@@ -94,11 +97,8 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
     # the command line's garbage collection has no use for.
     from .services.fsck import Checker
     from .services.fsck_job import fsck_action
+    from .services.job_parameters import FSCK, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
     from .services.jobs import (
-        FSCK,
-        METADATA_MIGRATION,
-        PURGE_UPLOADS,
-        REGISTRY_GC,
         Action,
         JobRunner,
         Timing,

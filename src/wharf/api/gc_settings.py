@@ -6,18 +6,20 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import INVALID_SCHEDULE, NO_GC_RUN, RegistryError
 from ..meta.store import GCRun
+from ..services import gc_defaults
+from ..services.gc_defaults import Duration, Mode
 from ..services.gc_report import kept_by_grace, would_free
+from ..services.job_parameters import MAX_MINUTES
 from ..services.registry import Registry
 from ..services.schedules import GCSettings, InvalidSchedule, ScheduleService, next_fire
 from .jobs import JobOut, iso, job_out
-from .responses import MAX_MINUTES
 
 router = APIRouter(prefix="/admin/settings/registry/garbageCollection", tags=["garbage collection"])
 
@@ -39,10 +41,10 @@ class SettingsDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schedule: str = ""
-    duration: Literal["untilDone", "minutes", "never"] = "untilDone"
+    duration: Duration = gc_defaults.DURATION
     minutes: float | None = Field(default=None, gt=0, le=MAX_MINUTES, allow_inf_nan=False)
-    mode: Literal["readonly", "online"] = "online"
-    deleteUntagged: bool = False
+    mode: Mode = gc_defaults.MODE
+    deleteUntagged: bool = gc_defaults.DELETE_UNTAGGED
 
 
 class SettingsOut(SettingsDoc):

@@ -3,13 +3,10 @@ answers too), declared once for the OpenAPI document."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
-
-from ..config import MAX_DURATION
 
 
 class ErrorOut(BaseModel):
@@ -38,13 +35,6 @@ def error(description: str) -> dict[str, Any]:
     return {"model": ErrorsOut, "description": description}
 
 
-# The longest time a number in a request may stand for: as durations in the configuration
-# (later than that, dates overflow). Floats are finite too: JSON as Python reads it takes
-# Infinity and NaN, which would be saved and then fail every attempt of the job.
-MAX_SECONDS = MAX_DURATION.total_seconds()
-MAX_MINUTES = MAX_SECONDS / 60
-
-
 def _moment(value: datetime) -> datetime:
     """A time the databases can compare: in UTC (a naive one is taken as UTC), within years
     1 to 9999 once there (9999-12-31T23:59-23:59 is not)."""
@@ -55,22 +45,3 @@ def _moment(value: datetime) -> datetime:
 
 
 Moment = Annotated[datetime, AfterValidator(_moment)]
-
-
-def is_job_id(value: str) -> bool:
-    """Job ids are UUIDs as the store writes them; anything else names no job (and is not
-    looked up: PostgreSQL cannot compare text holding a NUL)."""
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
-
-
-def path_text(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character")
-    return value
-
-
-# A path on the host: no NUL (no system call takes one), at most PATH_MAX.
-HostPath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(path_text)]

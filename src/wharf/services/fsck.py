@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 from ..meta.engines import HeldLock
 from ..meta.store import CheckedManifest, MetadataStore
 from ..storage.base import BlobStore
+from . import gc_defaults
 from .caller import Caller
 from .deleting import delete_bytes
-from .gc import BLOB_BATCH, DEFAULT_GRACE, DELETE_CONCURRENCY, IMPORTING, GCLockLost, Progress
+from .gc import DELETE_CONCURRENCY, IMPORTING, GCLockLost, Progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,8 +50,8 @@ class FsckBusy(Exception):
 @dataclass(frozen=True)
 class FsckOptions:
     repair: bool = False
-    grace: timedelta = DEFAULT_GRACE
-    batch: int = BLOB_BATCH  # digests per critical section
+    grace: timedelta = gc_defaults.GRACE_PERIOD
+    batch: int = gc_defaults.BATCH  # digests per critical section
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..meta.store import Event, GCManifest, GCRun, MetadataStore
 from ..storage.base import BlobStore, StoredBlob
+from . import gc_defaults
 from .caller import Caller
 from .deleting import GCLockLost as GCLockLost
 from .deleting import delete_bytes
@@ -40,10 +41,7 @@ GC_ACTOR = "garbage-collector"
 # The setting an import of a Distribution directory leaves until it has finished: a storage
 # scan must not take the blobs of repositories not imported yet for files no row knows.
 IMPORTING = "distributionImport"
-DEFAULT_GRACE = timedelta(hours=24)
 INTERRUPTED = "interrupted: its process ended before it finished (what it freed was not recorded)"
-# Blobs per critical section: uploads of these digests wait for one batch at most.
-BLOB_BATCH = 500
 MANIFEST_BATCH = 200
 # Byte deletions in flight at once (storage round trips dominate on S3).
 DELETE_CONCURRENCY = 16
@@ -55,15 +53,15 @@ class GCBusy(Exception):
 
 @dataclass(frozen=True)
 class GCOptions:
-    dry_run: bool = False
-    delete_untagged: bool = False
-    grace: timedelta = DEFAULT_GRACE
+    dry_run: bool = gc_defaults.DRY_RUN
+    delete_untagged: bool = gc_defaults.DELETE_UNTAGGED
+    grace: timedelta = gc_defaults.GRACE_PERIOD
     # Read every row, not only the review queues, and list all of storage for files no
     # row knows: a thorough run, whose work grows with the registry.
-    scan_storage: bool = False
+    scan_storage: bool = gc_defaults.SCAN_STORAGE
     mode: str = "offline"  # how it was started: offline (CLI), online, readonly
     verbose: bool = False  # list every marked manifest and blob (as Distribution does)
-    batch: int = BLOB_BATCH  # blobs per critical section
+    batch: int = gc_defaults.BATCH  # blobs per critical section
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ from prometheus_client import Counter, Histogram
 
 from ..config import parse_duration
 from ..meta.store import Job, MetadataStore
+from . import gc_defaults
 from .caller import JOB_WORKER, Caller
-from .gc import BLOB_BATCH, GarbageCollector, GCBusy, GCOptions
+from .gc import GarbageCollector, GCBusy, GCOptions
 from .gc_report import JOB_ZERO_GRACE, grace_kept_line, kept_by_grace, would_free
 from .importer import DistributionImporter, ImportBusy, NotADistributionDirectory
+from .job_parameters import REGISTRY_GC
 from .maintenance import MAINTENANCE
 from .policy import Policy
 from .purge import UploadPurger
@@ -36,11 +38,6 @@ from .schedules import ScheduleService
 
 log = logging.getLogger("wharf.jobs")
 
-REGISTRY_GC = "registryGC"
-PURGE_UPLOADS = "purgeUploads"
-METADATA_MIGRATION = "metadatastoremigration"  # DTR's name: adopting a Distribution directory
-FSCK = "fsck"  # the action is in fsck_job.py
-ACTIONS = (REGISTRY_GC, PURGE_UPLOADS, METADATA_MIGRATION, FSCK)
 # Observed in the process that runs the job (a `wharf serve` with jobs enabled, or a worker).
 JOB_DURATION = Histogram(
     "wharf_job_duration_seconds",
@@ -151,12 +148,14 @@ def gc_action(gc: GarbageCollector, busy_poll: float = 1.0) -> Action:
                 minutes=float(minutes)
             )
         options = GCOptions(
-            dry_run=bool(parameters.get("dryRun", False)),
-            delete_untagged=bool(parameters.get("deleteUntagged", False)),
-            grace=timedelta(seconds=float(parameters.get("graceSeconds", 24 * 3600))),
-            scan_storage=bool(parameters.get("scanStorage", False)),
-            mode=str(parameters.get("mode", "online")),
-            batch=int(parameters.get("batchSize", BLOB_BATCH)),
+            dry_run=bool(parameters.get("dryRun", gc_defaults.DRY_RUN)),
+            delete_untagged=bool(parameters.get("deleteUntagged", gc_defaults.DELETE_UNTAGGED)),
+            grace=timedelta(
+                seconds=float(parameters.get("graceSeconds", gc_defaults.GRACE_PERIOD.total_seconds()))
+            ),
+            scan_storage=bool(parameters.get("scanStorage", gc_defaults.SCAN_STORAGE)),
+            mode=str(parameters.get("mode", gc_defaults.MODE)),
+            batch=int(parameters.get("batchSize", gc_defaults.BATCH)),
         )
         outcome = await _once_free(
             context,

@@ -8,6 +8,8 @@ from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
 from .blobs import BlobService
 from .gc import GarbageCollector
+from .job_parameters import JobDefaults
+from .job_service import JobService
 from .manifests import ManifestService
 from .policy import Policy
 from .uploads import UploadService
@@ -22,9 +24,12 @@ class Registry:
     uploads: UploadService
     manifests: ManifestService
     gc: GarbageCollector
+    jobs: JobService
 
     @classmethod
-    def build(cls, meta: MetadataStore, storage: BlobStore, policy: Policy) -> Registry:
+    def build(
+        cls, meta: MetadataStore, storage: BlobStore, policy: Policy, defaults: JobDefaults
+    ) -> Registry:
         return cls(
             meta=meta,
             storage=storage,
@@ -33,6 +38,7 @@ class Registry:
             uploads=UploadService(meta, storage, policy),
             manifests=ManifestService(meta, policy),
             gc=GarbageCollector(meta, storage),
+            jobs=JobService(meta, defaults),
         )
 
     async def close(self) -> None:

@@ -10,19 +10,19 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from croniter import croniter
 
 from ..meta.clock import now as utc_now
 from ..meta.store import Job, MetadataStore
 from ..metrics import SCHEDULE_PASSES
+from . import gc_defaults
+from .gc_defaults import Duration, Mode
 
 log = logging.getLogger("wharf.schedules")
 
 GC_SETTINGS = "garbageCollection"
-Duration = Literal["untilDone", "minutes", "never"]
-Mode = Literal["readonly", "online"]
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -70,10 +70,10 @@ def next_fire(expression: str, now: datetime) -> datetime:
 @dataclass
 class GCSettings:
     schedule: str = ""  # empty: no schedule
-    duration: Duration = "untilDone"
+    duration: Duration = gc_defaults.DURATION
     minutes: float | None = None  # with duration "minutes"
-    mode: Mode = "online"
-    deleteUntagged: bool = False
+    mode: Mode = gc_defaults.MODE
+    deleteUntagged: bool = gc_defaults.DELETE_UNTAGGED
 
     def job_parameters(self, grace: timedelta) -> dict[str, Any]:
         parameters: dict[str, Any] = {
