@@ -22,6 +22,8 @@ from wharf.services.job_parameters import REGISTRY_GC
 from wharf.services.jobs import JobContext, JobRunner, Timing
 from wharf.services.schedules import GC_SETTINGS, GCSettings, ScheduleService
 
+from .callers import ADMIN
+
 # A stale time far beyond the test: no job is taken over behind its back.
 TIMING = Timing(poll=0.05, heartbeat=0.1, stale=3600, retry_delay=0.0)
 BEFORE = datetime(2030, 1, 5, 2, 59, 50, tzinfo=UTC)  # ten seconds before a 03:00 schedule
@@ -63,7 +65,7 @@ async def quick_gc(context: JobContext) -> dict[str, Any]:
 async def test_a_schedule_fires_while_the_only_worker_is_busy_with_a_long_job(store):
     clock = Clock(BEFORE)
     schedules = ScheduleService(store, timedelta(0), clock=clock)
-    await schedules.save_gc_settings(GCSettings(schedule="0 3 * * *"))
+    await schedules.save_gc_settings(ADMIN, GCSettings(schedule="0 3 * * *"))
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def long(context: JobContext) -> dict[str, Any]:
@@ -143,17 +145,17 @@ async def test_a_settings_document_with_unknown_keys_still_fires_and_jobs_are_cl
         stop.set()
         await asyncio.wait_for(running, 15)
     for _ in range(3):  # every poll reads the document: the warning is said once, not each time
-        await schedules.gc_settings()
+        await schedules.gc_settings(ADMIN)
     warnings = [r for r in caplog.records if r.name == "wharf.schedules" and r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     assert "notify, retentionDays" in warnings[0].getMessage()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
     # The document reads as what this version knows, and saving it keeps the newer keys.
-    settings = await schedules.gc_settings()
+    settings = await schedules.gc_settings(ADMIN)
     assert (settings.schedule, settings.mode) == ("0 3 * * *", "online")
     settings.mode = "readonly"
-    await schedules.save_gc_settings(settings)
+    await schedules.save_gc_settings(ADMIN, settings)
     saved = await store.jobs.get_setting(GC_SETTINGS)
     assert saved is not None
     assert (saved["mode"], saved["retentionDays"], saved["notify"]) == ("readonly", 30, {"to": "ops"})

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, parse_duration
 from .meta.sql import SQLMetadataStore
-from .services.job_parameters import JobDefaults
+from .services.job_parameters import PURGE_UPLOADS, JobDefaults
 from .services.policy import Policy
 from .services.registry import Registry
+from .services.schedules import Periodic
 from .storage.base import BlobStore
 from .storage.filesystem import FilesystemBlobStore
 
@@ -80,7 +81,14 @@ def build_registry(settings: Settings) -> Registry:
     )
     purging = settings.storage.maintenance.uploadpurging
     defaults = JobDefaults(grace=settings.gc.grace, purge_age=purging.age, purge_dry_run=purging.dryrun)
-    return Registry.build(meta, storage, policy, defaults)
+    periodic = []
+    if purging.enabled:
+        # Like Distribution's uploadpurging: every interval, here once across replicas.
+        parameters = {"age": purging.age, "dryRun": purging.dryrun}
+        periodic.append(
+            Periodic("uploadPurging", PURGE_UPLOADS, parse_duration(purging.interval), parameters)
+        )
+    return Registry.build(meta, storage, policy, defaults, periodic)
 
 
 def build_watcher(settings: Settings, registry: Registry) -> MaintenanceWatcher:
@@ -93,8 +101,8 @@ def build_watcher(settings: Settings, registry: Registry) -> MaintenanceWatcher:
 
 def build_runner(settings: Settings, registry: Registry) -> JobRunner:
     """The job worker: every action Wharf knows, with the configured timing."""
-    # Imported here: the jobs module brings prometheus_client (16 ms) and croniter, which
-    # the command line's garbage collection has no use for.
+    # Imported here: the jobs module brings prometheus_client (16 ms), which the command
+    # line's garbage collection has no use for.
     from .services.fsck import Checker
     from .services.fsck_job import fsck_action
     from .services.job_parameters import FSCK, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
@@ -107,7 +115,6 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
         purge_action,
     )
     from .services.purge import UploadPurger
-    from .services.schedules import Periodic, ScheduleService
 
     jobs = settings.jobs
     timing = Timing(
@@ -116,14 +123,6 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
         stale=parse_duration(jobs.stale).total_seconds(),
     )
     purging = settings.storage.maintenance.uploadpurging
-    periodic = []
-    if purging.enabled:
-        # Like Distribution's uploadpurging: every interval, here once across replicas.
-        parameters = {"age": purging.age, "dryRun": purging.dryrun}
-        periodic.append(
-            Periodic("uploadPurging", PURGE_UPLOADS, parse_duration(purging.interval), parameters)
-        )
-    schedules = ScheduleService(registry.meta, settings.gc.grace_period, periodic)
     storage_root = None
     if settings.storage.s3 is None:
         storage_root = Path(settings.storage.filesystem.rootdirectory)
@@ -135,4 +134,4 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
         METADATA_MIGRATION: migration_action(registry.meta, storage_root),
         FSCK: fsck_action(Checker(registry.meta, registry.storage), settings.gc.grace_period, timing.poll),
     }
-    return JobRunner(registry.meta, actions, timing, schedules=schedules, policy=registry.policy)
+    return JobRunner(registry.meta, actions, timing, schedules=registry.schedules, policy=registry.policy)

@@ -3,30 +3,23 @@ document (schedule, duration, mode) with "save and start", and the history of ru
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import INVALID_SCHEDULE, NO_GC_RUN, RegistryError
 from ..meta.store import GCRun
 from ..services import gc_defaults
 from ..services.gc_defaults import Duration, Mode
 from ..services.gc_report import kept_by_grace, would_free
 from ..services.job_parameters import MAX_MINUTES
 from ..services.registry import Registry
-from ..services.schedules import GCSettings, InvalidSchedule, ScheduleService, next_fire
+from ..services.schedules import GCSettings
+from .deps import AsCaller, Services
 from .jobs import JobOut, iso, job_out
 
 router = APIRouter(prefix="/admin/settings/registry/garbageCollection", tags=["garbage collection"])
-
-
-def _schedules(request: Request) -> ScheduleService:
-    registry: Registry = request.app.state.registry
-    return ScheduleService(registry.meta, request.app.state.settings.gc.grace_period)
 
 
 class ScheduleIn(BaseModel):
@@ -115,40 +108,30 @@ def _run_out(run: GCRun) -> RunOut:
     )
 
 
-def _out(settings: GCSettings, **extra: Any) -> SettingsOut:
-    upcoming = None
-    if settings.schedule and settings.duration != "never":
-        with contextlib.suppress(ValueError):  # a schedule saved before dates were checked
-            upcoming = iso(next_fire(settings.schedule, datetime.now(UTC)))
+def _out(registry: Registry, settings: GCSettings, **extra: Any) -> SettingsOut:
+    upcoming = iso(registry.schedules.next_gc_run(settings))
     return SettingsOut(**asdict(settings), nextRun=upcoming, **extra)
 
 
-async def _save(request: Request, settings: GCSettings) -> GCSettings:
-    try:
-        return await _schedules(request).save_gc_settings(settings)
-    except InvalidSchedule as error:
-        raise RegistryError(INVALID_SCHEDULE, {"schedule": settings.schedule}, str(error)) from None
-
-
 @router.post("/schedule", response_model=SettingsOut, summary="Set the cron schedule (DTR)")
-async def set_schedule(request: Request, body: ScheduleIn) -> SettingsOut:
-    settings = await _schedules(request).gc_settings()
-    settings.schedule = body.schedule
-    return _out(await _save(request, settings))
+async def set_schedule(registry: Services, caller: AsCaller, body: ScheduleIn) -> SettingsOut:
+    return _out(registry, await registry.schedules.set_gc_schedule(caller, body.schedule))
 
 
 @router.get("", response_model=SettingsOut, summary="The GC settings")
-async def get_settings(request: Request) -> SettingsOut:
-    return _out(await _schedules(request).gc_settings())
+async def get_settings(registry: Services, caller: AsCaller) -> SettingsOut:
+    return _out(registry, await registry.schedules.gc_settings(caller))
 
 
 @router.put("", response_model=SettingsOut, summary="Save the GC settings; ?start=true also starts a run now")
-async def put_settings(request: Request, body: SettingsDoc, start: bool = False) -> SettingsOut:
-    saved = await _save(request, GCSettings(**body.model_dump()))
+async def put_settings(
+    registry: Services, caller: AsCaller, body: SettingsDoc, start: bool = False
+) -> SettingsOut:
+    saved = await registry.schedules.save_gc_settings(caller, GCSettings(**body.model_dump()))
     started = None
     if start:
-        started = job_out(await _schedules(request).start_gc(saved))
-    return _out(saved, started=started)
+        started = job_out(await registry.schedules.start_gc(caller, saved))
+    return _out(registry, saved, started=started)
 
 
 @router.get(
@@ -156,15 +139,10 @@ async def put_settings(request: Request, body: SettingsDoc, start: bool = False)
     response_model=RunOut,
     summary="What the last real (not dry) collection that completed freed (DTR)",
 )
-async def last_savings(request: Request) -> RunOut:
-    registry: Registry = request.app.state.registry
-    run = await registry.meta.gc_last_savings()
-    if run is not None:
-        return _run_out(run)
-    raise RegistryError(NO_GC_RUN, {}, "no garbage collection has completed yet")
+async def last_savings(registry: Services, caller: AsCaller) -> RunOut:
+    return _run_out(await registry.gc_history.last_savings(caller))
 
 
 @router.get("/history", response_model=RunsOut, summary="Garbage collection runs, newest first")
-async def history(request: Request, limit: int = 20) -> RunsOut:
-    registry: Registry = request.app.state.registry
-    return RunsOut(runs=[_run_out(run) for run in await registry.meta.gc_runs(limit=max(1, min(limit, 500)))])
+async def history(registry: Services, caller: AsCaller, limit: int = 20) -> RunsOut:
+    return RunsOut(runs=[_run_out(run) for run in await registry.gc_history.runs(caller, limit)])

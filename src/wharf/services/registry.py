@@ -1,17 +1,22 @@
-"""The registry's services, built once from the stores and handed to the HTTP layers."""
+"""The registry's services, built once from the stores and handed to the HTTP layers (and
+to the job worker: the schedules it fires are the ones the API edits)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..config import parse_duration
 from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
 from .blobs import BlobService
 from .gc import GarbageCollector
+from .gc_history import GCHistory
 from .job_parameters import JobDefaults
 from .job_service import JobService
 from .manifests import ManifestService
 from .policy import Policy
+from .schedules import Periodic, ScheduleService
 from .uploads import UploadService
 
 
@@ -24,12 +29,21 @@ class Registry:
     uploads: UploadService
     manifests: ManifestService
     gc: GarbageCollector
+    gc_history: GCHistory
     jobs: JobService
+    schedules: ScheduleService
 
     @classmethod
     def build(
-        cls, meta: MetadataStore, storage: BlobStore, policy: Policy, defaults: JobDefaults
+        cls,
+        meta: MetadataStore,
+        storage: BlobStore,
+        policy: Policy,
+        defaults: JobDefaults,
+        periodic: Sequence[Periodic] = (),
     ) -> Registry:
+        """``defaults``: what jobs take from the configuration; ``periodic``: the jobs
+        started at an interval (upload purging)."""
         return cls(
             meta=meta,
             storage=storage,
@@ -38,7 +52,9 @@ class Registry:
             uploads=UploadService(meta, storage, policy),
             manifests=ManifestService(meta, policy),
             gc=GarbageCollector(meta, storage),
+            gc_history=GCHistory(meta),
             jobs=JobService(meta, defaults),
+            schedules=ScheduleService(meta, parse_duration(defaults.grace), periodic),
         )
 
     async def close(self) -> None:

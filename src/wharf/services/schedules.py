@@ -1,6 +1,9 @@
 """Garbage collection settings (schedule, duration, mode) and the cron schedules that start
 jobs from them. Cron is UTC, five fields, or six with seconds first (``0 0 3 * * SAT`` is
-Saturday 03:00:00), as DTR documents."""
+Saturday 03:00:00), as DTR documents.
+
+Built once for every entry point (the registry keeps it): croniter and the metrics are
+imported when first used, so the command line's garbage collection does not load them."""
 
 from __future__ import annotations
 
@@ -10,15 +13,18 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from croniter import croniter
-
+from ..errors import INVALID_SCHEDULE, RegistryError
 from ..meta.clock import now as utc_now
 from ..meta.store import Job, MetadataStore
-from ..metrics import SCHEDULE_PASSES
 from . import gc_defaults
+from .caller import Caller
 from .gc_defaults import Duration, Mode
+from .job_parameters import REGISTRY_GC
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 log = logging.getLogger("wharf.schedules")
 
@@ -32,6 +38,12 @@ class InvalidSchedule(ValueError):
     pass
 
 
+def _croniter(text: str, start: datetime | None, seconds_first: bool) -> croniter:
+    from croniter import croniter
+
+    return croniter(text, start, second_at_beginning=seconds_first)
+
+
 def parse_cron(expression: str) -> tuple[str, bool]:
     """(the expression, whether seconds come first); InvalidSchedule naming the problem."""
     text = " ".join(expression.split())
@@ -43,13 +55,13 @@ def parse_cron(expression: str) -> tuple[str, bool]:
         )
     seconds_first = len(fields) == 6
     try:
-        croniter(text, second_at_beginning=seconds_first)
+        _croniter(text, None, seconds_first)
     except (ValueError, KeyError) as error:
         raise InvalidSchedule(f"invalid schedule {expression!r}: {error}") from None
     # A well-formed expression can still name no date at all (31 February): it would fail
     # every time a worker looked for what is due.
     try:
-        croniter(text, EPOCH, second_at_beginning=seconds_first).get_next(datetime)
+        _croniter(text, EPOCH, seconds_first).get_next(datetime)
     except ValueError:
         raise InvalidSchedule(f"schedule {expression!r} never fires: no date matches it") from None
     return text, seconds_first
@@ -57,13 +69,13 @@ def parse_cron(expression: str) -> tuple[str, bool]:
 
 def previous_fire(expression: str, now: datetime) -> datetime:
     text, seconds_first = parse_cron(expression)
-    moment: datetime = croniter(text, now, second_at_beginning=seconds_first).get_prev(datetime)
+    moment: datetime = _croniter(text, now, seconds_first).get_prev(datetime)
     return moment
 
 
 def next_fire(expression: str, now: datetime) -> datetime:
     text, seconds_first = parse_cron(expression)
-    moment: datetime = croniter(text, now, second_at_beginning=seconds_first).get_next(datetime)
+    moment: datetime = _croniter(text, now, seconds_first).get_next(datetime)
     return moment
 
 
@@ -122,7 +134,38 @@ class ScheduleService:
     async def _stored_gc_settings(self) -> dict[str, Any]:
         return await self.meta.jobs.get_setting(GC_SETTINGS) or {}
 
-    async def gc_settings(self) -> GCSettings:
+    async def gc_settings(self, caller: Caller) -> GCSettings:
+        return await self._current()
+
+    async def save_gc_settings(self, caller: Caller, settings: GCSettings) -> GCSettings:
+        """Saved as given, the schedule in its normal form; INVALID_SCHEDULE names what is
+        wrong with it."""
+        try:
+            return await self._save(settings)
+        except InvalidSchedule as error:
+            raise RegistryError(INVALID_SCHEDULE, {"schedule": settings.schedule}, str(error)) from None
+
+    async def set_gc_schedule(self, caller: Caller, schedule: str) -> GCSettings:
+        """DTR's schedule endpoint: the schedule alone changes ("" removes it)."""
+        settings = await self._current()
+        settings.schedule = schedule
+        return await self.save_gc_settings(caller, settings)
+
+    async def start_gc(self, caller: Caller, settings: GCSettings) -> Job:
+        """A collection now, as ``settings`` say ("save and start")."""
+        return await self.meta.jobs.create(REGISTRY_GC, settings.job_parameters(self.grace))
+
+    def next_gc_run(self, settings: GCSettings) -> datetime | None:
+        """When the schedule next starts a collection: never without a schedule or with a
+        duration of "never" (nor for a schedule saved before dates were checked)."""
+        if not settings.schedule or settings.duration == "never":
+            return None
+        try:
+            return next_fire(settings.schedule, utc_now())
+        except ValueError:
+            return None
+
+    async def _current(self) -> GCSettings:
         """The stored document. Keys this version does not know (saved by a newer one, in a
         rolling upgrade) are left out with a warning: never an error, which would stop the
         schedule, and the API, for as long as the document stays."""
@@ -137,7 +180,7 @@ class ScheduleService:
         self._warned = unknown
         return GCSettings(**{key: value for key, value in stored.items() if key in known})
 
-    async def save_gc_settings(self, settings: GCSettings) -> GCSettings:
+    async def _save(self, settings: GCSettings) -> GCSettings:
         if settings.schedule:
             settings.schedule = parse_cron(settings.schedule)[0]
         if settings.duration == "minutes" and not settings.minutes:
@@ -148,13 +191,12 @@ class ScheduleService:
         await self.meta.jobs.put_setting(GC_SETTINGS, {**kept, **asdict(settings)})
         return settings
 
-    async def start_gc(self, settings: GCSettings) -> Job:
-        return await self.meta.jobs.create("registryGC", settings.job_parameters(self.grace))
-
     async def run(self, stop: asyncio.Event, poll: float) -> None:
         """Fire what is due every ``poll`` seconds until ``stop`` is set: a task of its own,
         so the firing never waits for a job to end. A failure is logged and tried again at
         the next poll, within the slot's window."""
+        from ..metrics import SCHEDULE_PASSES
+
         window = timedelta(seconds=max(poll * 3, 10.0))
         while not stop.is_set():
             try:
@@ -184,7 +226,7 @@ class ScheduleService:
         """Start the scheduled collection when its time came within ``window`` (once across
         replicas: the firing is recorded in the database, in the transaction that creates
         the job). A duration of "never" keeps the schedule and starts nothing."""
-        settings = await self.gc_settings()
+        settings = await self._current()
         if not settings.schedule or settings.duration == "never":
             return None
         try:
