@@ -23,7 +23,7 @@ from .headers import ResponseHeaders
 from .malloc import return_big_buffers
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
-from .storage.base import room_problems
+from .services.registry import Registry
 from .wiring import build_registry, build_runner, build_storage, build_watcher
 
 __all__ = ["app_from_environment", "build_registry", "build_storage", "create_app"]
@@ -48,25 +48,11 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-# A digest no blob has: asking storage for it checks that storage answers.
-_PROBE = "sha256:" + "0" * 64
-
-
 async def readyz(request: Request) -> Response:
     """The database and the blob storage answer, and the directories writes go through have
     room (readiness): 503 naming what does not."""
-    registry = request.app.state.registry
-    problems = []
-    try:
-        await registry.meta.ping()
-    except Exception as error:
-        problems.append(f"database: {type(error).__name__}: {error}")
-    try:
-        await registry.storage.stat(_PROBE)
-    except Exception as error:
-        problems.append(f"storage: {type(error).__name__}: {error}")
-    # A full disk, or a spool directory gone: every push would fail (507, or worse).
-    problems += [f"storage: {problem}" for problem in room_problems(registry.storage.local_directories())]
+    registry: Registry = request.app.state.registry
+    problems = await registry.health.problems()
     if problems:
         return PlainTextResponse("\n".join(problems) + "\n", status_code=503)
     return PlainTextResponse("ready")
@@ -103,7 +89,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
-            Mount("/api/v0", app=create_api(registry, settings)),
+            Mount("/api/v0", app=create_api(registry)),
         ],
         middleware=[
             # Outermost: the guard's own 503 and 408 answers carry them too. Only when some

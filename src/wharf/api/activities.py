@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from ..services.registry import Registry
+from .deps import AsCaller, Services
 from .jobs import iso
 from .responses import MAX_START, Moment
 
@@ -31,7 +31,8 @@ class ActivitiesOut(BaseModel):
 
 @router.get("/activities", response_model=ActivitiesOut, summary="The activity log, newest first")
 async def activities(
-    request: Request,
+    registry: Services,
+    caller: AsCaller,
     repository: str | None = None,
     actor: str | None = None,
     action: Annotated[
@@ -42,6 +43,5 @@ async def activities(
     start: Annotated[int, Query(ge=0, le=MAX_START)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ActivitiesOut:
-    registry: Registry = request.app.state.registry
-    rows = await registry.meta.events(limit, start, repository, actor, action, since, until)
+    rows = await registry.activity.find(caller, limit, start, repository, actor, action, since, until)
     return ActivitiesOut(activities=[Activity(**{**row, "at": iso(row["at"])}) for row in rows])

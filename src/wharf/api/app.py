@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from ..config import Settings
 from ..errors import RegistryError
 from ..faults import answer_for
 from ..services.registry import Registry
@@ -43,7 +42,8 @@ async def _text_query(request: Request) -> None:
             )
 
 
-def create_api(registry: Registry, settings: Settings) -> FastAPI:
+def create_api(registry: Registry) -> FastAPI:
+    """The API over ``registry``'s services; the configuration reaches it only through them."""
     api = FastAPI(
         dependencies=[Depends(_text_query)],
         title="Wharf admin API",
@@ -57,7 +57,6 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     api.state.registry = registry
-    api.state.settings = settings
 
     @api.exception_handler(RegistryError)
     async def registry_error(_request: Request, error: RegistryError) -> JSONResponse:

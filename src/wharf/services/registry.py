@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from ..config import parse_duration
 from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
+from .activity import ActivityLog
 from .blobs import BlobService
 from .gc import GarbageCollector
 from .gc_history import GCHistory
+from .health import Health
 from .job_parameters import JobDefaults
 from .job_service import JobService
 from .manifests import ManifestService
@@ -30,6 +32,8 @@ class Registry:
     manifests: ManifestService
     gc: GarbageCollector
     gc_history: GCHistory
+    activity: ActivityLog
+    health: Health
     jobs: JobService
     schedules: ScheduleService
 
@@ -53,6 +57,8 @@ class Registry:
             manifests=ManifestService(meta, policy),
             gc=GarbageCollector(meta, storage),
             gc_history=GCHistory(meta),
+            activity=ActivityLog(meta),
+            health=Health(meta, storage),
             jobs=JobService(meta, defaults),
             schedules=ScheduleService(meta, parse_duration(defaults.grace), periodic),
         )
