@@ -4,6 +4,7 @@ its own. A full disk under the blob store answers 507 and /readyz says so until 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import tmpfs
+from .conftest import stack_config, tmpfs
 from .oci import Image, error_codes, push_image
 from .postgres import PostgresCluster, create_database
 from .server import WharfServer
@@ -166,23 +167,29 @@ def _full_disk(server: WharfServer, disk: Any) -> None:
         push_image(client, "full/app", Image.random(layers=1, size=64), tag="v1")
 
 
-def _s3_config(request: pytest.FixtureRequest, spool: Any) -> dict[str, Any]:
-    s3 = request.getfixturevalue("s3_server")
-    storage = {"s3": {**s3.storage_config(f"wharf/{uuid.uuid4().hex}"), "spooldirectory": str(spool)}}
-    return {"storage": {**storage, "redirect": {"disable": True}}, "jobs": {"enabled": False}}
+@contextlib.contextmanager
+def _s3_config(request: pytest.FixtureRequest, spool: Any) -> Iterator[dict[str, Any]]:
+    """PostgreSQL + S3 (S3 storage needs database.url), spooling in ``spool``."""
+    with stack_config(request, "postgresql+s3") as config:
+        config["storage"]["s3"]["spooldirectory"] = str(spool)
+        yield {**config, "jobs": {"enabled": False}}
 
 
 def test_a_missing_spool_directory_is_created_and_checked_by_readyz(request, make_server, tmp_path):
     spool = tmp_path / "spool" / "deeper"
-    server: WharfServer = make_server(_s3_config(request, spool))
-    assert spool.is_dir()
-    with server.client() as client:
-        location = client.post("/v2/spool/app/blobs/uploads/").headers["Location"]
-        assert client.patch(location, content=b"chunk").status_code == 202
-        assert client.get("/readyz").status_code == 200
-        spool.rmdir()
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and str(spool) in ready.text, ready.text
+    with _s3_config(request, spool) as config:
+        server: WharfServer = make_server(config)
+        try:
+            assert spool.is_dir()
+            with server.client() as client:
+                location = client.post("/v2/spool/app/blobs/uploads/").headers["Location"]
+                assert client.patch(location, content=b"chunk").status_code == 202
+                assert client.get("/readyz").status_code == 200
+                spool.rmdir()
+                ready = client.get("/readyz")
+                assert ready.status_code == 503 and str(spool) in ready.text, ready.text
+        finally:
+            server.stop()
 
 
 def test_a_spool_directory_that_cannot_be_made_is_refused_at_start(request, tmp_path):
@@ -190,9 +197,8 @@ def test_a_spool_directory_that_cannot_be_made_is_refused_at_start(request, tmp_
     blocker.write_text("not a directory")
     directory = tmp_path / "server"
     directory.mkdir()
-    server = WharfServer(directory, _s3_config(request, blocker / "spool"))
-    with pytest.raises(RuntimeError) as refused:
-        server.start()
+    with _s3_config(request, blocker / "spool") as config, pytest.raises(RuntimeError) as refused:
+        WharfServer(directory, config).start()
     assert "storage.s3.spooldirectory" in str(refused.value)
 
 
