@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,15 +167,21 @@ def _full_disk(server: WharfServer, disk: Any) -> None:
         push_image(client, "full/app", Image.random(layers=1, size=64), tag="v1")
 
 
-def _s3_config(request: pytest.FixtureRequest, spool: Any) -> dict[str, Any]:
+def _s3_config(request: pytest.FixtureRequest, spool: Any, tmp_path: Path) -> dict[str, Any]:
+    """S3 with a spool directory of the test's; the database a SQLite file of its own (S3
+    needs a database.url: a local one is enough for one process)."""
     s3 = request.getfixturevalue("s3_server")
     storage = {"s3": {**s3.storage_config(f"wharf/{uuid.uuid4().hex}"), "spooldirectory": str(spool)}}
-    return {"storage": {**storage, "redirect": {"disable": True}}, "jobs": {"enabled": False}}
+    return {
+        "database": {"url": f"sqlite:///{tmp_path / 'wharf.db'}"},
+        "storage": {**storage, "redirect": {"disable": True}},
+        "jobs": {"enabled": False},
+    }
 
 
 def test_a_missing_spool_directory_is_created_and_checked_by_readyz(request, make_server, tmp_path):
     spool = tmp_path / "spool" / "deeper"
-    server: WharfServer = make_server(_s3_config(request, spool))
+    server: WharfServer = make_server(_s3_config(request, spool, tmp_path))
     assert spool.is_dir()
     with server.client() as client:
         location = client.post("/v2/spool/app/blobs/uploads/").headers["Location"]
@@ -190,7 +197,7 @@ def test_a_spool_directory_that_cannot_be_made_is_refused_at_start(request, tmp_
     blocker.write_text("not a directory")
     directory = tmp_path / "server"
     directory.mkdir()
-    server = WharfServer(directory, _s3_config(request, blocker / "spool"))
+    server = WharfServer(directory, _s3_config(request, blocker / "spool", tmp_path))
     with pytest.raises(RuntimeError) as refused:
         server.start()
     assert "storage.s3.spooldirectory" in str(refused.value)
