@@ -207,7 +207,7 @@ async def test_the_periodic_purge_is_created_once_per_interval_across_runners(da
 
         def replica(store: SQLMetadataStore) -> ScheduleService:
             periodic = [Periodic("uploadPurging", PURGE_UPLOADS, every, {"age": "168h"})]
-            return ScheduleService(store, timedelta(hours=24), periodic)
+            return ScheduleService(store.jobs, timedelta(hours=24), periodic)
 
         replicas = [replica(store) for store in stores]
         now = datetime.now(UTC)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import INVALID_SCHEDULE, NO_GC_RUN, RegistryError
-from ..meta.store import GCRun
+from ..meta.gc import GCRun
 from ..services.registry import Registry
 from ..services.schedules import GCSettings, InvalidSchedule, ScheduleService, next_fire
 from .jobs import JobOut, iso, job_out
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/admin/settings/registry/garbageCollection", tags=["g
 
 def _schedules(request: Request) -> ScheduleService:
     registry: Registry = request.app.state.registry
-    return ScheduleService(registry.meta, request.app.state.settings.gc.grace_period)
+    return ScheduleService(registry.meta.jobs, request.app.state.settings.gc.grace_period)
 
 
 class ScheduleIn(BaseModel):
@@ -128,7 +128,7 @@ async def put_settings(request: Request, body: SettingsDoc, start: bool = False)
 @router.get("/lastSavings", response_model=RunOut, summary="What the last completed collection freed (DTR)")
 async def last_savings(request: Request) -> RunOut:
     registry: Registry = request.app.state.registry
-    for run in await registry.meta.gc_runs(limit=50):
+    for run in await registry.meta.gc.runs(limit=50):
         if not run.dry_run and run.status in ("done", "stopped"):
             return _run_out(run)
     raise RegistryError(NO_GC_RUN, {}, "no garbage collection has completed yet")
@@ -137,4 +137,4 @@ async def last_savings(request: Request) -> RunOut:
 @router.get("/history", response_model=RunsOut, summary="Garbage collection runs, newest first")
 async def history(request: Request, limit: int = 20) -> RunsOut:
     registry: Registry = request.app.state.registry
-    return RunsOut(runs=[_run_out(run) for run in await registry.meta.gc_runs(limit=max(1, min(limit, 500)))])
+    return RunsOut(runs=[_run_out(run) for run in await registry.meta.gc.runs(limit=max(1, min(limit, 500)))])

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 
 from ..errors import UNAVAILABLE, RegistryError
+from ..meta.gc import GCRows
 from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
 
@@ -36,23 +37,23 @@ async def delete_bytes(meta: MetadataStore, storage: BlobStore, digests: Sequenc
         return set()
     # The lease is committed before the check: a push that takes the section once its locks
     # have gone finds the lease, and one that took it before makes the check fail.
-    await meta.lease_deletes(digests, storage.delete_lease(len(digests)))
+    await meta.gc.lease_deletes(digests, storage.delete_lease(len(digests)))
     try:
         if not await meta.digest_section_held():
             raise GCLockLost("a digest section was lost with its database connection; the next run finishes")
         return await storage.delete_many(digests)  # every request has ended when this returns or raises
     finally:
-        await meta.end_deletes(digests)
+        await meta.gc.end_deletes(digests)
 
 
-async def wait_out_deletes(meta: MetadataStore, digest: str) -> None:
+async def wait_out_deletes(rows: GCRows, digest: str) -> None:
     """Inside the digest's section, before storing its bytes: wait until no deletion of them
     can act any more. Only a deletion that outlived its section leaves a lease to meet here
     (one holding the section is waited for by the section itself), so this is one lookup.
     A live deleter ends its lease as soon as its deletion has; one left by a killed process
     may last minutes, so after a while the push is answered 503 with when to retry."""
     waited = 0.0
-    while (left := await meta.delete_lease_left(digest)) is not None:
+    while (left := await rows.delete_lease_left(digest)) is not None:
         if waited >= WAIT_MAX:
             raise RegistryError(
                 UNAVAILABLE,

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import RegistryError
-from ..meta.store import Event, ImportedBlob, MetadataStore, NewManifest
+from ..meta.events import Event
+from ..meta.manifests import ImportedBlob, NewManifest
+from ..meta.store import MetadataStore
 from ..reference import is_valid_digest, validate_name
 from ..storage.paths import blob_path
 from .gc import IMPORTING
@@ -210,7 +212,7 @@ class DistributionImporter:
                 continue
             repository = await asyncio.to_thread(self._read, name, report)
             event = Event(IMPORT_ACTOR, "repository.import", name, detail={"source": str(self.root)})
-            added = await self.meta.import_repository(
+            added = await self.meta.manifests.import_repository(
                 name, list(repository.blobs.values()), repository.manifests, repository.tags, event
             )
             report.repositories += 1
