@@ -3,7 +3,7 @@ run on every backend (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from .meta import EVENT, digest
+from .meta import EVENT, digest, manifest
 
 
 async def test_blob_is_readable_only_where_linked(store):
@@ -15,6 +15,39 @@ async def test_blob_is_readable_only_where_linked(store):
     assert await store.blobs.readable_size("a/one", digest("x")) is None
     assert await store.blobs.readable_size("a/two", digest("x")) == 10
     assert not await store.blobs.unlink("a/one", digest("x"), EVENT)
+
+
+async def test_a_blob_named_by_a_manifest_is_readable_without_its_link(store):
+    """The one rule, asked by a GET, a HEAD, a mount and a manifest put: readable where
+    linked or where a manifest of the repository names it; nowhere else."""
+    layer = digest("layer")
+    await store.blobs.link("a/one", layer, 7)
+    await store.manifests.put("a/one", manifest("m", (layer,)), "v1", EVENT)
+    assert await store.blobs.unlink("a/one", layer, EVENT)  # the link goes; the manifest names it
+    assert await store.blobs.readable_size("a/one", layer) == 7
+    assert await store.blobs.touch("a/one", layer) == 7
+    assert await store.blobs.readable_size("a/two", layer) is None
+    assert await store.blobs.touch("a/two", layer) is None
+    assert await store.blobs.mount("a/two", "a/three", layer, EVENT) is None  # a/three reads nothing
+    assert await store.blobs.mount("a/two", "a/one", layer, EVENT) == 7
+    assert await store.blobs.readable_size("a/two", layer) == 7
+    await store.manifests.put("a/one", manifest("n", (layer,)), "v2", EVENT)  # a put reads it too
+    assert await store.manifests.delete("a/one", digest("m"), EVENT) == ["v1"]
+    assert await store.manifests.delete("a/one", digest("n"), EVENT) == ["v2"]
+    assert await store.blobs.readable_size("a/one", layer) is None  # nothing names it there now
+    assert await store.blobs.links([layer]) == {layer: ("a/two",)}
+
+
+async def test_blob_rows_as_collections_and_checks_read_them(store):
+    first, second, absent = digest("first"), digest("second"), digest("absent")
+    assert await store.blobs.count() == 0
+    await store.blobs.link("a/one", first, 3)
+    await store.blobs.link("a/two", first, 3)
+    await store.blobs.link("a/two", second, 5)
+    assert await store.blobs.count() == 2
+    assert await store.blobs.present([first, absent]) == {first}
+    assert await store.blobs.sizes([first, second, absent]) == {first: 3, second: 5}
+    assert await store.blobs.links([first, second, absent]) == {first: ("a/one", "a/two"), second: ("a/two",)}
 
 
 async def test_upload_offset_moves_only_from_the_expected_value(store):

@@ -5,8 +5,11 @@ queues are checked against a full read in tests/test_gc_queues.py."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
-from .meta import digest
+from wharf.meta.gc import GCRun
+
+from .meta import EVENT, digest, manifest
 
 
 async def test_a_delete_lease_lasts_until_ended_or_expired(store):
@@ -26,3 +29,45 @@ async def test_a_delete_lease_lasts_until_ended_or_expired(store):
     while await store.gc.delete_lease_left(short) is not None:  # expires by itself
         assert asyncio.get_running_loop().time() < deadline, "a 0.2 s lease still held after 30 s"
         await asyncio.sleep(0.05)
+
+
+async def test_a_collected_row_goes_with_its_links_and_stays_journalled_until_forgotten(store):
+    loose, named, fresh = digest("loose"), digest("named"), digest("fresh")
+    for repository in ("a/one", "a/two"):
+        await store.blobs.link(repository, loose, 3)
+    await store.blobs.link("a/one", named, 5)
+    await store.manifests.put("a/one", manifest("m", (named,)), None, EVENT)
+    # Those rows were written before the cutoff; ``fresh`` is seen after it, and is spared.
+    cutoff = datetime.now(UTC)
+    await store.blobs.link("a/one", fresh, 7)
+    assert await store.gc.delete_blobs([loose, named, fresh], cutoff) == [(loose, 3)]
+    assert await store.blobs.present([loose, named, fresh]) == {named, fresh}
+    assert await store.blobs.readable_size("a/two", loose) is None
+    assert await store.blobs.links([loose]) == {}
+    assert await store.gc.pending() == [(loose, 3)]
+    assert await store.gc.delete_blobs([loose], cutoff) == []  # gone already: nothing twice
+    await store.gc.forget_pending([loose])
+    assert await store.gc.pending() == []
+
+
+async def test_runs_are_recorded_closed_when_interrupted_and_added_up(store):
+    started = datetime.now(UTC)
+    done = GCRun(started, dry_run=False, delete_untagged=False, mode="offline", grace_seconds=0)
+    done = await store.gc.save_run(done)
+    done.status, done.ended_at, done.blobs_deleted, done.bytes_freed = "done", datetime.now(UTC), 2, 300
+    assert (await store.gc.save_run(done)).id == done.id  # saved again: the same row
+    dry = GCRun(started, dry_run=True, delete_untagged=True, mode="online", grace_seconds=60)
+    running = await store.gc.save_run(dry)
+    assert [run.id for run in await store.gc.runs()] == [running.id, done.id]  # newest first
+    assert await store.gc.close_interrupted("the process stopped") == 1
+    closed, kept = await store.gc.runs()
+    assert (closed.status, closed.reason, closed.ended_at is not None) == (
+        "failed",
+        "the process stopped",
+        True,
+    )
+    assert (kept.status, kept.blobs_deleted, kept.bytes_freed) == ("done", 2, 300)
+    totals = {(t.status, t.dry_run): t for t in await store.gc.totals()}
+    assert set(totals) == {("done", False), ("failed", True)}
+    assert (totals["done", False].runs, totals["done", False].bytes_freed) == (1, 300)
+    assert await store.gc.close_interrupted("again") == 0
