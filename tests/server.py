@@ -45,6 +45,9 @@ class WharfServer:
             storage["filesystem"] = {"rootdirectory": str(directory / "data")}
         base = {"http": {"addr": f"127.0.0.1:{self.port}"}, "storage": storage, "log": {"level": "warning"}}
         self.config = deep_merge(base, config or {})
+        # A file of the test's own, written as it is instead of config (which then only tells
+        # where the data is): set it after construction, when the port is known.
+        self.config_text: str | None = None
         self.config_path = directory / "config.yml"
         self.log_path = directory / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,7 +67,9 @@ class WharfServer:
         return Path(filesystem.get("rootdirectory", self.directory / "data"))
 
     def start(self) -> WharfServer:
-        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.config_path.write_text(
+            yaml.safe_dump(self.config) if self.config_text is None else self.config_text
+        )
         env = {
             k: v for k, v in os.environ.items() if not k.startswith("WHARF_") or k.startswith("WHARF_TEST_")
         }

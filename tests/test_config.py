@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -71,8 +72,8 @@ def test_environment_overrides_file(tmp_path):
         ("htp: {addr: ':5000'}\n", {}, "htp"),
         ("http: {addr: 'nope'}\n", {}, "http.addr"),
         ("storage: {delete: {enabled: maybe}}\n", {}, "storage.delete.enabled"),
-        ("", {"WHARF_STORAGE_DELET_ENABLED": "true"}, "storage.delet"),
-        ("", {"WHARF_LOG_LEVEL": "loud"}, "log.level"),
+        ("", {"WHARF_STORAGE_DELET_ENABLED": "true"}, "WHARF_STORAGE_DELET_ENABLED is not a known setting"),
+        ("", {"WHARF_LOG_LEVEL": "loud"}, "WHARF_LOG_LEVEL: Input should be"),
         ("- a list\n", {}, "mapping"),
         ("database: {url: 'mysql://x/y'}\n", {}, "database.url"),
         ("http: [unclosed\n", {}, "not valid YAML"),
@@ -102,3 +103,90 @@ def test_missing_config_file_is_refused(tmp_path):
     )
     assert result.returncode != 0
     assert "absent.yml" in result.stderr
+
+
+# -- errors name what the user wrote ------------------------------------------------------
+
+
+def refusal(tmp_path, text: str = "", environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, text), environ=environ or {})
+    return str(error.value)
+
+
+def test_an_unknown_variable_is_named_as_the_variable(tmp_path):
+    message = refusal(tmp_path, environ={"WHARF_HTTP_ADR": "127.0.0.1:5000"})
+    assert "WHARF_HTTP_ADR is not a known setting (did you mean WHARF_HTTP_ADDR?)" in message
+    assert "http.adr" not in message
+
+
+def test_a_bad_variable_value_is_named_as_the_variable(tmp_path):
+    message = refusal(tmp_path, "http: {addr: '127.0.0.1:5000'}\n", {"WHARF_HTTP_ADDR": "127.0.0.1:99999"})
+    assert "WHARF_HTTP_ADDR: port 99999" in message and "out of range" in message
+    message = refusal(tmp_path, environ={"WHARF_STORAGE_DELETE_ENABLED": "maybe"})
+    assert "WHARF_STORAGE_DELETE_ENABLED: Input should be a valid boolean" in message and "'maybe'" in message
+
+
+def test_a_variable_yaml_cannot_read_is_taken_as_text():
+    # An IPv6 address is a broken YAML list; it used to end in a yaml traceback.
+    settings = load_settings(None, environ={"WHARF_HTTP_ADDR": "[::1]:5001"})
+    assert (settings.http.host, settings.http.port) == ("::1", 5001)
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    text = "version: 0.1\nhttp:\n  addr: 127.0.0.1:5000\n  headers: {X-Frame-Options: [DENY}\n"
+    message = refusal(tmp_path, text)
+    assert str(tmp_path / "config.yml") in message and "line 4" in message
+    assert "<unicode string>" not in message
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:70000", ":0", "[::]:65536"])
+def test_a_port_out_of_range_says_so(tmp_path, addr):
+    message = refusal(tmp_path, f"http: {{addr: '{addr}'}}\n")
+    assert "http.addr: port" in message and "out of range" in message
+
+
+def test_two_storage_drivers_name_the_storage_key(tmp_path):
+    both = "storage:\n  filesystem: {rootdirectory: /srv}\n  s3: {bucket: b, region: us-east-1}\n"
+    message = refusal(tmp_path, both)
+    assert "storage: configure one storage driver, not 2 (storage.filesystem, storage.s3)" in message
+    one_in_each = "storage: {filesystem: {rootdirectory: /srv}}\n"
+    message = refusal(tmp_path, one_in_each, {"WHARF_STORAGE_S3_BUCKET": "b"})
+    assert "storage: configure one storage driver" in message and "WHARF_STORAGE_S3_BUCKET" in message
+
+
+@pytest.mark.parametrize("version", ["0.2", "'1'", "'0.1.0'", "two"])
+def test_an_unknown_version_is_refused(tmp_path, version):
+    message = refusal(tmp_path, f"version: {version}\n")
+    assert "version:" in message and "Wharf's, as Distribution's, is 0.1" in message
+
+
+@pytest.mark.parametrize("version", ["0.1", "'0.1'", '"0.1"'])
+def test_version_0_1_is_read(tmp_path, version):
+    assert load_settings(write(tmp_path, f"version: {version}\n"), environ={}).version == "0.1"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "said"),
+    [
+        ("", {"WHARF_HTTP_ADR": ":5000"}, "WHARF_HTTP_ADR is not a known setting"),
+        ("http:\n  addr: ':5000\n", {}, "line 2"),
+        ("http: {addr: '127.0.0.1:65536'}\n", {}, "port 65536 in '127.0.0.1:65536' is out of range"),
+        ("storage: {filesystem: {}, s3: {bucket: b}}\n", {}, "storage: configure one storage driver"),
+        ("version: 0.2\n", {}, "version: '0.2' is not a configuration version"),
+    ],
+)
+def test_serve_names_what_the_user_wrote(tmp_path, text, environ, said):
+    path = write(tmp_path, text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")} | environ
+    result = subprocess.run(
+        [sys.executable, "-m", "wharf", "serve", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

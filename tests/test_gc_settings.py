@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from wharf.services.schedules import InvalidSchedule, next_fire, parse_cron
@@ -81,6 +82,21 @@ def test_schedule_settings_and_last_savings_through_the_api(make_server):
         assert client.get(f"{BASE}/history").json()["runs"][0]["id"] == savings["id"]
 
 
+def schedule_passes(client: httpx.Client) -> float:
+    """How many times the server has looked for due schedules (its metric)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("wharf_schedule_passes_total "):
+            return float(line.split()[1])
+    raise AssertionError("no wharf_schedule_passes_total in /metrics")
+
+
+def passes(client: httpx.Client, at_least: float) -> None:
+    deadline = time.monotonic() + 120
+    while schedule_passes(client) < at_least:
+        assert time.monotonic() < deadline, f"the schedules were not looked at {at_least:.0f} times in 120 s"
+        time.sleep(0.05)
+
+
 def test_a_schedule_fires_within_seconds_and_never_keeps_it_without_running(make_server):
     server = make_server({"jobs": {"poll": "0.2s"}, "gc": {"grace": "0s"}})
     with server.client() as client:
@@ -95,8 +111,10 @@ def test_a_schedule_fires_within_seconds_and_never_keeps_it_without_running(make
 
         kept = client.put(BASE, json={"schedule": "* * * * * *", "duration": "never"})
         assert kept.status_code == 200 and kept.json()["nextRun"] is None
-        time.sleep(1.5)  # a job fired just before the change may still be appearing
+        # Once the firing task has looked twice since the change (a job fired just before it
+        # is there by then), it looks five more times and fires nothing.
+        passes(client, at_least=schedule_passes(client) + 2)
         count = len(client.get("/api/v0/jobs", params={"limit": 1000}).json()["jobs"])
-        time.sleep(2)
+        passes(client, at_least=schedule_passes(client) + 5)
         assert len(client.get("/api/v0/jobs", params={"limit": 1000}).json()["jobs"]) == count
         assert client.get(BASE).json()["schedule"] == "* * * * * *"

@@ -20,6 +20,7 @@ from wharf.config import load_settings
 from wharf.meta import schema as s
 from wharf.meta.sql import SQLMetadataStore
 from wharf.services.jobs import PURGE_UPLOADS
+from wharf.services.registry import Registry
 from wharf.services.schedules import Periodic, ScheduleService
 from wharf.wiring import build_storage
 
@@ -27,7 +28,10 @@ from .conftest import stack_config
 from .gc import engine
 from .oci import error_codes, sha256
 from .server import WharfServer, deep_merge
+from .test_gc_invariants import body, registry
 from .test_jobs import wait_for
+
+__all__ = ["registry"]  # the fixture, shared with test_gc_invariants
 
 ENDED = {"done", "errors", "stopped"}
 AGE = 10  # seconds: the age of the multipart uploads taken for stale
@@ -266,3 +270,34 @@ def test_purge_parameters_are_checked_when_the_job_is_posted(make_server):
         defaults = client.post("/api/v0/admin/jobs", json={"job": PURGE_UPLOADS})
         assert defaults.status_code == 202
         assert defaults.json()["parameters"] == {"age": "168h", "dryRun": False}
+
+
+async def test_idle_is_measured_by_the_purgers_clock_so_no_test_waits_for_an_upload_to_age(
+    registry: Registry,
+) -> None:
+    """The purger's clock is injected: moved two hours on, an upload just written and staged
+    data just left are an hour past ``age``, and go; at the real time they stay."""
+    from wharf.services.purge import UploadPurger
+
+    started = await registry.uploads.start("lib/aged")
+    await registry.uploads.append("lib/aged", started.id, body(b"written just now"))
+    orphan = str(uuid.uuid4())
+    await registry.storage.create_upload(orphan)
+    await registry.storage.append_upload(orphan, 0, body(b"left by a crash"))
+
+    def lines(_line: str, listed: bool = False) -> None:
+        pass
+
+    now = UploadPurger(registry.meta.blobs, registry.storage, registry.uploads)
+    report = await now.run(timedelta(hours=1), dry_run=False, say=lines)
+    assert (report.uploads_purged, report.bytes_freed) == (0, 0)
+
+    later = datetime.now(UTC) + timedelta(hours=2)
+    moved = UploadPurger(registry.meta.blobs, registry.storage, registry.uploads, clock=lambda: later)
+    report = await moved.run(timedelta(hours=1), dry_run=False, say=lines)
+    assert report.cutoff == later - timedelta(hours=1)
+    assert (report.uploads_purged, report.bytes_freed) == (
+        2,
+        len(b"written just now") + len(b"left by a crash"),
+    )
+    assert await registry.meta.blobs.get_upload(started.id) is None

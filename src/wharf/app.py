@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from .api.app import create_api, http_error
 from .config import Settings, load_settings
 from .guard import SlowClientGuard
+from .headers import ResponseHeaders
 from .malloc import return_big_buffers
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
@@ -105,6 +106,9 @@ def create_app(settings: Settings) -> Starlette:
             Mount("/api/v0", app=create_api(registry, settings)),
         ],
         middleware=[
+            # Outermost: the guard's own 503 and 408 answers carry them too. Only when some
+            # are configured: a layer less on every request otherwise.
+            *([Middleware(ResponseHeaders, headers=settings.http.headers)] if settings.http.headers else []),
             Middleware(
                 SlowClientGuard,
                 idle=settings.http.timeouts.idle_seconds,

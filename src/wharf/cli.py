@@ -18,11 +18,17 @@ from .services.gc import GCOptions
 log = logging.getLogger("wharf")
 
 
-def _settings(config: str | None) -> Settings:
+def _settings(config: str | None, *, logging_to_come: bool = False) -> Settings:
+    """The settings, or the command stops naming what is wrong. Distribution's keys that do not
+    apply are warned of once, here, or once logging is set up when it is to come."""
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if not logging_to_come:
+        for notice in settings.notices:
+            click.echo(f"wharf: warning: {notice}", err=True)
+    return settings
 
 
 def _is_sqlite(url: str) -> bool:
@@ -32,7 +38,10 @@ def _is_sqlite(url: str) -> bool:
 def _configure_logging(settings: Settings) -> dict[str, Any]:
     from .logs import configure
 
-    return configure(settings.log)
+    config = configure(settings.log)
+    for notice in settings.notices:
+        logging.getLogger("wharf.config").warning(notice)
+    return config
 
 
 def _prepare_database(settings: Settings) -> None:
@@ -80,7 +89,7 @@ def serve(config: str | None, server: str) -> None:
     from .serving import raise_fd_limit, run_granian, run_uvicorn
     from .wiring import prepare_storage
 
-    settings = _settings(config)
+    settings = _settings(config, logging_to_come=True)
     log_config = _configure_logging(settings)
     _prepare_database(settings)
     try:
@@ -238,7 +247,7 @@ def worker(config: str | None) -> None:
 
     from .wiring import build_registry, build_runner
 
-    settings = _settings(config)
+    settings = _settings(config, logging_to_come=True)
     _configure_logging(settings)
     _prepare_database(settings)
 

@@ -4,27 +4,42 @@ Environment rule: ``WHARF_`` followed by the key's path in upper case, the parts
 by ``_``. For example ``storage.filesystem.rootdirectory`` is
 ``WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY`` and ``http.addr`` is ``WHARF_HTTP_ADDR``.
 Keys never contain an underscore, so the mapping is unambiguous. Values are parsed as YAML
-scalars (``true``, ``4``, ``info``).
+scalars (``true``, ``4``, ``info``); a value YAML cannot read is taken as text. Errors name the
+variable, as they name the key of a file.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .config_distribution import RULES, Namer, distribution_variables, sift
 
 ENV_PREFIX = "WHARF_"
+CONFIG_VERSION = "0.1"
 # Environment variables with the prefix that are not configuration keys.
 RESERVED_ENV = {"WHARF_CONFIG"}
 RESERVED_ENV_PREFIXES = ("WHARF_TEST_", "WHARF_BENCH_")
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -58,6 +73,14 @@ class Section(BaseModel):
 class LogConfig(Section):
     level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     formatter: Literal["text", "json"] = "text"
+    # Distribution's: added to every log line (keys of a JSON line, key=value after a text one).
+    fields: dict[str, str | int | float | bool] = {}
+
+    @field_validator("level", "formatter", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        # Distribution reads `level: INFO` as info.
+        return value.lower() if isinstance(value, str) else value
 
 
 class TimeoutsConfig(Section):
@@ -100,6 +123,8 @@ class HTTPConfig(Section):
     # (granian) or are answered 503 (uvicorn); requests beyond maxrequests are answered 503.
     maxconnections: int = Field(default=8192, ge=1, le=1_000_000)
     maxrequests: int = Field(default=4096, ge=1, le=1_000_000)
+    # Distribution's: added to every response that does not set the header itself.
+    headers: dict[str, list[str]] = {}
 
     @model_validator(mode="after")
     def _requests_fit_connections(self) -> HTTPConfig:
@@ -111,9 +136,30 @@ class HTTPConfig(Section):
     @classmethod
     def _addr_has_port(cls, value: str) -> str:
         _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:5000")
+        if not sep or not port.isdigit():
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:5000, or :5000 for every address)")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {int(port)} in {value!r} is out of range: ports go from 1 to 65535")
         return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_lists(cls, value: Any) -> Any:
+        # Distribution writes each header's values as a list (`X-Content-Type-Options: [nosniff]`).
+        if not isinstance(value, dict):
+            return value
+        lists = {}
+        for name, values in value.items():
+            items = values if isinstance(values, list) else [values]
+            if not _HEADER_NAME.fullmatch(str(name)):
+                raise ValueError(f"{name!r} is not a header name")
+            for item in items:
+                if not isinstance(item, str | int | float) or isinstance(item, bool):
+                    raise ValueError(f"{name}: {item!r} is not a header value")
+                if not _HEADER_VALUE.fullmatch(str(item)):
+                    raise ValueError(f"{name}: {str(item)!r} is not a header value (printable ASCII only)")
+            lists[str(name)] = [str(item) for item in items]
+        return lists
 
     @property
     def host(self) -> str:
@@ -243,7 +289,7 @@ class UploadsConfig(Section):
 
 
 class Settings(Section):
-    version: str = "0.1"
+    version: str = CONFIG_VERSION
     log: LogConfig = LogConfig()
     http: HTTPConfig = HTTPConfig()
     storage: StorageConfig = StorageConfig()
@@ -251,6 +297,8 @@ class Settings(Section):
     gc: GCConfig = GCConfig()
     uploads: UploadsConfig = UploadsConfig()
     jobs: JobsConfig = JobsConfig()
+    # Distribution's keys that were accepted but do not apply: one line each, for start-up to log.
+    _notices: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _one_storage_driver(self) -> Settings:
@@ -264,6 +312,20 @@ class Settings(Section):
         # Distribution's files say `version: 0.1`, which YAML reads as a number.
         return str(value) if isinstance(value, int | float) else value
 
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: str) -> str:
+        if value != CONFIG_VERSION:
+            raise ValueError(
+                f"{value!r} is not a configuration version Wharf reads: "
+                f"Wharf's, as Distribution's, is {CONFIG_VERSION}"
+            )
+        return value
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        return tuple(self._notices)
+
     @property
     def database_url(self) -> str:
         if self.database.url:
@@ -272,56 +334,142 @@ class Settings(Section):
         return f"sqlite:///{root / 'wharf.db'}"
 
 
-def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+# Which WHARF_* variable set each key path (and everything below it).
+Origins = dict[tuple[str, ...], str]
+
+
+def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> Origins:
+    origins: Origins = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
             continue
-        path = name[len(ENV_PREFIX) :].lower().split("_")
+        path = tuple(name[len(ENV_PREFIX) :].lower().split("_"))
         if not all(path):
-            raise ConfigError(f"environment variable {name}: not a configuration key")
+            raise ConfigError(
+                f"{name} is not a known setting: a setting's variable is WHARF_ and its key's parts "
+                "joined by single underscores (WHARF_HTTP_ADDR)"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw  # not YAML, so the text itself: WHARF_HTTP_ADDR=[::1]:5000
         node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
+        for depth, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"environment variable {name}: {part!r} is not a section")
+                section = ".".join(path[: depth + 1])
+                raise ConfigError(f"{name}: {section} is not a section, so it has no {path[depth + 1]!r}")
             node = child
-        node[path[-1]] = yaml.safe_load(raw) if raw else ""
-    return data
+        node[path[-1]] = value
+        origins[path] = name
+    return origins
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+def _namer(origins: Origins) -> Namer:
+    """Names a key path as the user wrote it: the WHARF_* variable that set it, else the key."""
+
+    def name(path: tuple[str, ...]) -> str:
+        for depth in range(len(path), 0, -1):
+            variable = origins.get(path[:depth])
+            if variable is not None:
+                rest = ".".join(path[depth:])
+                return f"{rest!r} in {variable}" if rest else variable
+        below = sorted(variable for key, variable in origins.items() if key[: len(path)] == path)
+        return ", ".join(below) if below else ".".join(path)
+
+    return name
+
+
+def _known_keys(parent: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] | None = Settings
+    for part in parent:
+        field = model.model_fields.get(part) if model is not None else None
+        candidates = () if field is None else (field.annotation, *get_args(field.annotation))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    keys = list(model.model_fields) if model is not None else []
+    return keys + [rule.path[-1] for rule in RULES if rule.path[:-1] == parent]
+
+
+def _suggestion(path: tuple[str, ...], written: str) -> str:
+    close = difflib.get_close_matches(path[-1], _known_keys(path[:-1]), n=1)
+    if not close:
+        return ""
+    key = [*path[:-1], close[0]]
+    if not written.startswith(ENV_PREFIX):
+        return f" (did you mean {'.'.join(key)}?)"
+    # The variable's own path, which may go on below the unknown key (WHARF_STORAGE_DELET_ENABLED).
+    variable = written[len(ENV_PREFIX) :].lower().split("_")
+    return f" (did you mean {ENV_PREFIX}{'_'.join(key + variable[len(key) :]).upper()}?)"
+
+
+def _describe(error: ValidationError, name: Namer) -> list[str]:
+    lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
+        path = tuple(str(part) for part in item["loc"])
+        where = name(path) if path else "configuration"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  unknown key {key!r}")
+            lines.append(f"{where} is not a known setting{_suggestion(path, where)}")
+        elif item["type"] == "missing":
+            parent = name(path[:-1])
+            source = f" ({'.'.join(path[:-1])} is set by {parent})" if parent.startswith(ENV_PREFIX) else ""
+            lines.append(f"{'.'.join(path)} is required{source}")
         else:
-            lines.append(f"  {key}: {item['msg']}")
-    return "\n".join(lines)
+            message = item["msg"].removeprefix("Value error, ")
+            given = item.get("input")
+            if item["type"] != "value_error" and isinstance(given, str | int | float | bool):
+                message += f" (got {given!r})"
+            lines.append(f"{where}: {message}")
+    return lines
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where in the text and what: ``line 3, column 9: mapping values are not allowed here``."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return str(error)
+    mark = error.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    if error.context and error.context_mark is not None and error.context_mark.line != mark.line:
+        text += f" ({error.context} from line {error.context_mark.line + 1})"
+    return text
+
+
+def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"configuration {path} must be a mapping of keys to values")
+    return loaded or {}
 
 
 def load_settings(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read the YAML file (if any), apply the environment, and validate every key."""
+    """Read the YAML file (if any), apply the environment, and validate every key. Distribution's
+    keys that do not apply are taken out first (config_distribution.py): the ones accepted are
+    in the result's ``notices``, the ones refused in the error, with the unknown keys."""
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
+    data = _read(path) if path is not None else {}
+    origins = _merge_env(data, environ)
+    name = _namer(origins)
+    sources = ", ".join([str(path)] * (path is not None) + ["environment"] * bool(origins)) or "defaults"
+    sifted = sift(data, name)
+    problems = list(sifted.refusals)
+    settings = None
+    if not sifted.stop:
         try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"configuration {path} must be a mapping of keys to values")
-        data = loaded or {}
-    data = _merge_env(data, environ)
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from exc
+            settings = Settings.model_validate(data)
+        except ValidationError as exc:
+            problems += _describe(exc, name)
+    if problems or settings is None:
+        lines = [f"invalid configuration ({sources}):", *(f"  {line}" for line in problems)]
+        raise ConfigError("\n".join(lines))
+    settings._notices = [*sifted.notices, *distribution_variables(environ)]
+    return settings

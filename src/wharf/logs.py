@@ -1,7 +1,7 @@
 """Logging for `wharf serve` and `wharf worker`: text lines (the default) or JSON lines
 (``log.formatter: json``), one object per record with its time, level, logger, message and
 the record's extra fields (an access line's request id, method, route, status and duration;
-a job line's job id and action).
+a job line's job id and action). Distribution's ``log.fields`` are added to every line.
 
 The same configuration goes to the HTTP server, which applies it again in each of its worker
 processes, so the server's own lines come out in the same format."""
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +22,16 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 TEXT_FORMAT = "%(levelname)s:%(name)s:%(message)s"  # logging.basicConfig's, as before
 
 
+Fields = Mapping[str, str | int | float | bool]
+
+
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line; values JSON cannot hold are written as their str()."""
+    """One JSON object per line; values JSON cannot hold are written as their str(). The
+    configured ``log.fields`` are keys of every line (a record's own field of that name wins)."""
+
+    def __init__(self, fields: Fields | None = None) -> None:
+        super().__init__()
+        self.fields = dict(fields or {})
 
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.fromtimestamp(record.created, UTC)
@@ -32,8 +41,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in self.fields.items():
+            entry.setdefault(key, value)
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_") and key not in entry:
+            if key not in _STANDARD and not key.startswith("_") and (key not in entry or key in self.fields):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -42,13 +53,33 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """``LEVEL:logger:message`` followed by the configured ``log.fields`` as ``key=value``."""
+
+    def __init__(self, fmt: str = TEXT_FORMAT, fields: Fields | None = None) -> None:
+        super().__init__(fmt)
+        self.suffix = "".join(f" {key}={_text_value(value)}" for key, value in (fields or {}).items())
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record) + self.suffix
+
+
+def _text_value(value: object) -> str:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return json.dumps(text) if not text or any(c.isspace() or c in '"=' for c in text) else text
+
+
 def level(log: LogConfig) -> int:
     return {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}[log.level]
 
 
 def logging_config(log: LogConfig) -> dict[str, Any]:
     """A logging.config.dictConfig for Wharf's records and the HTTP server's (granian, uvicorn)."""
-    formatter: dict[str, Any] = {"()": JSONFormatter} if log.formatter == "json" else {"format": TEXT_FORMAT}
+    formatter: dict[str, Any] = {"format": TEXT_FORMAT}
+    if log.formatter == "json":
+        formatter = {"()": JSONFormatter, "fields": dict(log.fields)}
+    elif log.fields:
+        formatter = {"()": TextFormatter, "fields": dict(log.fields)}
     route = {"handlers": ["wharf"], "propagate": False}
     return {
         "version": 1,

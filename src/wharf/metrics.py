@@ -51,6 +51,10 @@ HTTP_RESPONSE_BYTES = Counter(
     "Bytes of HTTP response bodies sent, by route template, method and status",
     ("route", "method", "status"),
 )
+SCHEDULE_PASSES = Counter(
+    "wharf_schedule_passes",
+    "Times this process looked for due schedules (one a jobs.poll; its rise says the firing is alive)",
+)
 HTTP_DURATION = Histogram(
     "wharf_http_request_duration_seconds",
     "From the request's arrival to the last byte of the answer, by route template and method",

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ..meta.blobs import BlobRows
+from ..meta.clock import now as utc_now
 from ..storage.base import BlobStore, StagedUpload
 from .uploads import UploadService
 
@@ -56,10 +57,17 @@ class PurgeReport:
 
 
 class UploadPurger:
-    def __init__(self, rows: BlobRows, storage: BlobStore, uploads: UploadService) -> None:
+    def __init__(
+        self,
+        rows: BlobRows,
+        storage: BlobStore,
+        uploads: UploadService,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.rows = rows
         self.storage = storage
         self.uploads = uploads
+        self.clock = clock  # what "idle for ``age``" is measured from (a test moves it)
 
     async def run(
         self,
@@ -68,7 +76,7 @@ class UploadPurger:
         say: Say,
         should_stop: Callable[[], str | None] = _never,
     ) -> PurgeReport:
-        report = PurgeReport(datetime.now(UTC) - age, dry_run)
+        report = PurgeReport(self.clock() - age, dry_run)
         cutoff = report.cutoff
         verb = "would purge" if dry_run else "purged"
         say(

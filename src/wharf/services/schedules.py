@@ -16,6 +16,7 @@ from croniter import croniter
 
 from ..meta.clock import now as utc_now
 from ..meta.jobs import Job, JobStore
+from ..metrics import SCHEDULE_PASSES
 
 log = logging.getLogger("wharf.schedules")
 
@@ -161,6 +162,7 @@ class ScheduleService:
                     log.info("schedule started job %s (%s)", job.id, job.action)
             except Exception:
                 log.exception("schedules: firing what is due failed")
+            SCHEDULE_PASSES.inc()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll)
 
