@@ -47,6 +47,28 @@ def stack_config(
         drop_database(postgres, url)
 
 
+# What pytest itself (and Python) may leave in the working directory.
+_TOOL_LEFTOVERS = {".pytest_cache", "__pycache__", ".hypothesis"}
+
+
+def _working_directory_entries() -> set[str]:
+    """The names in the working directory, and in a ./data there (the embedded default's)."""
+    names = set(os.listdir())
+    if os.path.isdir("data"):
+        names |= {f"data/{name}" for name in os.listdir("data")}
+    return names - _TOOL_LEFTOVERS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_is_written_into_the_working_directory() -> Iterator[None]:
+    """Tests run their processes in their own directories: once, a registry in the checkout
+    took rows from the suite. Anything new in the working directory fails the run."""
+    before = _working_directory_entries()
+    yield
+    new = _working_directory_entries() - before
+    assert not new, f"the tests wrote into the working directory {os.getcwd()}: {sorted(new)}"
+
+
 @pytest.fixture(scope="session", params=STACKS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfServer]:
     """One registry per stack, shared by the tests that only need a registry: every test
@@ -168,11 +190,12 @@ def tmpfs(directory: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
-def apt_tool(binary: str, package: str) -> str:
-    """A Debian tool's path, installed with apt-get when missing. Never skips: a missing tool fails."""
+def apt_tool(binary: str, package: str, *options: str) -> str:
+    """A Debian tool's path, installed with apt-get (and ``options``) when missing. Never
+    skips: a missing tool fails."""
     path = shutil.which(binary)
     if path is None:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", *options, package]):
             result = subprocess.run(
                 command,
                 capture_output=True,

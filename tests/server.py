@@ -79,6 +79,9 @@ class WharfServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                # Its own directory, never the checkout: whatever a default puts in the
+                # working directory lands beside its configuration.
+                cwd=self.directory,
                 start_new_session=True,
             )
         deadline = time.monotonic() + 120

@@ -157,3 +157,71 @@ def test_the_activity_api_filters_by_repository_actor_action_and_time_and_pages(
         page = activities(repository="lib/act", start=1, limit=2)
         assert [a["id"] for a in page] == [a["id"] for a in mine[1:3]]
         assert client.get("/api/v0/activities", params={"since": "yesterday"}).status_code == 400
+
+
+def test_dtr_deletes_work_for_a_single_component_name(own_server):
+    """DTR's names are namespace/repo; /v2 takes any name, so the admin API does too."""
+    first, second = Image.random(), Image.random()
+    with own_server.client() as client:
+        push_image(client, "solo", first, "v1")
+        push_image(client, "solo", second, "v2")
+        push_image(client, "team/app", Image.random(), "v1")
+        assert client.delete("/api/v0/repositories/solo/manifests/v1").status_code == 204
+        assert client.get("/v2/solo/manifests/v1").status_code == 404
+        assert client.delete(f"/api/v0/repositories/solo/manifests/{second.digest}").status_code == 204
+        assert client.get("/v2/solo/manifests/v2").status_code == 404
+        push_image(client, "solo", first, "v1")
+        assert client.delete("/api/v0/repositories/solo").status_code == 204
+        assert client.get("/v2/solo/tags/list").status_code == 404
+        missing = client.delete("/api/v0/repositories/solo")
+        assert missing.status_code == 404 and error_codes(missing) == ["NAME_UNKNOWN"]
+        assert "solo" in missing.json()["errors"][0]["message"]
+        # A name of three components too, and a repository called "manifests".
+        push_image(client, "a/b/manifests", first, "v1")
+        assert client.delete("/api/v0/repositories/a/b/manifests/manifests/v1").status_code == 204
+        assert client.get("/v2/a/b/manifests/tags/list").json()["tags"] == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v0/repositories",
+        "/api/v0/repositories/",
+        "/api/v0/repositories/solo",
+        "/api/v0/repositories/solo/",
+        "/api/v0/repositories/team/app/",
+        "/api/v0/repositories/team/app/manifests",
+        "/api/v0/repositories/team/app/manifests/",
+        "/api/v0/repositories/team/app/manifests/v1/",
+    ],
+)
+def test_dtr_delete_paths_never_redirect_and_say_what_was_wrong(client, path):
+    response = client.delete(path)
+    assert response.status_code in (400, 404), (response.status_code, response.headers)
+    assert "location" not in response.headers
+    (problem,) = response.json()["errors"]
+    assert problem["code"] in {"NAME_INVALID", "NAME_UNKNOWN", "NOT_FOUND"}, problem
+    written = path.removeprefix("/api/v0/repositories").strip("/")
+    assert (written and written in problem["message"]) or path in problem["message"], problem
+
+
+def test_a_repository_emptied_through_the_api_leaves_the_catalog(own_server):
+    image = Image.random()
+    with own_server.client() as client:
+        push_image(client, "team/emptied", image, "v1")
+        push_image(client, "team/kept", Image.random(), "v1")
+        push_image(client, "team/untagged", Image.random())  # by digest: still an image
+        assert client.get("/v2/_catalog").json()["repositories"] == [
+            "team/emptied",
+            "team/kept",
+            "team/untagged",
+        ]
+        assert client.delete(f"/api/v0/repositories/team/emptied/manifests/{image.digest}").status_code == 204
+        assert client.get("/v2/_catalog").json()["repositories"] == ["team/kept", "team/untagged"]
+        assert client.get("/v2/team/emptied/tags/list").json()["tags"] == []
+        push_image(client, "team/emptied", image, "v1")  # pushed again, it is back
+        assert client.get("/v2/_catalog").json()["repositories"] == [
+            "team/emptied",
+            "team/kept",
+            "team/untagged",
+        ]

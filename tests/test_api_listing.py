@@ -60,9 +60,10 @@ def test_catalog_paginates(make_server):
     server = make_server()
     with server.client() as client:
         names = ["zeta/app", "alpha", "alpha/one", "beta", "mid/x/y"]
-        data = b"blob"
+        image = Image.random(layers=1, size=16)
         for name in names:
-            push_blob(client, name, data)
+            push_image(client, name, image, "v1")
+        push_blob(client, "blobs/only", b"blob")  # no image yet: not a repository to list
         assert client.get("/v2/_catalog").json() == {"repositories": sorted(names)}
         first = client.get("/v2/_catalog", params={"n": 2})
         assert first.json()["repositories"] == ["alpha", "alpha/one"]

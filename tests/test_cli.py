@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from wharf.meta import migrate
 
@@ -88,6 +90,7 @@ def test_serve_refuses_a_postgresql_database_whose_schema_is_behind(tmp_path, po
         config = tmp_path / "config.yml"
         config.write_text(
             f"database: {{url: '{url}'}}\nstorage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n"
+            f"http: {{addr: '127.0.0.1:{free_port()}'}}\n"  # never 5000: it may be taken here
         )
         result = subprocess.run(
             [sys.executable, "-m", "wharf", "serve", str(config)], capture_output=True, text=True, timeout=60
@@ -104,3 +107,91 @@ def test_serve_refuses_a_postgresql_database_whose_schema_is_behind(tmp_path, po
         assert migrate.current_revision(url) == migrate.head_revision()
     finally:
         drop_database(postgres_server, url)
+
+
+def _wharf(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_") or k.startswith("WHARF_TEST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "wharf", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("command", [["garbage-collect"], ["garbage-collect", "--dry-run"], ["fsck"]])
+def test_maintenance_commands_refuse_to_invent_a_registry(tmp_path, command):
+    # No CONFIG, in a directory with no ./data: nothing to work on.
+    result = _wharf(*command, cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"no registry at {tmp_path / 'data'}" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing created
+    # A storage root without its database (here an unadopted Distribution directory).
+    (tmp_path / "data/docker/registry/v2").mkdir(parents=True)
+    result = _wharf(*command, cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"no registry database at {tmp_path / 'data/wharf.db'}" in result.stderr
+    assert "wharf import-distribution" in result.stderr
+    assert not (tmp_path / "data/wharf.db").exists()
+
+
+def test_a_configured_registry_that_is_not_there_is_named(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text(f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'gone'}}}}}\n")
+    result = _wharf("garbage-collect", str(config), cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"no registry at {tmp_path / 'gone'}" in result.stderr and str(config) in result.stderr
+    assert not (tmp_path / "gone").exists()
+
+
+def test_maintenance_commands_refuse_an_empty_postgresql_database(tmp_path, postgres_server):
+    from .postgres import create_database, drop_database
+
+    url = create_database(postgres_server)
+    try:
+        config = tmp_path / "config.yml"
+        config.write_text(
+            f"database: {{url: '{url}'}}\nstorage: {{filesystem: {{rootdirectory: {tmp_path}}}}}\n"
+        )
+        for command in ("garbage-collect", "fsck"):
+            result = _wharf(command, str(config), cwd=tmp_path)
+            assert result.returncode != 0
+            assert "no registry in the database postgresql://" in result.stderr
+        assert migrate.current_revision(url) is None  # no tables were created
+    finally:
+        drop_database(postgres_server, url)
+
+
+def test_a_registry_that_exists_is_collected(make_server):
+    server = make_server()
+    result = _wharf("garbage-collect", "--dry-run", str(server.config_path), cwd=server.directory)
+    assert result.returncode == 0, result.stderr
+    assert "dry run: would delete 0 manifests and 0 blobs" in result.stdout
+
+
+def test_import_distribution_refuses_a_directory_that_is_not_distributions(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _wharf("import-distribution", str(empty), cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"{empty} is not a Distribution data directory" in result.stderr
+    assert list(empty.iterdir()) == []  # no wharf.db left behind in it
+    missing = _wharf("import-distribution", str(tmp_path / "absent"), cwd=tmp_path)
+    assert missing.returncode != 0 and "absent" in missing.stderr and "does not exist" in missing.stderr
+
+
+def test_import_distribution_creates_wharfs_database_for_a_new_registry(tmp_path):
+    root = tmp_path / "distribution"
+    (root / "docker/registry/v2/repositories").mkdir(parents=True)
+    result = _wharf("import-distribution", str(root), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "imported 0 repositories" in result.stdout
+    assert (root / "wharf.db").is_file()
+
+
+@pytest.mark.parametrize("command", ["garbage-collect", "fsck", "import-distribution"])
+def test_help_says_where_they_look_without_a_config(command, tmp_path):
+    result = _wharf(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    if command == "import-distribution":
+        assert "SQLite in ROOTDIR/wharf.db" in text and "docker/registry/v2" in text
+    else:
+        assert "./data/wharf.db" in text and "under ./data" in text and "creates none" in text

@@ -253,12 +253,16 @@ async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_me
 
     first.gc.storage.delete_many = cut_then_delete  # type: ignore[method-assign]
     leases = second.meta.gc.delete_lease_left
+    met = 0  # times the push found the lease
     waiting = asyncio.Event()
 
-    async def noted(wanted: str) -> float | None:
+    async def noted(wanted: str | None = None) -> float | None:
+        nonlocal met
         left = await leases(wanted)
         if left is not None:
-            waiting.set()
+            met += 1
+            if met >= 3:
+                waiting.set()
         return left
 
     second.meta.gc.delete_lease_left = noted  # type: ignore[method-assign]
@@ -268,6 +272,9 @@ async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_me
     # The push either waits on the lease or (without it) lands while the deletion is held back.
     noticed = asyncio.create_task(waiting.wait())
     await asyncio.wait({push, noticed}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if waiting.is_set():  # it has looked three times, and is still waiting, row-less
+        assert not push.done(), push
+        assert await second.meta.blobs.readable_size("lib/again", digest) is None
     go.set()
     await asyncio.wait_for(collection, 120)
     await asyncio.wait_for(push, 60)

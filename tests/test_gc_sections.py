@@ -185,27 +185,43 @@ async def test_an_upload_commit_cancelled_before_its_row_keeps_its_bytes(registr
     await consistent(registry, "lib/chunked", digest, len(data))
 
 
+@pytest.mark.parametrize("kind", ["monolithic", "chunked"])
 async def test_a_push_meeting_a_lease_that_does_not_end_is_answered_503_and_stores_nothing(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     """A deletion left under way by a killed process (its lease lasting minutes on S3): the
-    push waits a while, then is told to retry, with nothing of it stored; once the lease
-    has gone the same push goes through."""
+    push waits a while, then is told to retry, with nothing of it stored (a session keeps
+    its bytes, to be finished again); once the lease has gone the same push goes through."""
     from wharf.errors import RegistryError
     from wharf.services import deleting
 
     monkeypatch.setattr(deleting, "WAIT_MAX", 0.3)
     data = os.urandom(2048)
     digest = sha256(data)
-    await registry.meta.gc.lease_deletes([digest], 600)
+    repository = f"lib/leased-{kind}"
+
+    async def push() -> None:
+        if kind == "monolithic":
+            await registry.uploads.monolithic(repository, digest, body(data))
+            return
+        started = await registry.uploads.start(repository)
+        await registry.uploads.append(repository, started.id, body(data[:1000]))
+        try:
+            await registry.uploads.finish(repository, started.id, digest, body(data[1000:]))
+        except RegistryError:
+            assert (await registry.uploads.status(repository, started.id)).offset == len(data)
+            raise
+
+    holder = await registry.meta.gc.lease_deletes([digest], 600)
     with pytest.raises(RegistryError) as refused:
-        await registry.uploads.monolithic("lib/leased", digest, body(data))
+        await push()
     assert refused.value.code.status == 503 and refused.value.code.code == "UNAVAILABLE"
     assert digest in refused.value.message and "retry" in refused.value.message
     assert int(refused.value.headers["Retry-After"]) > 500
-    assert await registry.meta.blobs.readable_size("lib/leased", digest) is None
+    assert await registry.meta.blobs.readable_size(repository, digest) is None
     assert await registry.storage.stat(digest) is None, "bytes stored under a deletion's lease"
 
-    await registry.meta.gc.end_deletes([digest])
-    await registry.uploads.monolithic("lib/leased", digest, body(data))
+    await registry.meta.gc.end_deletes(holder)
+    await push()
     assert await registry.storage.stat(digest) == len(data)
+    assert await registry.meta.blobs.readable_size(repository, digest) == len(data)

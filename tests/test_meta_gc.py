@@ -12,18 +12,31 @@ from wharf.meta.gc import GCRun
 from .meta import EVENT, digest, manifest
 
 
-async def test_a_delete_lease_lasts_until_ended_or_expired(store):
-    kept, ended, short = digest("kept"), digest("ended"), digest("short")
+async def test_a_delete_lease_lasts_until_its_holder_ends_it_or_it_expires(store):
+    kept, short = digest("kept"), digest("short")
     assert await store.gc.delete_lease_left(kept) is None
-    await store.gc.lease_deletes([kept, ended], 30)
+    assert await store.gc.delete_lease_left() is None
+    first = await store.gc.lease_deletes([kept], 1000)  # a deletion left by a killed process
+    second = await store.gc.lease_deletes([kept], 30)  # the next run's, of the same bytes
     left = await store.gc.delete_lease_left(kept)
-    assert left is not None and 20 < left <= 30
-    await store.gc.end_deletes([ended])
-    assert await store.gc.delete_lease_left(ended) is None
-    assert await store.gc.delete_lease_left(kept) is not None  # only the ones named end
-    await store.gc.lease_deletes([kept], 1000)  # taken again: the later end counts
+    assert left is not None and left > 900, "a shorter lease shortened a longer one"
+    await store.gc.end_deletes(second)
     left = await store.gc.delete_lease_left(kept)
-    assert left is not None and left > 900
+    assert left is not None and left > 900, "one deletion ended another's lease"
+    await store.gc.end_deletes(first)
+    assert await store.gc.delete_lease_left(kept) is None
+
+    holder = await store.gc.lease_deletes([short], 0.5)
+    await store.gc.renew_deletes(holder, 60)  # the deletion goes on
+    left = await store.gc.delete_lease_left(short)
+    assert left is not None and left > 50
+    any_left = await store.gc.delete_lease_left()
+    assert any_left is not None and any_left > 50
+    await store.gc.renew_deletes(holder, 0.2)  # a renewal never shortens it
+    left = await store.gc.delete_lease_left(short)
+    assert left is not None and left > 50
+    await store.gc.end_deletes(holder)
+
     await store.gc.lease_deletes([short], 0.2)
     deadline = asyncio.get_running_loop().time() + 30
     while await store.gc.delete_lease_left(short) is not None:  # expires by itself

@@ -55,7 +55,11 @@ async def test_tags_and_repositories_in_byte_order(store):
     assert await store.manifests.list_tags("nothing", None, None) is None
     for name in ["z", "a/b", "a-b", "a"]:
         await store.blobs.link(name, digest("c"), 1)
+        await store.manifests.put(name, manifest("m", (digest("c"),)), None, EVENT)
+    await store.blobs.link("blobs/only", digest("c"), 1)  # holds no image: not listed
     assert await store.manifests.list_repositories(None, None) == sorted(["z", "a/b", "a-b", "a", "b"])
+    await store.manifests.delete("z", digest("m"), EVENT)  # its last image: not listed either
+    assert await store.manifests.list_repositories(None, None) == sorted(["a/b", "a-b", "a", "b"])
 
 
 async def test_referrers_filter_by_artifact_type(store):
@@ -77,7 +81,7 @@ async def test_concurrent_pushes_lose_no_tag_and_duplicate_no_row(store):
         *(store.manifests.put("r0", manifest("same", (config,)), "same", EVENT) for _ in range(6))
     )
     assert await store.manifests.list_tags("r0", None, None) == sorted([*names, "same"])
-    assert sorted(await store.manifests.list_repositories(None, None)) == ["r0", "r1", "r2"]
+    assert sorted(await store.manifests.list_repositories(None, None)) == ["r0"]  # r1 and r2 hold only blobs
 
 
 async def test_tag_history_is_one_chain_under_concurrent_moves(database_url):

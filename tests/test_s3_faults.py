@@ -219,6 +219,28 @@ async def test_a_cancelled_delete_ends_only_after_its_request(registry: Registry
     assert await in_bucket(registry, [digest]) == set(), "delete_many ended before its request"
 
 
+async def test_a_delete_cancelled_while_unanswered_ends_only_once_its_request_cannot_arrive(
+    registry: Registry, proxy: S3FaultProxy
+):
+    """Cancelled while DeleteObjects goes unanswered (the client times out and retries; the
+    store carries each attempt out late): delete_many raises only once none of them can
+    still arrive, as when it returns, so its caller's section and lease may end then."""
+    data = os.urandom(1000)
+    digest = sha256(data)
+    await registry.uploads.monolithic("lib/cancel-late", digest, chunks(data))
+    config: dict[str, Any] = registry.s3_config  # type: ignore[attr-defined]
+    store = s3_store(config, proxy.endpoint, timeout=1)  # settles in 4 s
+    rule = proxy.stall(operation="DeleteObjects", seconds=2.5, forward=True)  # carried out late
+
+    deleting = asyncio.create_task(store.delete_many([digest]))
+    while rule.hits == 0:  # the request has reached the proxy
+        await asyncio.sleep(0.01)
+    deleting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await deleting
+    assert await in_bucket(registry, [digest]) == set(), "delete_many ended before its late request"
+
+
 async def test_listing_streams_page_by_page(registry: Registry, proxy: S3FaultProxy):
     """The first digests come after one listing request, not after the whole bucket's."""
     config: dict[str, Any] = registry.s3_config  # type: ignore[attr-defined]

@@ -21,8 +21,11 @@ log = logging.getLogger("wharf")
 def _settings(config: str | None, *, logging_to_come: bool = False) -> Settings:
     """The settings, or the command stops naming what is wrong. Distribution's keys that do not
     apply are warned of once, here, or once logging is set up when it is to come."""
+    from .wiring import require_database_url
+
     try:
         settings = load_settings(config)
+        require_database_url(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if not logging_to_come:
@@ -46,7 +49,8 @@ def _configure_logging(settings: Settings) -> dict[str, Any]:
 
 def _prepare_database(settings: Settings) -> None:
     url = settings.database_url
-    Path(settings.storage.filesystem.rootdirectory).mkdir(parents=True, exist_ok=True)
+    if settings.storage.s3 is None:
+        Path(settings.storage.filesystem.rootdirectory).mkdir(parents=True, exist_ok=True)
     if migrate.current_revision(url) == migrate.HEAD:
         return
     if _is_sqlite(url):
@@ -57,6 +61,34 @@ def _prepare_database(settings: Settings) -> None:
             migrate.check_current(url)
         except migrate.SchemaBehind as exc:
             raise click.ClickException(str(exc)) from None
+
+
+def _require_registry(settings: Settings, config: str | None) -> None:
+    """garbage-collect and fsck work on a registry that exists: run in the wrong directory
+    or with the wrong CONFIG, they would otherwise create an empty one and report success."""
+    import sqlalchemy as sa
+
+    hint = "give the registry's CONFIG" if config is None else f"check storage and database in {config}"
+    root = Path(settings.storage.filesystem.rootdirectory).resolve()
+    if settings.storage.s3 is None and not root.is_dir():
+        raise click.ClickException(
+            f"no registry at {root}: that directory (storage.filesystem.rootdirectory) does not exist; {hint}"
+        )
+    url = settings.database_url
+    if _is_sqlite(url):
+        database = Path(sa.engine.make_url(url).database or "").resolve()
+        if not database.is_file():
+            if (root / "docker/registry/v2").is_dir():
+                hint = (
+                    f"{root} holds a Distribution directory: adopt it with `wharf import-distribution {root}`"
+                )
+            raise click.ClickException(f"no registry database at {database}; {hint}")
+    elif migrate.current_revision(url) is None:
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise click.ClickException(
+            f"no registry in the database {shown} (database.url): it has no Wharf tables; {hint}, "
+            "or create them with `wharf db upgrade`"
+        )
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
@@ -86,11 +118,17 @@ def main() -> None:
 def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     from .metrics_dir import share_metrics
-    from .serving import raise_fd_limit, run_granian, run_uvicorn
+    from .serving import ListenError, bound_address, listen, raise_fd_limit, run_granian, run_uvicorn
     from .wiring import prepare_storage
 
     settings = _settings(config, logging_to_come=True)
     log_config = _configure_logging(settings)
+    http = settings.http
+    # Bound before anything else is done or said: a taken port stops start-up in one line.
+    try:
+        sock = listen(http)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
     _prepare_database(settings)
     try:
         prepare_storage(settings)
@@ -98,21 +136,28 @@ def serve(config: str | None, server: str) -> None:
         raise click.ClickException(str(exc)) from None
     if config:
         os.environ["WHARF_CONFIG"] = str(Path(config).resolve())
-    http = settings.http
     share_metrics(http.workers)
-    started = (
-        f"wharf: serving on http://{http.addr} with {http.workers} worker(s), data in "
-        f"{Path(settings.storage.filesystem.rootdirectory).resolve()}"
-    )
+    address = bound_address(sock)
+    shown = http.addr if address == http.addr else f"{http.addr} ({address})"
+    started = f"wharf: serving on http://{shown} with {http.workers} worker(s), {_where_data_is(settings)}"
     if settings.log.formatter == "json":
         log.info(started)
     else:
         click.echo(started, err=True)
     raise_fd_limit(http)
-    if server == "uvicorn":
-        run_uvicorn(settings, log_config)
-    else:
-        run_granian(settings, log_config)
+    with sock:
+        if server == "uvicorn":
+            run_uvicorn(settings, log_config, sock)
+        else:
+            run_granian(settings, log_config, sock)
+
+
+def _where_data_is(settings: Settings) -> str:
+    s3 = settings.storage.s3
+    if s3 is None:
+        return f"data in {Path(settings.storage.filesystem.rootdirectory).resolve()}"
+    prefix = s3.rootdirectory.strip("/")
+    return f"blobs in s3://{s3.bucket}/{prefix + '/' if prefix else ''}"
 
 
 @main.group()
@@ -171,10 +216,17 @@ def garbage_collect(
     batch_size: int,
     quiet: bool,
 ) -> None:
-    """Delete every blob and manifest that nothing references, while the registry keeps serving."""
+    """Delete every blob and manifest that nothing references, while the registry keeps serving.
+
+    With no CONFIG it works on the registry that `wharf serve` with no CONFIG keeps: the
+    SQLite database ./data/wharf.db and the blobs under ./data, in the current directory
+    (WHARF_* environment variables apply, e.g. WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY).
+    Where there is no registry it stops, naming the path it looked at, and creates none.
+    """
     from .cli_gc import run_garbage_collection
 
     settings = _settings(config)
+    _require_registry(settings, config)
     _prepare_database(settings)
     options = GCOptions(
         dry_run=dry_run,
@@ -216,8 +268,9 @@ def fsck(config: str | None, repair: bool, grace: timedelta | None, quiet: bool)
     and leaks: bytes on storage that no row knows, with their age.
 
     With no CONFIG it looks where `wharf serve` with no CONFIG keeps everything: the
-    SQLite database ./data/wharf.db and the blobs under ./data (WHARF_* environment
-    variables apply, e.g. WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY).
+    SQLite database ./data/wharf.db and the blobs under ./data, in the current directory
+    (WHARF_* environment variables apply, e.g. WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY).
+    Where there is no registry it stops, naming the path it looked at, and creates none.
 
     \b
     Exit status:
@@ -230,6 +283,7 @@ def fsck(config: str | None, repair: bool, grace: timedelta | None, quiet: bool)
     from .services.fsck import FsckOptions
 
     settings = _settings(config)
+    _require_registry(settings, config)
     _prepare_database(settings)
     options = FsckOptions(repair=repair, grace=settings.gc.grace_period if grace is None else grace)
     code = run_fsck(settings, options, quiet)
@@ -282,10 +336,21 @@ def import_distribution(rootdir: str, config: str | None, quiet: bool) -> None:
 
     Safe to run again (it adds only what is missing), so an interrupted import is finished
     by running it again. Stop Distribution first, or run it read-only.
+
+    ROOTDIR must exist and be a Distribution data directory (docker/registry/v2 inside):
+    otherwise it stops, naming ROOTDIR, and writes nothing. Wharf's side may be new: with
+    no --config its database is SQLite in ROOTDIR/wharf.db, created by the first import
+    (WHARF_* environment variables apply); with --config, the database it names (a
+    PostgreSQL one needs `wharf db upgrade` first).
     """
     from .cli_import import run_import
+    from .services.importer import NotADistributionDirectory, check_distribution_directory
 
     root = Path(rootdir).resolve()
+    try:
+        check_distribution_directory(root)
+    except NotADistributionDirectory as exc:
+        raise click.ClickException(str(exc)) from None
     if config is None:
         try:
             settings = load_settings(

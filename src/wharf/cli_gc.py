@@ -13,6 +13,7 @@ import click
 from .config import Settings
 from .progress import terminal_bar
 from .services.gc import GCBusy, GCOptions, Outcome
+from .services.gc_report import grace_kept_line
 from .wiring import build_registry
 
 
@@ -26,6 +27,12 @@ def human_bytes(count: int) -> str:
 
 
 def summary(outcome: Outcome, seconds: float) -> str:
+    kept = grace_kept_line(outcome.run)
+    line = _freed(outcome, seconds)
+    return line if kept is None else f"{line}\n{kept}"
+
+
+def _freed(outcome: Outcome, seconds: float) -> str:
     run, plan = outcome.run, outcome.plan
     if run.dry_run:
         return (

@@ -9,9 +9,14 @@ neither server times out a body that stops arriving.
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import logging
 import os
+import re
 import resource
+import socket
+import sys
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -46,50 +51,149 @@ def raise_fd_limit(settings: HTTPConfig) -> int:
     return int(soft)
 
 
-def run_granian(settings: Settings, log_config: dict[str, Any] | None) -> None:
-    from granian import Granian
+class ListenError(Exception):
+    """The configured address cannot be listened on; the message is one line naming it."""
+
+
+# A host name as RFC 1123 allows one: dot-separated labels of letters, digits and hyphens.
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _addr_key() -> str:
+    """How the user wrote the address: the environment variable wins over the file."""
+    return "WHARF_HTTP_ADDR" if "WHARF_HTTP_ADDR" in os.environ else "http.addr"
+
+
+def _backlog(http: HTTPConfig) -> int:
+    return max(1024, min(http.maxconnections * http.workers, 65535))
+
+
+def listen(http: HTTPConfig) -> socket.socket:
+    """Bind and listen on http.addr, before anything says "serving on": the one socket that
+    every worker process of this server accepts on. It is bound without SO_REUSEPORT (which
+    granian sets when its workers bind for themselves), so a second `wharf serve` or any
+    other program on the same address is refused here instead of silently sharing the port.
+    A host name (``localhost:5000``) is resolved, IPv4 first as Go's listeners do."""
+    where = f"cannot listen on {http.addr} ({_addr_key()})"
+    host = http.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(host):
+            raise ListenError(f"{where}: {host!r} is not a host name or an IP address") from None
+    try:
+        found = socket.getaddrinfo(host, http.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ListenError(f"{where}: cannot resolve {host!r}: {error.strerror}") from None
+    family, kind, proto, _name, address = sorted(found, key=lambda info: info[0] != socket.AF_INET)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # SO_REUSEADDR only lets a restart bind while old connections linger in TIME_WAIT:
+        # on Linux it never lets two sockets listen on one address.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(_backlog(http))
+    except OSError as error:
+        sock.close()
+        raise ListenError(f"{where}: {_listen_problem(error, str(address[0]))}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _listen_problem(error: OSError, ip: str) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return "the port is already in use (by another program, or another wharf serve)"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"{ip} is not an address of this machine"
+    if error.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    return error.strerror or str(error)
+
+
+def bound_address(sock: socket.socket) -> str:
+    """HOST:PORT of a listening socket (the port the system chose, for port 0)."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run_granian(settings: Settings, log_config: dict[str, Any] | None, sock: socket.socket) -> None:
+    from granian._granian import SocketHolder
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
+    from granian.server import MPServer
 
     http = settings.http
-    Granian(
-        "wharf.app:app_from_environment",
+    backlog = _backlog(http)
+
+    class BoundGranian(MPServer):
+        """granian serving on the socket `wharf serve` bound: on Linux granian would have
+        each worker bind with SO_REUSEPORT, which lets unrelated servers share a port."""
+
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**options)
+            # The workers inherit the socket: they must be forked (granian spawns them
+            # where Python's default is not fork, as from 3.14 on).
+            self._spawn_method = "fork"
+
+        def _init_shared_socket(self) -> None:
+            self._ssp = None
+            # granian's holder closes what it holds: give it a descriptor of its own.
+            # (granian's stub lacks the arguments its SocketHolder takes: fd, is_uds, backlog.)
+            holder: Any = SocketHolder(os.dup(sock.fileno()), False, backlog)  # type: ignore[call-arg]
+            self._shd = holder
+            self._sfd = holder.get_fd()
+            self._sso = None
+
+    if sys.platform != "linux":  # pragma: no cover
+        raise ListenError("wharf serve on granian runs on Linux (use --server uvicorn elsewhere)")
+    BoundGranian(
+        target="wharf.app:app_from_environment",
         factory=True,
         address=http.host,
-        port=http.port,
+        port=sock.getsockname()[1],
         interface=Interfaces.ASGI,
         workers=http.workers,
         # backpressure is granian's bound on connections per worker: beyond it, new ones
         # wait in the listen backlog until one closes (the timeouts make that soon).
         backpressure=http.maxconnections,
-        backlog=max(1024, min(http.maxconnections * http.workers, 65535)),
+        backlog=backlog,
         # hyper's header timeout also closes keep-alive connections idle that long.
         http1_settings=HTTP1Settings(header_read_timeout=max(1, round(http.timeouts.header_seconds * 1000))),
         log_access=False,
-        log_level="warning",  # type: ignore[arg-type]
+        log_level="warning",
         log_dictconfig=log_config,
     ).serve()
 
 
-def run_uvicorn(settings: Settings, log_config: dict[str, Any] | None) -> None:
+def run_uvicorn(settings: Settings, log_config: dict[str, Any] | None, sock: socket.socket) -> None:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     http = settings.http
-    uvicorn.run(
+    config = uvicorn.Config(
         "wharf.app:app_from_environment",
         factory=True,
         host=http.host,
-        port=http.port,
+        port=sock.getsockname()[1],
         workers=http.workers,
         loop="uvloop",
         http="wharf.serving:HeaderTimeoutProtocol",
         # uvicorn answers 503 itself once this many connections are open.
         limit_concurrency=http.maxconnections,
-        backlog=max(2048, min(http.maxconnections * http.workers, 65535)),
+        backlog=_backlog(http),
         log_level="warning",
         log_config=log_config,
         access_log=False,
     )
+    # As uvicorn.run does, but on the socket already bound.
+    if http.workers > 1:
+        Multiprocess(config, sockets=[sock]).run()
+        return
+    config.load_app()
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(3)
 
 
 _header_timeout: float | None = None

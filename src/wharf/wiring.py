@@ -38,6 +38,18 @@ def build_storage(settings: Settings) -> BlobStore:
     )
 
 
+def require_database_url(settings: Settings) -> None:
+    """S3 storage needs database.url: the default SQLite database lives in the local storage
+    root (./data under each process's working directory), so two replicas on one bucket
+    would each keep a registry of their own and never see each other's pushes."""
+    if settings.storage.s3 is not None and not settings.database.url:
+        raise ConfigError(
+            "storage.s3 is set but database.url is not: set database.url (or WHARF_DATABASE_URL) to "
+            "the PostgreSQL database every replica shares, e.g. postgresql://wharf@db.example/wharf; "
+            "Wharf keeps no SQLite database beside S3 storage"
+        )
+
+
 def prepare_storage(settings: Settings) -> None:
     """Before serving: the directories writes go through on this machine exist and can be
     written, created when missing, refused (naming the key) when they cannot be. A missing

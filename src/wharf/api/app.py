@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import RegistryError
 from ..faults import answer_for
 from ..services.registry import Registry
-from . import activities, gc_settings, jobs, repositories
+from . import activities, docs, gc_settings, jobs, repositories
 from .limits import BodyLimit
 from .responses import ERRORS
 
@@ -24,9 +24,12 @@ log = logging.getLogger(__name__)
 _HTTP_CODES = {400: "INVALID_JSON", 404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 
-async def http_error(_request: Request, error: Exception) -> Response:
+async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    body = {"errors": [{"code": _HTTP_CODES.get(error.status_code, "UNKNOWN"), "message": error.detail}]}
+    message = error.detail
+    if error.status_code == 404 and message == "Not Found":  # no route: say which path
+        message = f"nothing at {request.method} {request.url.path}"
+    body = {"errors": [{"code": _HTTP_CODES.get(error.status_code, "UNKNOWN"), "message": message}]}
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
@@ -47,8 +50,11 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
         version="0",
         description="DTR-compatible administration: deleting images and repositories, garbage collection.",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # docs.py serves the page, with its assets from Wharf itself
         redoc_url=None,
+        # A path that names nothing is refused, not redirected to the same path with a
+        # slash: DELETE /repositories/solo would be sent to /repositories/solo/.
+        redirect_slashes=False,
     )
     api.state.registry = registry
     api.state.settings = settings
@@ -78,4 +84,5 @@ def create_api(registry: Registry, settings: Settings) -> FastAPI:
 
     for module in (repositories, jobs, gc_settings, activities):
         api.include_router(module.router, responses=ERRORS)
+    api.include_router(docs.router)
     return api

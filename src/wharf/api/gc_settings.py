@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import INVALID_SCHEDULE, NO_GC_RUN, RegistryError
 from ..meta.gc import GCRun
+from ..services.gc_report import kept_by_grace, would_free
 from ..services.registry import Registry
 from ..services.schedules import GCSettings, InvalidSchedule, ScheduleService, next_fire
 from .jobs import JobOut, iso, job_out
@@ -49,6 +50,18 @@ class SettingsOut(SettingsDoc):
     started: JobOut | None = Field(default=None, description="the job started by save-and-start")
 
 
+class WouldFreeOut(BaseModel):
+    blobs: int
+    manifests: int
+    bytes: int
+
+
+class KeptByGraceOut(BaseModel):
+    blobs: int
+    bytes: int
+    collectableAfter: str | None = Field(description="when the last of them leaves the grace period (UTC)")
+
+
 class RunOut(BaseModel):
     id: int | None
     status: str
@@ -64,6 +77,12 @@ class RunOut(BaseModel):
     blobsDeleted: int
     manifestsDeleted: int
     bytesFreed: int
+    graceSeconds: float
+    bytesEligible: int
+    wouldFree: WouldFreeOut | None = Field(description="a dry run's plan: what the same run would delete")
+    keptByGrace: KeptByGraceOut = Field(
+        description="blobs kept only because they were pushed or seen within the grace period"
+    )
 
 
 class RunsOut(BaseModel):
@@ -71,6 +90,7 @@ class RunsOut(BaseModel):
 
 
 def _run_out(run: GCRun) -> RunOut:
+    freeing = would_free(run)
     return RunOut(
         id=run.id,
         status=run.status,
@@ -86,6 +106,10 @@ def _run_out(run: GCRun) -> RunOut:
         blobsDeleted=run.blobs_deleted,
         manifestsDeleted=run.manifests_deleted,
         bytesFreed=run.bytes_freed,
+        graceSeconds=run.grace_seconds,
+        bytesEligible=run.bytes_eligible,
+        wouldFree=None if freeing is None else WouldFreeOut(**freeing),
+        keptByGrace=KeptByGraceOut(**kept_by_grace(run)),
     )
 
 
@@ -125,12 +149,16 @@ async def put_settings(request: Request, body: SettingsDoc, start: bool = False)
     return _out(saved, started=started)
 
 
-@router.get("/lastSavings", response_model=RunOut, summary="What the last completed collection freed (DTR)")
+@router.get(
+    "/lastSavings",
+    response_model=RunOut,
+    summary="What the last real (not dry) collection that completed freed (DTR)",
+)
 async def last_savings(request: Request) -> RunOut:
     registry: Registry = request.app.state.registry
-    for run in await registry.meta.gc.runs(limit=50):
-        if not run.dry_run and run.status in ("done", "stopped"):
-            return _run_out(run)
+    run = await registry.meta.gc.last_savings()
+    if run is not None:
+        return _run_out(run)
     raise RegistryError(NO_GC_RUN, {}, "no garbage collection has completed yet")
 
 

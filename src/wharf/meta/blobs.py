@@ -67,6 +67,9 @@ class BlobRows(Protocol):
     async def present(self, digests: Collection[str]) -> set[str]:
         """Those digests that have a blob row."""
 
+    async def last_seen(self, digests: Collection[str]) -> datetime | None:
+        """The latest time any of these blobs was seen (pushed, mounted, found by a HEAD)."""
+
     async def sizes(self, digests: Collection[str]) -> dict[str, int]:
         """The sizes of those of these blobs that have a row."""
 

@@ -251,6 +251,10 @@ def _advisory_key(key: str) -> int:
 _section_connection: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar(
     "wharf_section_connection", default=None
 )
+# The backend (session) that took the section's locks: a reconnected connection is another.
+_section_backend: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "wharf_section_backend", default=None
+)
 # ``exclusive`` names, as the second integer of a two-integer advisory lock.
 EXCLUSIVE_CLASS = 0x57484652  # "WHFR"
 EXCLUSIVE_IDS = {"gc": 1}
@@ -279,18 +283,21 @@ class AsyncEngineDatabase:
         connection, not two), and the locks go with it if the process dies."""
         ids = sorted({_advisory_key(key) for key in keys})
         async with self.engine.connect() as conn:
-            await conn.execute(
+            taken = await conn.execute(
                 sa.text(
-                    "SELECT pg_advisory_lock(k) FROM "
+                    "SELECT pg_backend_pid(), pg_advisory_lock(k) FROM "
                     "(SELECT k FROM unnest(CAST(:ids AS bigint[])) AS k ORDER BY k OFFSET 0) AS ordered"
                 ),
                 {"ids": ids},
             )
+            backend = taken.first()
             await conn.commit()
             token = _section_connection.set(conn)
+            session = _section_backend.set(None if backend is None else int(backend[0]))
             try:
                 yield
             finally:
+                _section_backend.reset(session)
                 _section_connection.reset(token)
                 try:
                     await conn.rollback()
@@ -308,11 +315,12 @@ class AsyncEngineDatabase:
             return False
         try:
             async with asyncio.timeout(EXCLUSIVE_PROBE_TIMEOUT):
-                await conn.scalar(sa.text("SELECT 1"))
+                # The same session, not one a reconnect made in its place (which holds nothing).
+                backend = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
                 await conn.commit()
         except (sa.exc.DBAPIError, sa.exc.InvalidRequestError, OSError, TimeoutError):
             return False
-        return True
+        return backend is not None and backend == _section_backend.get()
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[HeldLock]:

@@ -41,6 +41,12 @@ class GCRun:
     manifests_deleted: int = 0
     bytes_freed: int = 0
     files_deleted: int = 0
+    bytes_eligible: int = 0  # what the plan would free: a dry run's answer
+    # Blobs kept only because they (or a manifest naming them) were seen within the grace
+    # period: what a run with a grace of 0 would delete too, and when all of them are due.
+    grace_kept_blobs: int = 0
+    grace_kept_bytes: int = 0
+    grace_kept_until: datetime | None = None
     id: int | None = None
 
 
@@ -110,16 +116,22 @@ class GCRows(Protocol):
 
     async def forget_pending(self, digests: Collection[str]) -> None: ...
 
-    async def lease_deletes(self, digests: Collection[str], seconds: float) -> None:
+    async def lease_deletes(self, digests: Collection[str], seconds: float) -> str:
         """Note that these blobs' bytes are being deleted, a deletion that may act for up to
-        ``seconds`` from now; inside their ``digest_section``, before deleting."""
+        ``seconds`` from now (by the database's clock); inside their ``digest_section``,
+        before deleting. Answers the lease's holder, which only this deletion renews and ends."""
 
-    async def end_deletes(self, digests: Collection[str]) -> None:
-        """Their deletion has ended (nothing of it can act any more); expired leases go too."""
+    async def renew_deletes(self, holder: str, seconds: float) -> None:
+        """The deletion goes on: its lease lasts at least ``seconds`` from now."""
 
-    async def delete_lease_left(self, digest: str) -> float | None:
-        """Seconds until a deletion of this blob's bytes can no longer act, or None when
-        none is under way. A push asks inside the digest's section, before storing bytes."""
+    async def end_deletes(self, holder: str) -> None:
+        """Its deletion has ended (nothing of it can act any more); expired leases go too.
+        Another deletion's lease on the same digests stays."""
+
+    async def delete_lease_left(self, digest: str | None = None) -> float | None:
+        """Seconds until no deletion of this blob's bytes (with None, of any blob's) can act
+        any more, or None when none is under way. A push asks inside the digest's section,
+        before storing bytes."""
 
     # The record of runs.
     async def save_run(self, run: GCRun) -> GCRun: ...
@@ -128,5 +140,9 @@ class GCRows(Protocol):
         ``gc_lock``, when no run can be running. How many there were."""
 
     async def runs(self, limit: int = 20) -> list[GCRun]: ...
+    async def last_savings(self) -> GCRun | None:
+        """The newest real (not dry) run that completed (done, or stopped part way), however
+        many other runs came after it."""
+
     async def totals(self) -> list[GCTotals]:
         """Every run recorded, added up by (status, dry_run): what all replicas collected."""

@@ -6,6 +6,7 @@ query, so commands that start often (garbage-collect) start fast.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; tests/test_units.py checks it against the migrations directory.
-HEAD = "0006"
+HEAD = "0007"
 
 
 class SchemaBehind(Exception):
@@ -31,6 +32,14 @@ def sync_url(url: str) -> str:
     if parsed.get_backend_name() == "postgresql":
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return url
+
+
+def _quiet_plugins() -> None:
+    """Alembic (1.16 on) logs a line at INFO for each plugin it sets up ("setup plugin
+    alembic.autogenerate.schemas", six of them), on every first start: shown at debug only."""
+    plugins = logging.getLogger("alembic.runtime.plugins")
+    if not plugins.isEnabledFor(logging.DEBUG):
+        plugins.setLevel(logging.WARNING)
 
 
 def _config(connection: sa.Connection) -> Config:
@@ -49,6 +58,7 @@ def _prepare_sqlite_dir(url: str) -> None:
 
 
 def head_revision() -> str | None:
+    _quiet_plugins()
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
@@ -71,6 +81,7 @@ def current_revision(url: str) -> str | None:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    _quiet_plugins()
     _prepare_sqlite_dir(url)
     engine = sa.create_engine(sync_url(url))
     try:

@@ -154,7 +154,8 @@ blob_deletes = sa.Table(
     "blob_deletes",
     metadata,
     sa.Column("digest", sa.String(150), primary_key=True),
-    sa.Column("until", Timestamp, nullable=False),
+    sa.Column("holder", sa.String(32), primary_key=True),  # one a deletion: each ends its own
+    sa.Column("until", Timestamp, nullable=False),  # the database's clock, on PostgreSQL
 )
 
 # Review queues: what may have become garbage since the last collection, fed by triggers
@@ -194,7 +195,14 @@ gc_runs = sa.Table(
     sa.Column("manifests_deleted", sa.BigInteger, nullable=False, default=0),
     sa.Column("bytes_freed", sa.BigInteger, nullable=False, default=0),
     sa.Column("files_deleted", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_eligible", sa.BigInteger, nullable=False, default=0),
+    # Kept only by the grace period: how many blobs, their bytes, and when all are due.
+    sa.Column("grace_kept_blobs", sa.BigInteger, nullable=False, default=0),
+    sa.Column("grace_kept_bytes", sa.BigInteger, nullable=False, default=0),
+    sa.Column("grace_kept_until", Timestamp, nullable=True),
     sa.Index(None, "started_at"),
+    # lastSavings: the newest real run, found without reading the dry runs after it.
+    sa.Index("ix_gc_runs_dry_run_id", "dry_run", "id"),
 )
 
 # Background work (garbage collection, imports, upload purging), claimed by workers through

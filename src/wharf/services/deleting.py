@@ -10,7 +10,10 @@ connection, and a killed process's last S3 request may still be carried out afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
+import time
 from collections.abc import Sequence
 
 from ..errors import UNAVAILABLE, RegistryError
@@ -22,6 +25,9 @@ from ..storage.base import BlobStore
 # (a killed collection's lease on S3 lasts minutes); and how often it looks meanwhile.
 WAIT_MAX = 10.0
 WAIT_POLL = 0.1
+# How often a deletion under way renews its lease.
+RENEW_EVERY = 5.0
+log = logging.getLogger(__name__)
 
 
 class GCLockLost(Exception):
@@ -37,13 +43,38 @@ async def delete_bytes(meta: MetadataStore, storage: BlobStore, digests: Sequenc
         return set()
     # The lease is committed before the check: a push that takes the section once its locks
     # have gone finds the lease, and one that took it before makes the check fail.
-    await meta.gc.lease_deletes(digests, storage.delete_lease(len(digests)))
+    holder = await meta.gc.lease_deletes(digests, storage.delete_lease(len(digests)))
+    if not await meta.digest_section_held():
+        await _end(meta.gc, holder)  # nothing was sent
+        raise GCLockLost("a digest section was lost with its database connection; the next run finishes")
+    renewing = asyncio.create_task(_renew(meta.gc, holder, storage.delete_tail))
     try:
-        if not await meta.digest_section_held():
-            raise GCLockLost("a digest section was lost with its database connection; the next run finishes")
-        return await storage.delete_many(digests)  # every request has ended when this returns or raises
+        # When this returns or raises (cancelled too), none of its requests can act any more.
+        return await storage.delete_many(digests)
     finally:
-        await meta.gc.end_deletes(digests)
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        await _end(meta.gc, holder)  # a process killed before this leaves the lease to run out
+
+
+async def _renew(rows: GCRows, holder: str, tail: float) -> None:
+    """While the deletion runs: its lease lasts ``tail`` beyond the latest renewal, so one
+    that outruns its first estimate (its requests queued behind others) stays covered,
+    and one whose process dies lapses once its last request can no longer act."""
+    while True:
+        await asyncio.sleep(RENEW_EVERY)
+        try:
+            await rows.renew_deletes(holder, tail + RENEW_EVERY)
+        except Exception as error:  # the first estimate still stands
+            log.warning("could not renew a deletion's lease: %s", error)
+
+
+async def _end(rows: GCRows, holder: str) -> None:
+    try:
+        await rows.end_deletes(holder)
+    except Exception as error:  # the database unreachable: the lease runs out instead
+        log.warning("could not end a deletion's lease (it runs out by itself): %s", error)
 
 
 async def wait_out_deletes(rows: GCRows, digest: str) -> None:
@@ -52,9 +83,9 @@ async def wait_out_deletes(rows: GCRows, digest: str) -> None:
     (one holding the section is waited for by the section itself), so this is one lookup.
     A live deleter ends its lease as soon as its deletion has; one left by a killed process
     may last minutes, so after a while the push is answered 503 with when to retry."""
-    waited = 0.0
+    began = time.monotonic()
     while (left := await rows.delete_lease_left(digest)) is not None:
-        if waited >= WAIT_MAX:
+        if time.monotonic() - began >= WAIT_MAX:
             raise RegistryError(
                 UNAVAILABLE,
                 {"digest": digest, "retryAfter": math.ceil(left)},
@@ -62,6 +93,4 @@ async def wait_out_deletes(rows: GCRows, digest: str) -> None:
                 f"retry in {math.ceil(left)} s",
                 headers={"Retry-After": str(math.ceil(left))},
             )
-        pause = min(left, WAIT_POLL)
-        await asyncio.sleep(pause)
-        waited += pause
+        await asyncio.sleep(min(left, WAIT_POLL))

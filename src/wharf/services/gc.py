@@ -67,6 +67,17 @@ class GCOptions:
     batch: int = BLOB_BATCH  # blobs per critical section
 
 
+@dataclass(frozen=True)
+class GraceKept:
+    """Blobs kept only by the grace period: those a run with a grace of 0 would delete too
+    (seen within it themselves, or named only by manifests pushed within it). ``until``:
+    when the last of them stops being within it."""
+
+    blobs: int = 0
+    bytes: int = 0
+    until: datetime | None = None
+
+
 @dataclass
 class Plan:
     cutoff: datetime
@@ -88,6 +99,7 @@ class Plan:
     # Queue entries (with their hits) found kept for good, to take off the review queues.
     reviewed_manifests: dict[int, int] = field(default_factory=dict)
     reviewed_blobs: dict[str, int] = field(default_factory=dict)
+    grace_kept: GraceKept = field(default_factory=GraceKept)
 
     @property
     def blob_count(self) -> int:
@@ -237,7 +249,31 @@ class GarbageCollector:
         total = await self.meta.blobs.count()
         plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending, vanished, settled)
         plan.reviewed_manifests, plan.reviewed_blobs = reviewed, reviewed_blobs
+        plan.grace_kept = await self._kept_by_grace(manifests, plan, options)
         return plan
+
+    async def _kept_by_grace(
+        self, manifests: Sequence[GCManifest], plan: Plan, options: GCOptions
+    ) -> GraceKept:
+        """What the same plan with a grace of 0 would delete beyond this one's blobs."""
+        if options.grace <= timedelta(0):
+            return GraceKept()
+        now = plan.cutoff + options.grace
+        _live, garbage = mark(manifests, now, options.delete_untagged)
+        without_grace, _reviewed = await self.meta.gc.blob_candidates(
+            now, [m.id for m in garbage], options.scan_storage
+        )
+        planned = {digest for digest, _size in plan.blobs}
+        kept = [(digest, size) for digest, size in without_grace if digest not in planned]
+        if not kept:
+            return GraceKept()
+        going = {m.id for m in plan.manifests}
+        seen = [m.seen_at for m in garbage if m.id not in going]  # manifests kept by it
+        latest = await self.meta.blobs.last_seen([digest for digest, _size in kept])
+        if latest is not None:
+            seen.append(latest)
+        until = max(seen) + options.grace if seen else None
+        return GraceKept(len(kept), sum(size for _digest, size in kept), until)
 
     async def _delete_bytes(self, digests: Sequence[str]) -> set[str]:
         """Inside their digest section (see ``deleting.delete_bytes``): if its locks have gone,
@@ -343,6 +379,10 @@ class GarbageCollector:
                 run.blobs_marked = plan.blobs_marked
                 run.blobs_eligible = plan.blob_count
                 run.manifests_eligible = len(plan.manifests)
+                run.bytes_eligible = plan.bytes
+                run.grace_kept_blobs = plan.grace_kept.blobs
+                run.grace_kept_bytes = plan.grace_kept.bytes
+                run.grace_kept_until = plan.grace_kept.until
                 say(f"{plan.blobs_marked} blobs marked, {run.blobs_eligible} blobs eligible for deletion")
                 say(f"{len(plan.manifests)} manifests eligible for deletion")
                 for digest, _size in plan.blobs:

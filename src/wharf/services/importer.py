@@ -12,6 +12,7 @@ running it again.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,15 @@ class ImportBusy(Exception):
 
 class NotADistributionDirectory(Exception):
     pass
+
+
+def check_distribution_directory(root: Path) -> None:
+    """Refuse, naming it, a directory that holds no Distribution data (before anything is
+    written: an import must not leave a database in a directory it then refuses)."""
+    if not (root / "docker/registry/v2").is_dir():
+        raise NotADistributionDirectory(
+            f"{root} is not a Distribution data directory (no docker/registry/v2 inside)"
+        )
 
 
 @dataclass
@@ -93,10 +103,7 @@ class DistributionImporter:
     def __init__(self, meta: MetadataStore, root: Path) -> None:
         self.meta = meta
         self.root = root
-        if not (root / "docker/registry/v2").is_dir():
-            raise NotADistributionDirectory(
-                f"{root} is not a Distribution data directory (no docker/registry/v2 inside)"
-            )
+        check_distribution_directory(root)
 
     def repositories(self) -> list[str]:
         """Every repository name: directories holding ``_manifests`` or ``_layers``."""
@@ -184,6 +191,14 @@ class DistributionImporter:
         async with self.meta.gc_lock() as held:  # no collection sees half an import
             if not held:
                 raise ImportBusy("a garbage collection is running; import when it has ended")
+            # Holding the GC lock, no deleter can start; one that stopped part way (its process
+            # killed, its connection cut) may still be deleting bytes this would adopt.
+            left = await self.meta.gc.delete_lease_left()
+            if left is not None:
+                raise ImportBusy(
+                    "a garbage collection that stopped part way may still be deleting blobs; "
+                    f"import again in {math.ceil(left)} s"
+                )
             await self.meta.jobs.put_setting(IMPORTING, {"root": str(self.root)})
             report = await self._import(progress, should_stop, held)
             if report.stopped is None:

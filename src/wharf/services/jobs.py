@@ -27,6 +27,7 @@ from ..config import parse_duration
 from ..meta.jobs import Job, JobStore
 from ..meta.store import MetadataStore
 from .gc import BLOB_BATCH, GarbageCollector, GCBusy, GCOptions
+from .gc_report import JOB_ZERO_GRACE, grace_kept_line, kept_by_grace, would_free
 from .importer import DistributionImporter, ImportBusy, NotADistributionDirectory
 from .maintenance import MAINTENANCE
 from .policy import Policy
@@ -168,13 +169,19 @@ def gc_action(gc: GarbageCollector, busy_poll: float = 1.0) -> Action:
             return {"gcRun": None, "status": "stopped", "reason": context.should_stop()}
         context.end_listing()
         run = outcome.run
+        kept = grace_kept_line(run, JOB_ZERO_GRACE)
+        if kept is not None:
+            context.say(kept)
         return {
             "gcRun": run.id,
             "status": run.status,
             "reason": run.reason,
+            "dryRun": run.dry_run,
             "blobsDeleted": run.blobs_deleted,
             "manifestsDeleted": run.manifests_deleted,
             "bytesFreed": run.bytes_freed,
+            "wouldFree": would_free(run),
+            "keptByGrace": kept_by_grace(run),
         }
 
     return run

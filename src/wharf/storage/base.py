@@ -112,6 +112,10 @@ class BlobStore(Protocol):
         of its storage work can act any more, even if its process is killed at the start:
         the lease a deleter takes (a request the store may carry out late counts)."""
 
+    @property
+    def delete_tail(self) -> float:
+        """Seconds after its process stops that a deletion's last request may still act."""
+
     def list(self) -> AsyncIterator[str]:
         """Every stored blob's digest, in no particular order (names only: cheap)."""
 

@@ -223,6 +223,10 @@ class FilesystemBlobStore:
         # that stalls while the process lives on without its database connection.
         return 60.0 + count * 0.1
 
+    @property
+    def delete_tail(self) -> float:
+        return 10.0  # unlinks end with their process; a margin for one under way
+
     async def delete_many(self, digests: Sequence[str]) -> set[str]:
         # A few threads at once: on a disk each unlink and rmdir waits for the filesystem.
         share = max(64, -(-len(digests) // DELETE_THREADS))

@@ -20,7 +20,7 @@ import logging
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
@@ -63,8 +63,8 @@ PRESIGN_REUSE = 0.25
 PRESIGNED_KEPT = 4096
 # S3's most keys per DeleteObjects, and per page of a listing.
 DELETE_BATCH = 1000
-ATTEMPTS = 3  # botocore's tries of one request ("standard" retries)
-BACKOFF = 40.0  # the most botocore sleeps between them, in all ("standard": at most 20 s each)
+ATTEMPTS = 3  # botocore's retries of one request (its "max_attempts": 4 tries in all)
+BACKOFF = 25.0  # the most botocore sleeps between two tries (20 s, or a Retry-After up to 25 s)
 LIST_PAGE = 1000
 log = logging.getLogger(__name__)
 
@@ -263,32 +263,44 @@ class S3BlobStore:
         # Each request: every attempt connecting and reading to its timeout, with botocore's
         # back-off between; then as long again as the last one may take to arrive.
         requests = max(1, -(-count // DELETE_BATCH))
-        return requests * (ATTEMPTS * 2 * self.timeout + BACKOFF) + self.delete_settle
+        attempts = int(self.client.meta.config.retries.get("total_max_attempts", ATTEMPTS + 1))
+        one = attempts * 2 * self.timeout + (attempts - 1) * BACKOFF
+        return requests * one + self.delete_settle
+
+    @property
+    def delete_tail(self) -> float:
+        return self.delete_settle  # a request already sent may still arrive this long after
 
     async def delete_many(self, digests: Sequence[str]) -> set[str]:
         by_key = {self._blob(digest): digest for digest in digests}
         keys = list(by_key)
         failed: set[str] = set()
         uncertain = False
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start : start + DELETE_BATCH]
-            try:
-                not_deleted, retried = await self._settled(self._delete_batch, batch)
-                failed.update(not_deleted)
-                uncertain = uncertain or retried
-            except Exception as error:  # the request itself failed, after botocore's retries
-                log.warning("could not delete %d blobs: %s", len(batch), error)
-                failed.update(batch)
-                uncertain = True
+        try:
+            for start in range(0, len(keys), DELETE_BATCH):
+                batch = keys[start : start + DELETE_BATCH]
+                try:
+                    not_deleted, retried = await self._settled(self._delete_batch, batch)
+                    failed.update(not_deleted)
+                    uncertain = uncertain or retried
+                except Exception as error:  # the request itself failed, after botocore's retries
+                    log.warning("could not delete %d blobs: %s", len(batch), error)
+                    failed.update(batch)
+                    uncertain = True
+        except asyncio.CancelledError:
+            # Cancelled with a request under way, whose answer was not read: as unanswered.
+            await _through(asyncio.sleep(self.delete_settle))
+            raise
         if uncertain:
             # An attempt that got no answer (timed out, cut off, or answered 5xx and retried)
             # may still be carried out by the store: were the caller's section to end now, a
             # push of one of these digests could store its bytes, and that late request
-            # delete them under its new row. So this returns only once it cannot arrive.
+            # delete them under its new row. So this returns (or raises, when cancelled
+            # meanwhile) only once it cannot arrive.
             log.warning(
                 "a delete request went unanswered: waiting %.0f s before going on", self.delete_settle
             )
-            await asyncio.sleep(self.delete_settle)
+            await _through(asyncio.sleep(self.delete_settle))
         return {by_key[key] for key in failed}
 
     async def _objects(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
@@ -605,6 +617,19 @@ class S3BlobStore:
         """An upload's objects: a key that failed is left for upload purging to find."""
         for start in range(0, len(keys), DELETE_BATCH):
             await self._run(self._delete_batch, keys[start : start + DELETE_BATCH])
+
+
+async def _through(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work`` to its end even through cancellation, which is passed on after."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _next_page(pages: Iterator[dict[str, Any]]) -> dict[str, Any] | None:

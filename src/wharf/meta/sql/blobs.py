@@ -213,6 +213,20 @@ class SQLBlobRows:
 
         return await self._db.read(tx)
 
+    async def last_seen(self, digests: Collection[str]) -> datetime | None:
+        b = s.blobs
+        wanted = sorted(set(digests))
+
+        def tx(conn: sa.Connection) -> datetime | None:
+            latest: datetime | None = None
+            for batch in batches(wanted):
+                seen = conn.scalar(sa.select(sa.func.max(b.c.last_seen_at)).where(b.c.digest.in_(batch)))
+                if seen is not None and (latest is None or _aware(seen) > latest):
+                    latest = _aware(seen)
+            return latest
+
+        return await self._db.read(tx)
+
     async def sizes(self, digests: Collection[str]) -> dict[str, int]:
         wanted = sorted(set(digests))
 

@@ -4,6 +4,7 @@ deletions under way. The record of runs is in ``gc_runs``."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -341,38 +342,59 @@ class SQLGCRows(SQLGCRunRecord):
 
         await self._db.write(tx)
 
-    async def lease_deletes(self, digests: Collection[str], seconds: float) -> None:
+    def _clock(self, later: float = 0.0) -> sa.ColumnElement[datetime]:
+        """Now (or ``later`` seconds on), as the database sees it: on PostgreSQL its own
+        clock, so replicas whose clocks disagree agree on when a lease ends; SQLite is one
+        machine's."""
+        if self._sql.dialect == "postgresql":
+            return sa.func.clock_timestamp(type_=s.Timestamp) + timedelta(seconds=later)
+        return sa.literal(_now() + timedelta(seconds=later), s.Timestamp)
+
+    async def lease_deletes(self, digests: Collection[str], seconds: float) -> str:
         wanted = sorted(set(digests))
-        until = _now() + timedelta(seconds=seconds)
-        lease = self._sql.insert(s.blob_deletes)
-        lease = lease.on_conflict_do_update(index_elements=["digest"], set_={"until": lease.excluded.until})
+        holder = uuid.uuid4().hex
+        d = s.blob_deletes
 
         def tx(conn: sa.Connection) -> None:
-            conn.execute(lease, [{"digest": digest, "until": until} for digest in wanted])
+            until = conn.scalar(sa.select(self._clock(seconds)))
+            rows = [{"digest": digest, "holder": holder, "until": until} for digest in wanted]
+            conn.execute(d.insert(), rows)
 
         if wanted:
             # Apart from the section's connection: committed whatever becomes of that one.
             await self._db.write(tx, apart=True)
+        return holder
 
-    async def end_deletes(self, digests: Collection[str]) -> None:
-        wanted = sorted(set(digests))
+    async def renew_deletes(self, holder: str, seconds: float) -> None:
         d = s.blob_deletes
 
         def tx(conn: sa.Connection) -> None:
-            for batch in batches(wanted):
-                conn.execute(d.delete().where(d.c.digest.in_(batch)))
-            conn.execute(d.delete().where(d.c.until < _now()))
+            until = self._clock(seconds)
+            conn.execute(d.update().where(d.c.holder == holder, d.c.until < until).values(until=until))
+
+        await self._db.write(tx, apart=True)
+
+    async def end_deletes(self, holder: str) -> None:
+        d = s.blob_deletes
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(d.delete().where(d.c.holder == holder))
+            conn.execute(d.delete().where(d.c.until < self._clock()))
 
         await self._db.write(tx, apart=True)  # ends even when the section's connection went
 
-    async def delete_lease_left(self, digest: str) -> float | None:
+    async def delete_lease_left(self, digest: str | None = None) -> float | None:
         d = s.blob_deletes
+        query = sa.select(sa.func.max(d.c.until), self._clock())
+        if digest is not None:
+            query = query.where(d.c.digest == digest)
 
-        def tx(conn: sa.Connection) -> datetime | None:
-            return conn.scalar(sa.select(d.c.until).where(d.c.digest == digest))
+        def tx(conn: sa.Connection) -> tuple[datetime | None, datetime]:
+            until, now = conn.execute(query).one()
+            return until, now
 
-        until = await self._db.read(tx)
+        until, now = await self._db.read(tx)
         if until is None:
             return None
-        left = (_aware(until) - _now()).total_seconds()
+        left = (_aware(until) - _aware(now)).total_seconds()
         return left if left > 0 else None

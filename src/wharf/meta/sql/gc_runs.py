@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from .. import schema as s
@@ -9,6 +11,14 @@ from ..clock import aware as _aware
 from ..clock import now as _now
 from ..gc import GCRun, GCTotals
 from .base import SQL
+
+
+def _gc_run(row: Any) -> GCRun:
+    fields = dict(row._mapping)
+    for key in ("started_at", "ended_at", "grace_kept_until"):
+        if fields[key] is not None:
+            fields[key] = _aware(fields[key])
+    return GCRun(**fields)
 
 
 class SQLGCRunRecord:
@@ -42,14 +52,22 @@ class SQLGCRunRecord:
         query = sa.select(s.gc_runs).order_by(s.gc_runs.c.id.desc()).limit(limit)
 
         def tx(conn: sa.Connection) -> list[GCRun]:
-            runs = []
-            for row in conn.execute(query):
-                fields = dict(row._mapping)
-                for key in ("started_at", "ended_at"):
-                    if fields[key] is not None:
-                        fields[key] = _aware(fields[key])
-                runs.append(GCRun(**fields))
-            return runs
+            return [_gc_run(row) for row in conn.execute(query)]
+
+        return await self._db.read(tx)
+
+    async def last_savings(self) -> GCRun | None:
+        g = s.gc_runs
+        query = (
+            sa.select(g)
+            .where(g.c.dry_run.is_(sa.false()), g.c.status.in_(("done", "stopped")))
+            .order_by(g.c.id.desc())
+            .limit(1)
+        )
+
+        def tx(conn: sa.Connection) -> GCRun | None:
+            row = conn.execute(query).first()
+            return None if row is None else _gc_run(row)
 
         return await self._db.read(tx)
 

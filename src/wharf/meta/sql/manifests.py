@@ -311,8 +311,12 @@ class SQLManifestRows:
         return await self._db.read(tx)
 
     async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
-        name = self._sql.ordered(s.repositories.c.name)
-        query = sa.select(s.repositories.c.name).order_by(name)
+        r, m = s.repositories, s.manifests
+        name = self._sql.ordered(r.c.name)
+        # A repository holds images: one whose last manifest went (or none came yet, only
+        # blobs) is not listed, as Distribution lists only repositories with manifests.
+        holds = sa.select(m.c.id).where(m.c.repository_id == r.c.id).exists()
+        query = sa.select(r.c.name).where(holds).order_by(name)
         if last:
             query = query.where(name > last)
         if limit is not None:

@@ -21,6 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "blob_deletes",
         sa.Column("digest", sa.String(150), primary_key=True),
+        sa.Column("holder", sa.String(32), primary_key=True),
         sa.Column("until", sa.DateTime(timezone=True), nullable=False),
     )
 
