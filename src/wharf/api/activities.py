@@ -43,5 +43,5 @@ async def activities(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ActivitiesOut:
     registry: Registry = request.app.state.registry
-    rows = await registry.meta.events(limit, start, repository, actor, action, since, until)
+    rows = await registry.meta.events.find(limit, start, repository, actor, action, since, until)
     return ActivitiesOut(activities=[Activity(**{**row, "at": iso(row["at"])}) for row in rows])

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import INVALID_SCHEDULE, NO_GC_RUN, RegistryError
-from ..meta.store import GCRun
+from ..meta.gc import GCRun
 from ..services.gc_report import kept_by_grace, would_free
 from ..services.registry import Registry
 from ..services.schedules import GCSettings, InvalidSchedule, ScheduleService, next_fire
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/admin/settings/registry/garbageCollection", tags=["g
 
 def _schedules(request: Request) -> ScheduleService:
     registry: Registry = request.app.state.registry
-    return ScheduleService(registry.meta, request.app.state.settings.gc.grace_period)
+    return ScheduleService(registry.meta.jobs, request.app.state.settings.gc.grace_period)
 
 
 class ScheduleIn(BaseModel):
@@ -156,7 +156,7 @@ async def put_settings(request: Request, body: SettingsDoc, start: bool = False)
 )
 async def last_savings(request: Request) -> RunOut:
     registry: Registry = request.app.state.registry
-    run = await registry.meta.gc_last_savings()
+    run = await registry.meta.gc.last_savings()
     if run is not None:
         return _run_out(run)
     raise RegistryError(NO_GC_RUN, {}, "no garbage collection has completed yet")
@@ -165,4 +165,4 @@ async def last_savings(request: Request) -> RunOut:
 @router.get("/history", response_model=RunsOut, summary="Garbage collection runs, newest first")
 async def history(request: Request, limit: int = 20) -> RunsOut:
     registry: Registry = request.app.state.registry
-    return RunsOut(runs=[_run_out(run) for run in await registry.meta.gc_runs(limit=max(1, min(limit, 500)))])
+    return RunsOut(runs=[_run_out(run) for run in await registry.meta.gc.runs(limit=max(1, min(limit, 500)))])

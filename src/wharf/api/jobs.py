@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import parse_duration
 from ..errors import INVALID_JOB, NO_SUCH_JOB, RegistryError
-from ..meta.store import Job
+from ..meta.jobs import Job
 from ..services.jobs import ACTIONS, FSCK, METADATA_MIGRATION, PURGE_UPLOADS, REGISTRY_GC
 from ..services.registry import Registry
 from .responses import MAX_MINUTES, MAX_SECONDS, MAX_START, HostPath, is_job_id

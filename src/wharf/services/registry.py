@@ -29,9 +29,9 @@ class Registry:
             meta=meta,
             storage=storage,
             policy=policy,
-            blobs=BlobService(meta, storage, policy),
+            blobs=BlobService(meta.blobs, storage, policy),
             uploads=UploadService(meta, storage, policy),
-            manifests=ManifestService(meta, policy),
+            manifests=ManifestService(meta.manifests, policy),
             gc=GarbageCollector(meta, storage),
         )
 

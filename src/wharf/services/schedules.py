@@ -15,7 +15,7 @@ from typing import Any, Literal
 from croniter import croniter
 
 from ..meta.clock import now as utc_now
-from ..meta.store import Job, MetadataStore
+from ..meta.jobs import Job, JobStore
 from ..metrics import SCHEDULE_PASSES
 
 log = logging.getLogger("wharf.schedules")
@@ -107,12 +107,12 @@ class ScheduleService:
 
     def __init__(
         self,
-        meta: MetadataStore,
+        jobs: JobStore,
         grace: timedelta,
         periodic: Sequence[Periodic] = (),
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.meta = meta
+        self.jobs = jobs
         self.grace = grace
         self.periodic = [job for job in periodic if job.every > timedelta(0)]
         self.clock = clock
@@ -120,7 +120,7 @@ class ScheduleService:
         self._warned: frozenset[str] = frozenset()  # unknown keys already said in the log
 
     async def _stored_gc_settings(self) -> dict[str, Any]:
-        return await self.meta.jobs.get_setting(GC_SETTINGS) or {}
+        return await self.jobs.get_setting(GC_SETTINGS) or {}
 
     async def gc_settings(self) -> GCSettings:
         """The stored document. Keys this version does not know (saved by a newer one, in a
@@ -145,11 +145,11 @@ class ScheduleService:
         known = {f.name for f in fields(GCSettings)}
         # A newer version's keys are kept: saving here must not undo what it saved.
         kept = {k: v for k, v in (await self._stored_gc_settings()).items() if k not in known}
-        await self.meta.jobs.put_setting(GC_SETTINGS, {**kept, **asdict(settings)})
+        await self.jobs.put_setting(GC_SETTINGS, {**kept, **asdict(settings)})
         return settings
 
     async def start_gc(self, settings: GCSettings) -> Job:
-        return await self.meta.jobs.create("registryGC", settings.job_parameters(self.grace))
+        return await self.jobs.create("registryGC", settings.job_parameters(self.grace))
 
     async def run(self, stop: asyncio.Event, poll: float) -> None:
         """Fire what is due every ``poll`` seconds until ``stop`` is set: a task of its own,
@@ -193,7 +193,7 @@ class ScheduleService:
             return None
         if now - due > window:
             return None
-        return await self.meta.jobs.fire_schedule(
+        return await self.jobs.fire_schedule(
             GC_SETTINGS, due, "registryGC", settings.job_parameters(self.grace)
         )
 
@@ -206,9 +206,7 @@ class ScheduleService:
             slot = periodic.slot(now)
             if self._fired.get(periodic.name) == slot:
                 continue  # already recorded from here: no write every poll
-            job = await self.meta.jobs.fire_schedule(
-                periodic.name, slot, periodic.action, periodic.parameters
-            )
+            job = await self.jobs.fire_schedule(periodic.name, slot, periodic.action, periodic.parameters)
             self._fired[periodic.name] = slot
             if job is not None:
                 started.append(job)
