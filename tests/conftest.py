@@ -6,14 +6,17 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from .server import WharfServer
+
+if TYPE_CHECKING:
+    from wharf.meta.sql import SQLMetadataStore
 
 STACKS = ["sqlite+filesystem", "postgresql+s3"]
 
@@ -153,6 +156,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     migrate.upgrade(url)
     yield url
     drop_database(server, url)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SQLMetadataStore]:
+    """The metadata store on an empty database of each backend."""
+    from wharf.meta.sql import SQLMetadataStore
+
+    instance = SQLMetadataStore(database_url)
+    yield instance
+    await instance.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from wharf.meta import engines
+from wharf.meta.events import Event
 from wharf.meta.sql import SQLMetadataStore
-from wharf.meta.store import Event
 
 from .oci import Image, canonical, sha256
 from .server import WharfServer
@@ -174,12 +174,12 @@ async def test_many_mounts_of_the_same_blobs_at_once_all_land_at_once(
     try:
         layers = [sha256(os.urandom(16)) for _ in range(4)]
         for layer in layers:
-            await store.link_blob(BASE, layer, 10)
+            await store.blobs.link(BASE, layer, 10)
 
         async def client(number: int) -> list[int | None]:
             event = Event("tester", "blob.mount")
             return [
-                await store.mount_blob(f"fill/c{number}-{round_}", BASE, layer, event)
+                await store.blobs.mount(f"fill/c{number}-{round_}", BASE, layer, event)
                 for round_ in range(3)
                 for layer in layers
             ]
@@ -188,10 +188,44 @@ async def test_many_mounts_of_the_same_blobs_at_once_all_land_at_once(
         assert all(size == 10 for sizes_ in sizes for size in sizes_)
         assert retried == []
         # A mount from a repository that cannot read the blob creates nothing.
-        assert await store.mount_blob("fill/none", "fill/nowhere", layers[0], Event("t", "m")) is None
-        assert "fill/none" not in await store.list_repositories(None, None)
+        assert await store.blobs.mount("fill/none", "fill/nowhere", layers[0], Event("t", "m")) is None
+        assert "fill/none" not in await store.manifests.list_repositories(None, None)
     finally:
         await store.close()
+
+
+async def test_postgresql_writers_that_deadlock_are_run_again(postgres_server):
+    """Two transactions that lock rows in opposite orders: PostgreSQL kills one, the store
+    runs it again, and both land."""
+    from wharf.meta import migrate
+
+    from .postgres import create_database, drop_database
+
+    url = create_database(postgres_server)
+    try:
+        migrate.upgrade(url)
+        store = SQLMetadataStore(url)
+        for name in ("first", "second"):
+            await store.blobs.link(name, sha256(name.encode()), 1)
+        runs: list[str] = []
+
+        def crossing(a: str, b: str):
+            def work(conn: sa.Connection) -> None:
+                runs.append(a)
+                update = sa.text("UPDATE repositories SET created_at = now() WHERE name = :name")
+                conn.execute(update, {"name": a})
+                conn.execute(sa.text("SELECT pg_sleep(0.3)"))
+                conn.execute(update, {"name": b})
+
+            return work
+
+        await asyncio.gather(
+            store._db.write(crossing("first", "second")), store._db.write(crossing("second", "first"))
+        )
+        assert len(runs) == 3  # one of the two ran twice
+        await store.close()
+    finally:
+        drop_database(postgres_server, url)
 
 
 async def test_a_deadlocked_write_inside_a_section_runs_again_on_its_connection(postgres_server: str) -> None:
@@ -206,7 +240,7 @@ async def test_a_deadlocked_write_inside_a_section_runs_again_on_its_connection(
     try:
         migrate.upgrade(url)
         for name in ("first", "second"):
-            await store.link_blob(name, sha256(name.encode()), 1)
+            await store.blobs.link(name, sha256(name.encode()), 1)
         runs: list[str] = []
 
         def crossing(a: str, b: str) -> Callable[[sa.Connection], None]:

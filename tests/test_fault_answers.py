@@ -4,15 +4,15 @@ its own. A full disk under the blob store answers 507 and /readyz says so until 
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import stack_config, tmpfs
+from .conftest import tmpfs
 from .oci import Image, error_codes, push_image
 from .postgres import PostgresCluster, create_database
 from .server import WharfServer
@@ -167,29 +167,29 @@ def _full_disk(server: WharfServer, disk: Any) -> None:
         push_image(client, "full/app", Image.random(layers=1, size=64), tag="v1")
 
 
-@contextlib.contextmanager
-def _s3_config(request: pytest.FixtureRequest, spool: Any) -> Iterator[dict[str, Any]]:
-    """PostgreSQL + S3 (S3 storage needs database.url), spooling in ``spool``."""
-    with stack_config(request, "postgresql+s3") as config:
-        config["storage"]["s3"]["spooldirectory"] = str(spool)
-        yield {**config, "jobs": {"enabled": False}}
+def _s3_config(request: pytest.FixtureRequest, spool: Any, tmp_path: Path) -> dict[str, Any]:
+    """S3 with a spool directory of the test's; the database a SQLite file of its own (S3
+    needs a database.url: a local one is enough for one process)."""
+    s3 = request.getfixturevalue("s3_server")
+    storage = {"s3": {**s3.storage_config(f"wharf/{uuid.uuid4().hex}"), "spooldirectory": str(spool)}}
+    return {
+        "database": {"url": f"sqlite:///{tmp_path / 'wharf.db'}"},
+        "storage": {**storage, "redirect": {"disable": True}},
+        "jobs": {"enabled": False},
+    }
 
 
 def test_a_missing_spool_directory_is_created_and_checked_by_readyz(request, make_server, tmp_path):
     spool = tmp_path / "spool" / "deeper"
-    with _s3_config(request, spool) as config:
-        server: WharfServer = make_server(config)
-        try:
-            assert spool.is_dir()
-            with server.client() as client:
-                location = client.post("/v2/spool/app/blobs/uploads/").headers["Location"]
-                assert client.patch(location, content=b"chunk").status_code == 202
-                assert client.get("/readyz").status_code == 200
-                spool.rmdir()
-                ready = client.get("/readyz")
-                assert ready.status_code == 503 and str(spool) in ready.text, ready.text
-        finally:
-            server.stop()
+    server: WharfServer = make_server(_s3_config(request, spool, tmp_path))
+    assert spool.is_dir()
+    with server.client() as client:
+        location = client.post("/v2/spool/app/blobs/uploads/").headers["Location"]
+        assert client.patch(location, content=b"chunk").status_code == 202
+        assert client.get("/readyz").status_code == 200
+        spool.rmdir()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and str(spool) in ready.text, ready.text
 
 
 def test_a_spool_directory_that_cannot_be_made_is_refused_at_start(request, tmp_path):
@@ -197,8 +197,9 @@ def test_a_spool_directory_that_cannot_be_made_is_refused_at_start(request, tmp_
     blocker.write_text("not a directory")
     directory = tmp_path / "server"
     directory.mkdir()
-    with _s3_config(request, blocker / "spool") as config, pytest.raises(RuntimeError) as refused:
-        WharfServer(directory, config).start()
+    server = WharfServer(directory, _s3_config(request, blocker / "spool", tmp_path))
+    with pytest.raises(RuntimeError) as refused:
+        server.start()
     assert "storage.s3.spooldirectory" in str(refused.value)
 
 

@@ -177,7 +177,7 @@ def test_repair_forgets_the_journal_entries_of_the_leaks_it_deletes(own_server):
     repaired = run_fsck(own_server, "--repair", "--grace", "0s")
     assert repaired.returncode == 0, repaired.stderr + repaired.stdout
     assert not stored(own_server, sha256(leaked))
-    assert with_store(own_server, lambda store: store.gc_pending()) == []
+    assert with_store(own_server, lambda store: store.gc.pending()) == []
 
 
 def test_repair_deletes_nothing_while_an_import_is_unfinished(own_server):
@@ -352,9 +352,9 @@ async def test_a_leak_whose_delete_fails_is_not_counted_and_stays_journalled(reg
         await publish()
 
     await bucket(registry).store_blob(digest, chunks(), lambda _chunk: None, accept)
-    await registry.meta.link_blob("lib/journal", digest, len(data))
+    await registry.meta.blobs.link("lib/journal", digest, len(data))
     # A collection deleted the row and was killed before the bytes: journalled, a leak.
-    assert await registry.meta.gc_delete_blobs([digest], datetime.now(UTC) + timedelta(hours=1))
+    assert await registry.meta.gc.delete_blobs([digest], datetime.now(UTC) + timedelta(hours=1))
     rule = proxy.fail_deletes(digest.split(":")[1])
     checker = Checker(registry.meta, registry.storage)
 
@@ -366,10 +366,10 @@ async def test_a_leak_whose_delete_fails_is_not_counted_and_stays_journalled(reg
     assert [leak.digest for leak in report.repair.failed] == [digest]
     assert report.result()["leaksNotDeleted"] == 1 and report.result()["bytesFreed"] == 0
     assert await bucket(registry).stat(digest) == len(data)
-    assert [d for d, _size in await registry.meta.gc_pending()] == [digest]
+    assert [d for d, _size in await registry.meta.gc.pending()] == [digest]
 
     rule.remove()
     again = await checker.run(ADMIN, FsckOptions(repair=True, grace=timedelta(0)))
     assert again.repair is not None and [leak.digest for leak in again.repair.deleted] == [digest]
     assert await bucket(registry).stat(digest) is None
-    assert await registry.meta.gc_pending() == []
+    assert await registry.meta.gc.pending() == []

@@ -99,7 +99,7 @@ async def test_a_push_of_a_digest_being_collected_waits_and_keeps_its_bytes(regi
     await asyncio.wait_for(push, 120)
 
     assert [d for d, _size in outcome.deleted_blobs] == [digest]
-    assert await registry.meta.linked_blob_size("lib/race", digest) == len(data)
+    assert await registry.meta.blobs.readable_size("lib/race", digest) == len(data)
     assert await registry.storage.stat(digest) == len(data)
     await registry.manifests.put(ANYONE, "lib/race", "v1", image.manifest, OCI_MANIFEST)
 
@@ -135,14 +135,14 @@ async def test_a_collection_cancelled_mid_batch_ends_its_section_after_the_bytes
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(collection, 120)
     assert deleted.is_set(), "the collection ended while its bytes were still being deleted"
-    [cancelled] = await registry.meta.gc_runs(limit=1)
+    [cancelled] = await registry.meta.gc.runs(limit=1)
     assert (cancelled.status, cancelled.reason) == (
         "stopped",
         "cancelled; what is left is collected next time",
     )
 
     await registry.uploads.monolithic(ANYONE, "lib/cancel", digest, body(data))  # pushed again
-    assert await registry.meta.linked_blob_size("lib/cancel", digest) == len(data)
+    assert await registry.meta.blobs.readable_size("lib/cancel", digest) == len(data)
     assert await registry.storage.stat(digest) == len(data)
 
 
@@ -154,14 +154,14 @@ async def test_a_manifest_committed_after_the_mark_keeps_its_blobs(registry: Reg
     for blob in image.blobs:
         await registry.uploads.monolithic(ANYONE, "lib/late", sha256(blob), body(blob))
         backdate(registry, sha256(blob))
-    candidates = registry.meta.gc_blob_candidates
+    candidates = registry.meta.gc.blob_candidates
 
     async def then_push(*args: object) -> list[tuple[str, int]]:
         planned = await candidates(*args)  # type: ignore[arg-type]
         await registry.manifests.put(ANYONE, "lib/late", "v1", image.manifest, OCI_MANIFEST)
         return planned
 
-    registry.meta.gc_blob_candidates = then_push  # type: ignore[method-assign]
+    registry.meta.gc.blob_candidates = then_push  # type: ignore[method-assign]
     outcome = await registry.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1), scan_storage=False))
 
     assert {d for d, _size in outcome.plan.blobs} == {sha256(blob) for blob in image.blobs}
@@ -180,14 +180,14 @@ async def test_a_blob_found_by_a_head_after_the_mark_is_kept(registry: Registry)
     digest = sha256(data)
     await registry.uploads.monolithic(ANYONE, "lib/headed", digest, body(data))
     backdate(registry, digest)
-    candidates = registry.meta.gc_blob_candidates
+    candidates = registry.meta.gc.blob_candidates
 
     async def then_head(*args: object) -> object:
         planned = await candidates(*args)  # type: ignore[arg-type]
         await registry.blobs.stat(ANYONE, "lib/headed", digest)  # HEAD /v2/lib/headed/blobs/<digest>
         return planned
 
-    registry.meta.gc_blob_candidates = then_head  # type: ignore[method-assign]
+    registry.meta.gc.blob_candidates = then_head  # type: ignore[method-assign]
     outcome = await registry.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1)))
 
     assert [d for d, _size in outcome.plan.blobs] == [digest]
@@ -242,7 +242,7 @@ async def test_a_delete_killed_between_a_blobs_file_and_its_directory_is_finishe
     digest = sha256(data)
     await registry.uploads.monolithic(ANYONE, "lib/half", digest, body(data))
     # What the killed run did: rows deleted and journalled (one transaction), then the file.
-    gone = await registry.meta.gc_delete_blobs([digest], datetime.now(UTC) + timedelta(hours=1))
+    gone = await registry.meta.gc.delete_blobs([digest], datetime.now(UTC) + timedelta(hours=1))
     assert gone == [(digest, len(data))]
     store = registry.storage
     assert isinstance(store, FilesystemBlobStore)
@@ -255,7 +255,7 @@ async def test_a_delete_killed_between_a_blobs_file_and_its_directory_is_finishe
     assert outcome.run.blobs_deleted == 0  # its bytes went with the killed run: not freed now
     assert not data_file.parent.exists()
     assert digest not in {found async for found in store.list()}
-    assert await registry.meta.gc_pending() == []
+    assert await registry.meta.gc.pending() == []
 
 
 def test_gc_killed_half_way_leaves_every_image_pullable_and_the_next_run_finishes(own_server):

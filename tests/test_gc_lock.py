@@ -134,13 +134,13 @@ async def test_a_collection_whose_lock_connection_ends_stops_at_its_next_batch(
     starts = [name for name, what in log if what == "start"]
     assert starts[0] == "first" and "first" not in starts[starts.index("second") :], log
     assert starts.count("first") == 1, log
-    runs = {run.id: run for run in await second.meta.gc_runs(limit=5)}
+    runs = {run.id: run for run in await second.meta.gc.runs(limit=5)}
     [failed] = [run for run in runs.values() if run.status == "failed"]
     assert failed.reason is not None and LOST in failed.reason
     assert failed.blobs_deleted == 1
     for digest in digests:  # all collected, once, between the two
         assert await first.storage.stat(digest) is None
-    assert not await first.meta.gc_blob_rows(digests)
+    assert not await first.meta.blobs.present(digests)
     assert await _holders(url) == []  # nobody holds the lock now
 
 
@@ -182,7 +182,7 @@ async def test_bytes_are_not_deleted_once_their_digest_section_has_gone_with_its
     await first.uploads.monolithic(ANYONE, "lib/cut", digest, body(data))
     backdate(first, digest)
     url: str = first.settings.database_url  # type: ignore[attr-defined]
-    delete_blobs = first.meta.gc_delete_blobs
+    delete_blobs = first.meta.gc.delete_blobs
 
     async def then_cut(*args: object) -> list[tuple[str, int]]:
         gone = await delete_blobs(*args)  # type: ignore[arg-type]
@@ -194,12 +194,12 @@ async def test_bytes_are_not_deleted_once_their_digest_section_has_gone_with_its
             await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         return gone
 
-    first.meta.gc_delete_blobs = then_cut  # type: ignore[method-assign]
+    first.meta.gc.delete_blobs = then_cut  # type: ignore[method-assign]
     with pytest.raises(GCLockLost, match="digest section was lost"):
         await first.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1)))
-    first.meta.gc_delete_blobs = delete_blobs  # type: ignore[method-assign]
+    first.meta.gc.delete_blobs = delete_blobs  # type: ignore[method-assign]
     assert await first.storage.stat(digest) == len(data), "bytes deleted outside their section"
-    assert [d for d, _size in await first.meta.gc_pending()] == [digest]
+    assert [d for d, _size in await first.meta.gc.pending()] == [digest]
 
     outcome = await first.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1)))
     assert outcome.run.blobs_deleted == 1 and outcome.run.bytes_freed == len(data)
@@ -253,7 +253,7 @@ async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_me
         return await delete_many(digests)
 
     first.gc.storage.delete_many = cut_then_delete  # type: ignore[method-assign]
-    leases = second.meta.delete_lease_left
+    leases = second.meta.gc.delete_lease_left
     met = 0  # times the push found the lease
     waiting = asyncio.Event()
 
@@ -266,7 +266,7 @@ async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_me
                 waiting.set()
         return left
 
-    second.meta.delete_lease_left = noted  # type: ignore[method-assign]
+    second.meta.gc.delete_lease_left = noted  # type: ignore[method-assign]
     collection = asyncio.create_task(first.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1))))
     await asyncio.wait_for(cut.wait(), 60)
     push = asyncio.create_task(second.uploads.monolithic(ANYONE, "lib/again", digest, body(data)))
@@ -275,13 +275,13 @@ async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_me
     await asyncio.wait({push, noticed}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
     if waiting.is_set():  # it has looked three times, and is still waiting, row-less
         assert not push.done(), push
-        assert await second.meta.linked_blob_size("lib/again", digest) is None
+        assert await second.meta.blobs.readable_size("lib/again", digest) is None
     go.set()
     await asyncio.wait_for(collection, 120)
     await asyncio.wait_for(push, 60)
     noticed.cancel()
 
-    assert await second.meta.linked_blob_size("lib/again", digest) == len(data)
+    assert await second.meta.blobs.readable_size("lib/again", digest) == len(data)
     assert await second.storage.stat(digest) == len(data), "the push's bytes went with the deletion"
     assert waiting.is_set(), "the push never met the lease"
-    assert await second.meta.delete_lease_left(digest) is None  # ended with the deletion
+    assert await second.meta.gc.delete_lease_left(digest) is None  # ended with the deletion

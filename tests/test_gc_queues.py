@@ -20,7 +20,7 @@ from wharf.services.gc import GarbageCollector, GCOptions, Plan
 from wharf.storage.filesystem import FilesystemBlobStore
 
 from .callers import ADMIN
-from .test_meta_store import EVENT, digest, manifest
+from .meta import EVENT, digest, manifest
 
 REPOSITORIES = ("lib/a", "lib/b", "team/c")
 
@@ -62,10 +62,10 @@ class History:
             # Layers shared across the whole history, so deletes leave some still named.
             blobs = tuple(digest(f"layer-{rng.randint(0, 30)}") for _ in range(rng.randint(1, 3)))
             for blob in blobs:
-                await self.meta.link_blob(repo, blob, 10)
+                await self.meta.blobs.link(repo, blob, 10)
             subject = rng.choice(existing) if kind > 0.75 and existing else None
             new = manifest(self.name("image"), blobs=tuple(dict.fromkeys(blobs)), subject=subject)
-        await self.meta.put_manifest(repo, new, tag, EVENT)
+        await self.meta.manifests.put(repo, new, tag, EVENT)
         if new.digest not in existing:
             existing.append(new.digest)
         if tag is not None:
@@ -78,17 +78,17 @@ class History:
         if roll < 0.55 or not self.manifests[repo]:
             await self.push(repo)
         elif roll < 0.65:  # an unreferenced upload
-            await self.meta.link_blob(repo, digest(self.name("loose")), 5)
+            await self.meta.blobs.link(repo, digest(self.name("loose")), 5)
         elif roll < 0.8 and self.tags[repo]:
             tag = rng.choice(sorted(self.tags[repo]))
-            await self.meta.delete_tag(repo, tag, EVENT)
+            await self.meta.manifests.delete_tag(repo, tag, EVENT)
             self.tags[repo].discard(tag)
         elif roll < 0.95:
             gone = rng.choice(self.manifests[repo])
-            await self.meta.delete_manifest(repo, gone, EVENT)
+            await self.meta.manifests.delete(repo, gone, EVENT)
             self.manifests[repo].remove(gone)
         else:
-            await self.meta.delete_repository(repo, EVENT)
+            await self.meta.manifests.delete_repository(repo, EVENT)
             self.manifests[repo], self.tags[repo] = [], set()
 
     async def collect(self) -> None:
@@ -99,7 +99,7 @@ class History:
         for repo in REPOSITORIES:
             still = set()
             for d in self.manifests[repo]:
-                if await self.meta.get_manifest(repo, d) is not None:
+                if await self.meta.manifests.get(repo, d) is not None:
                     still.add(d)
             self.manifests[repo] = [d for d in self.manifests[repo] if d in still]
 
@@ -127,29 +127,29 @@ async def test_the_queues_plan_exactly_what_a_full_read_plans(collector, seed):
 async def test_a_collection_empties_the_queues_of_what_it_settled(collector):
     meta = collector.meta
     layer, loose = digest("layer"), digest("loose")
-    await meta.link_blob("lib/a", layer, 10)
-    await meta.link_blob("lib/a", loose, 5)
+    await meta.blobs.link("lib/a", layer, 10)
+    await meta.blobs.link("lib/a", loose, 5)
     kept = manifest("kept", blobs=(layer,))
     untagged = manifest("untagged", blobs=(layer,))
-    await meta.put_manifest("lib/a", kept, "latest", EVENT)
-    await meta.put_manifest("lib/a", untagged, None, EVENT)
-    queued = await meta.gc_manifest_queue()
+    await meta.manifests.put("lib/a", kept, "latest", EVENT)
+    await meta.manifests.put("lib/a", untagged, None, EVENT)
+    queued = await meta.gc.manifest_queue()
     assert len(queued) == 1  # the untagged one; tagging took the other off
 
     # A run without --delete-untagged keeps the untagged manifest queued (a later run with
     # it must still find it) and collects the loose blob.
     outcome = await collector.run(ADMIN, GCOptions(grace=timedelta(0)))
     assert {d for d, _size in outcome.deleted_blobs} == {loose}
-    assert await meta.gc_manifest_queue() == queued
+    assert await meta.gc.manifest_queue() == queued
 
     # Untagging queues the manifest again; a run with --delete-untagged collects both.
-    await meta.delete_tag("lib/a", "latest", EVENT)
-    assert len(await meta.gc_manifest_queue()) == 2
+    await meta.manifests.delete_tag("lib/a", "latest", EVENT)
+    assert len(await meta.gc.manifest_queue()) == 2
     outcome = await collector.run(ADMIN, GCOptions(grace=timedelta(0), delete_untagged=True))
     assert {m.digest for m in outcome.deleted_manifests} == {kept.digest, untagged.digest}
     assert {d for d, _size in outcome.deleted_blobs} == {layer}
-    assert await meta.gc_manifest_queue() == {}
-    assert await meta.gc_blob_candidates(datetime.now(UTC), (), full=False) == ([], {})
+    assert await meta.gc.manifest_queue() == {}
+    assert await meta.gc.blob_candidates(datetime.now(UTC), (), full=False) == ([], {})
 
 
 async def plans_agree(collector: GarbageCollector, delete_untagged: bool) -> tuple[set[str], set[str]]:
@@ -168,9 +168,9 @@ async def settle(collector: GarbageCollector) -> None:
 
 async def image(meta: SQLMetadataStore, name: str, tag: str | None, subject: str | None = None) -> str:
     layer = digest(f"{name}-layer")
-    await meta.link_blob("lib/a", layer, 10)
+    await meta.blobs.link("lib/a", layer, 10)
     pushed = manifest(name, blobs=(layer,), subject=subject)
-    await meta.put_manifest("lib/a", pushed, tag, EVENT)
+    await meta.manifests.put("lib/a", pushed, tag, EVENT)
     return pushed.digest
 
 
@@ -178,11 +178,11 @@ async def test_an_index_losing_its_tag_takes_its_settled_children_along(collecto
     meta = collector.meta
     child = await image(meta, "child", None)
     index = manifest("index", children=(child,))
-    await meta.put_manifest("lib/a", index, "latest", EVENT)
+    await meta.manifests.put("lib/a", index, "latest", EVENT)
     await settle(collector)
-    assert await meta.gc_manifest_queue() == {}  # the child is kept for good, through the index
+    assert await meta.gc.manifest_queue() == {}  # the child is kept for good, through the index
 
-    await meta.delete_tag("lib/a", "latest", EVENT)
+    await meta.manifests.delete_tag("lib/a", "latest", EVENT)
     manifests, blobs = await plans_agree(collector, delete_untagged=True)
     assert manifests == {index.digest, child} and blobs == {digest("child-layer")}
 
@@ -191,11 +191,11 @@ async def test_an_index_deleted_queues_what_it_listed(collector):
     meta = collector.meta
     child = await image(meta, "child", None)
     index = manifest("index", children=(child,))
-    await meta.put_manifest("lib/a", index, "latest", EVENT)
+    await meta.manifests.put("lib/a", index, "latest", EVENT)
     await settle(collector)
 
-    await meta.delete_manifest("lib/a", index.digest, EVENT)
-    assert len(await meta.gc_manifest_queue()) == 1
+    await meta.manifests.delete("lib/a", index.digest, EVENT)
+    assert len(await meta.gc.manifest_queue()) == 1
     manifests, _blobs = await plans_agree(collector, delete_untagged=True)
     assert manifests == {child}
 
@@ -205,9 +205,9 @@ async def test_a_subject_deleted_queues_its_referrers(collector):
     subject = await image(meta, "subject", "latest")
     referrer = await image(meta, "signature", None, subject=subject)
     await settle(collector)
-    assert await meta.gc_manifest_queue() == {}  # the referrer is kept for good, through its subject
+    assert await meta.gc.manifest_queue() == {}  # the referrer is kept for good, through its subject
 
-    await meta.delete_manifest("lib/a", subject, EVENT)
+    await meta.manifests.delete("lib/a", subject, EVENT)
     manifests, blobs = await plans_agree(collector, delete_untagged=False)
     assert manifests == {referrer}
     assert blobs == {digest("subject-layer"), digest("signature-layer")}
@@ -217,7 +217,7 @@ async def test_a_moved_tag_queues_what_it_pointed_at(collector):
     meta = collector.meta
     old = await image(meta, "old", "latest")
     await settle(collector)
-    assert await meta.gc_manifest_queue() == {}
+    assert await meta.gc.manifest_queue() == {}
 
     await image(meta, "new", "latest")
     manifests, blobs = await plans_agree(collector, delete_untagged=True)

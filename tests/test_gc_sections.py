@@ -52,7 +52,7 @@ def threaded(
 
 async def consistent(registry: Registry, repository: str, digest: str, size: int) -> None:
     """No row without bytes: if the repository reads the blob, storage holds it whole."""
-    if await registry.meta.linked_blob_size(repository, digest) is not None:
+    if await registry.meta.blobs.readable_size(repository, digest) is not None:
         assert await registry.storage.stat(digest) == size, f"{digest}: a row without its bytes"
 
 
@@ -82,7 +82,7 @@ async def push_during(
     await asyncio.wait_for(push, 60)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(collection, 60)
-    assert await registry.meta.linked_blob_size(repository, sha256(data)) == len(data)
+    assert await registry.meta.blobs.readable_size(repository, sha256(data)) == len(data)
     await consistent(registry, repository, sha256(data), len(data))
 
 
@@ -103,7 +103,7 @@ async def test_journal_batch_cancelled_mid_delete_keeps_a_repushed_blob(registry
     with pytest.raises(OSError):
         await registry.gc.run(ADMIN, GCOptions(grace=timedelta(hours=1)))
     registry.gc.storage.delete_many = delete_many  # type: ignore[method-assign]
-    assert await registry.meta.gc_pending() == [(digest, len(data))]
+    assert await registry.meta.gc.pending() == [(digest, len(data))]
     assert await registry.storage.stat(digest) == len(data)
 
     held = await cancel_mid_delete(registry, GCOptions(grace=timedelta(hours=1)))
@@ -137,11 +137,11 @@ async def collect_during_row_write(registry: Registry, push: Callable[[], Awaita
     a collection scanning storage then finds bytes no row knows yet. It must wait for the
     push's section (which ends with the row), and so keep them."""
     entered, go = asyncio.Event(), threading.Event()
-    link_blob = registry.meta.link_blob
-    registry.uploads.meta.link_blob = threaded(link_blob, entered, go)  # type: ignore[method-assign]
+    link_blob = registry.meta.blobs.link
+    registry.uploads.meta.blobs.link = threaded(link_blob, entered, go)  # type: ignore[method-assign]
     pushing = asyncio.create_task(push())
     await asyncio.wait_for(entered.wait(), 60)
-    registry.uploads.meta.link_blob = link_blob  # type: ignore[method-assign]
+    registry.uploads.meta.blobs.link = link_blob  # type: ignore[method-assign]
     pushing.cancel()
 
     delete_many = registry.storage.delete_many
@@ -167,7 +167,7 @@ async def test_a_whole_blob_push_cancelled_before_its_row_keeps_its_bytes(regist
     await collect_during_row_write(
         registry, lambda: registry.uploads.monolithic(ANYONE, "lib/whole", digest, body(data))
     )
-    assert await registry.meta.linked_blob_size("lib/whole", digest) == len(data)
+    assert await registry.meta.blobs.readable_size("lib/whole", digest) == len(data)
     await consistent(registry, "lib/whole", digest, len(data))
 
 
@@ -182,7 +182,7 @@ async def test_an_upload_commit_cancelled_before_its_row_keeps_its_bytes(registr
         return await registry.uploads.finish(ANYONE, "lib/chunked", started.id, digest, body(data[1000:]))
 
     await collect_during_row_write(registry, finish)
-    assert await registry.meta.linked_blob_size("lib/chunked", digest) == len(data)
+    assert await registry.meta.blobs.readable_size("lib/chunked", digest) == len(data)
     await consistent(registry, "lib/chunked", digest, len(data))
 
 
@@ -213,16 +213,16 @@ async def test_a_push_meeting_a_lease_that_does_not_end_is_answered_503_and_stor
             assert (await registry.uploads.status(ANYONE, repository, started.id)).offset == len(data)
             raise
 
-    holder = await registry.meta.lease_deletes([digest], 600)
+    holder = await registry.meta.gc.lease_deletes([digest], 600)
     with pytest.raises(RegistryError) as refused:
         await push()
     assert refused.value.code.status == 503 and refused.value.code.code == "UNAVAILABLE"
     assert digest in refused.value.message and "retry" in refused.value.message
     assert int(refused.value.headers["Retry-After"]) > 500
-    assert await registry.meta.linked_blob_size(repository, digest) is None
+    assert await registry.meta.blobs.readable_size(repository, digest) is None
     assert await registry.storage.stat(digest) is None, "bytes stored under a deletion's lease"
 
-    await registry.meta.end_deletes(holder)
+    await registry.meta.gc.end_deletes(holder)
     await push()
     assert await registry.storage.stat(digest) == len(data)
-    assert await registry.meta.linked_blob_size(repository, digest) == len(data)
+    assert await registry.meta.blobs.readable_size(repository, digest) == len(data)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from wharf.meta.sql import SQLMetadataStore
 from wharf.services.jobs import JobContext, JobRunner, Timing
 
 from .callers import ANYONE
@@ -19,13 +18,6 @@ from .gc import stored_digests
 from .oci import Image, error_codes, push_image
 
 FAST = Timing(poll=0.05, heartbeat=0.1, stale=0.5, retry_delay=0.0)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SQLMetadataStore]:
-    instance = SQLMetadataStore(database_url)
-    yield instance
-    await instance.close()
 
 
 async def test_a_failing_job_is_tried_three_times_in_all(store):
@@ -38,7 +30,7 @@ async def test_a_failing_job_is_tried_three_times_in_all(store):
         return {"ok": True}
 
     job = await store.jobs.create("flaky")
-    runner = JobRunner(store, {"flaky": flaky}, FAST, worker="w1")
+    runner = JobRunner(store.jobs, {"flaky": flaky}, FAST, worker="w1")
     while await runner.run_one():
         pass
     done = await store.jobs.get(job.id)
@@ -53,7 +45,7 @@ async def test_a_job_that_always_fails_ends_in_errors(store):
         raise RuntimeError("always")
 
     job = await store.jobs.create("broken")
-    runner = JobRunner(store, {"broken": broken}, FAST, worker="w1")
+    runner = JobRunner(store.jobs, {"broken": broken}, FAST, worker="w1")
     while await runner.run_one():
         pass
     ended = await store.jobs.get(job.id)
@@ -70,10 +62,10 @@ async def test_a_job_whose_worker_died_is_taken_over(store):
 
     # Whether its heartbeat is stale depends on the taker's ``stale`` alone, so no time need
     # pass: a taker allowing an hour leaves it, one allowing a few milliseconds takes it.
-    patient = JobRunner(store, {"work": work}, Timing(poll=0.05, stale=3600), worker="survivor")
+    patient = JobRunner(store.jobs, {"work": work}, Timing(poll=0.05, stale=3600), worker="survivor")
     assert not await patient.run_one()  # not stale yet
     eager = Timing(poll=0.05, heartbeat=0.1, stale=0.01, retry_delay=0.0)
-    runner = JobRunner(store, {"work": work}, eager, worker="survivor")
+    runner = JobRunner(store.jobs, {"work": work}, eager, worker="survivor")
     deadline = time.monotonic() + 60
     while not await runner.run_one():
         assert time.monotonic() < deadline, "the dead worker's job was never taken over"
@@ -100,7 +92,7 @@ async def test_a_running_job_stops_when_asked(store):
         return {"status": "done"}
 
     job = await store.jobs.create("long")
-    runner = JobRunner(store, {"long": long}, FAST, worker="w1")
+    runner = JobRunner(store.jobs, {"long": long}, FAST, worker="w1")
     running = asyncio.create_task(runner.run_one())
     deadline = time.monotonic() + 60
     while not steps:  # running: a stop now is asked of a job under way
@@ -132,7 +124,7 @@ async def test_a_worker_told_to_stop_hands_its_running_job_back(store):
     job = await store.jobs.create("work")
     slow_timing = Timing(poll=0.05, heartbeat=0.1, stale=3600, retry_delay=0.0)
     stop = asyncio.Event()
-    leaving = JobRunner(store, {"work": endless}, slow_timing, worker="leaving")
+    leaving = JobRunner(store.jobs, {"work": endless}, slow_timing, worker="leaving")
     running = asyncio.create_task(leaving.run(stop))
     await asyncio.wait_for(entered.wait(), 60)
     stop.set()
@@ -144,7 +136,7 @@ async def test_a_worker_told_to_stop_hands_its_running_job_back(store):
     async def work(context: JobContext) -> dict[str, Any]:
         return {"by": "staying"}
 
-    staying = JobRunner(store, {"work": work}, slow_timing, worker="staying")
+    staying = JobRunner(store.jobs, {"work": work}, slow_timing, worker="staying")
     assert await staying.run_one()  # no stale wait: it is waiting already
     done = await store.jobs.get(job.id)
     assert (done.status, done.worker, done.attempts, done.result) == ("done", "staying", 1, {"by": "staying"})
@@ -180,7 +172,7 @@ async def test_a_gc_job_waits_for_a_collection_already_running(store, tmp_path):
 
     collector = GarbageCollector(store, FilesystemBlobStore(tmp_path / "blobs", fsync=False))
     job = await store.jobs.create(REGISTRY_GC, {"graceSeconds": 0})
-    runner = JobRunner(store, {REGISTRY_GC: gc_action(collector, busy_poll=0.05)}, FAST, worker="w1")
+    runner = JobRunner(store.jobs, {REGISTRY_GC: gc_action(collector, busy_poll=0.05)}, FAST, worker="w1")
     waiting = "another garbage collection is running: waiting for it to end"
     async with store.gc_lock() as held:
         assert held
@@ -191,11 +183,11 @@ async def test_a_gc_job_waits_for_a_collection_already_running(store, tmp_path):
             await asyncio.sleep(0.05)
         assert not running.done()
         assert (await store.jobs.get(job.id)).status == "running"
-        assert await store.gc_runs(limit=5) == []
+        assert await store.gc.runs(limit=5) == []
     await asyncio.wait_for(running, 60)
     done = await store.jobs.get(job.id)
     assert (done.status, done.attempts) == ("done", 1)
-    assert [run.id for run in await store.gc_runs(limit=5)] == [done.result["gcRun"]]
+    assert [run.id for run in await store.gc.runs(limit=5)] == [done.result["gcRun"]]
 
 
 # -- the admin API ------------------------------------------------------------------------
@@ -296,8 +288,8 @@ async def test_a_readonly_collection_refuses_pushes_while_pulls_go_on(tmp_path):
             return {"status": "done"}
 
         job = await here.meta.jobs.create(REGISTRY_GC, {"mode": "readonly"})
-        runner = JobRunner(here.meta, {REGISTRY_GC: slow_gc}, FAST, policy=here.policy)
-        other = MaintenanceWatcher(there.meta, there.policy, FAST.poll)
+        runner = JobRunner(here.meta.jobs, {REGISTRY_GC: slow_gc}, FAST, policy=here.policy)
+        other = MaintenanceWatcher(there.meta.jobs, there.policy, FAST.poll)
         running = asyncio.create_task(runner.run_one())
         await asyncio.wait_for(entered.wait(), 60)
         await other.refresh()

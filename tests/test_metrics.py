@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
+from wharf.meta.gc import GCRun
 from wharf.meta.sql import SQLMetadataStore
-from wharf.meta.store import GCRun
 from wharf.oci.router import ROUTES
 
 from .gc import run_gc
@@ -213,7 +213,7 @@ async def test_gc_totals_add_up_runs_by_status_and_dry_run(store: SQLMetadataSto
             bytes_freed=freed,
         )
 
-    assert await store.gc_totals() == []
+    assert await store.gc.totals() == []
     for item in [
         run("done", False, 4, 400, 0),
         run("done", False, 6, 600, 2),
@@ -221,10 +221,10 @@ async def test_gc_totals_add_up_runs_by_status_and_dry_run(store: SQLMetadataSto
         run("done", True, 0, 0, 4),
         run("running", False, 2, 20, 5),
     ]:
-        await store.save_gc_run(item)
+        await store.gc.save_run(item)
     totals = sorted(
         (t.status, t.dry_run, t.runs, t.blobs_deleted, t.manifests_deleted, t.bytes_freed, t.last_ended_at)
-        for t in await store.gc_totals()
+        for t in await store.gc.totals()
     )
     assert totals == [
         ("done", False, 2, 10, 5, 1000, start + timedelta(hours=2, minutes=5)),

@@ -212,7 +212,7 @@ async def test_the_periodic_purge_is_created_once_per_interval_across_runners(da
 
         def replica(store: SQLMetadataStore) -> ScheduleService:
             periodic = [Periodic("uploadPurging", PURGE_UPLOADS, every, {"age": "168h"})]
-            return ScheduleService(store, timedelta(hours=24), periodic)
+            return ScheduleService(store.jobs, timedelta(hours=24), periodic)
 
         replicas = [replica(store) for store in stores]
         now = datetime.now(UTC)
@@ -289,16 +289,16 @@ async def test_idle_is_measured_by_the_purgers_clock_so_no_test_waits_for_an_upl
     def lines(_line: str, listed: bool = False) -> None:
         pass
 
-    now = UploadPurger(registry.meta, registry.storage, registry.uploads)
+    now = UploadPurger(registry.meta.blobs, registry.storage, registry.uploads)
     report = await now.run(timedelta(hours=1), dry_run=False, say=lines)
     assert (report.uploads_purged, report.bytes_freed) == (0, 0)
 
     later = datetime.now(UTC) + timedelta(hours=2)
-    moved = UploadPurger(registry.meta, registry.storage, registry.uploads, clock=lambda: later)
+    moved = UploadPurger(registry.meta.blobs, registry.storage, registry.uploads, clock=lambda: later)
     report = await moved.run(timedelta(hours=1), dry_run=False, say=lines)
     assert report.cutoff == later - timedelta(hours=1)
     assert (report.uploads_purged, report.bytes_freed) == (
         2,
         len(b"written just now") + len(b"left by a crash"),
     )
-    assert await registry.meta.get_upload(started.id) is None
+    assert await registry.meta.blobs.get_upload(started.id) is None

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import httpx
 
 from .oci import push_blob, sha256
 
 
-def test_blob_get_redirects_to_the_object_store(make_server, s3_server):
-    server = make_server({"storage": {"s3": s3_server.storage_config(f"redirect/{uuid.uuid4().hex}")}})
+def database(tmp_path: Path) -> dict[str, str]:
+    return {"url": f"sqlite:///{tmp_path / 'wharf.db'}"}  # S3 needs a database.url
+
+
+def test_blob_get_redirects_to_the_object_store(make_server, s3_server, tmp_path):
+    storage = {"s3": s3_server.storage_config(f"redirect/{uuid.uuid4().hex}")}
+    server = make_server({"database": database(tmp_path), "storage": storage})
     data = os.urandom(300_000)
     with server.client() as client:
         digest = push_blob(client, "lib/app", data)
@@ -31,9 +37,9 @@ def test_blob_get_redirects_to_the_object_store(make_server, s3_server):
         assert client.get(f"/v2/lib/other/blobs/{digest}").status_code == 404
 
 
-def test_redirect_can_be_disabled(make_server, s3_server):
+def test_redirect_can_be_disabled(make_server, s3_server, tmp_path):
     storage = {"s3": s3_server.storage_config(f"redirect/{uuid.uuid4().hex}"), "redirect": {"disable": True}}
-    server = make_server({"storage": storage})
+    server = make_server({"database": database(tmp_path), "storage": storage})
     with server.client() as client:
         digest = push_blob(client, "lib/app", b"served here")
         response = client.get(f"/v2/lib/app/blobs/{digest}")

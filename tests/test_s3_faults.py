@@ -105,7 +105,7 @@ async def in_bucket(registry: Registry, digests: list[str]) -> set[str]:
 
 async def journalled(registry: Registry) -> list[str]:
     """The digests in gc_pending: rows gone, bytes maybe not."""
-    return [digest for digest, _size in await registry.meta.gc_pending()]
+    return [digest for digest, _size in await registry.meta.gc.pending()]
 
 
 def freed(outcome: Outcome) -> tuple[int, int, set[str]]:
@@ -130,7 +130,7 @@ async def test_keys_a_delete_fails_stay_journalled_uncounted_and_are_retried(
     assert await in_bucket(registry, digests) == set(failing)
     assert set(await journalled(registry)) == set(failing)
     assert freed(outcome) == (2, sum(len(b) for b in blobs[2:]), set(fine))
-    assert await registry.meta.gc_blob_rows(digests) == set()  # rows first: a leak, never a lie
+    assert await registry.meta.blobs.present(digests) == set()  # rows first: a leak, never a lie
 
     # The next run retries them from the journal; one fails again and stays there.
     rule.remove()
@@ -351,5 +351,5 @@ async def test_a_delete_retried_after_a_timeout_holds_its_section_until_the_firs
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
     for digest in digests:
-        assert await registry.meta.linked_blob_size("lib/late", digest) is not None
+        assert await registry.meta.blobs.readable_size("lib/late", digest) is not None
         assert await bucket(registry).stat(digest) is not None, f"{digest}: a row without its bytes"

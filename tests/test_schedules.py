@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from wharf.meta.jobs import Job
 from wharf.meta.sql import SQLMetadataStore
-from wharf.meta.store import Job
 from wharf.services.job_parameters import REGISTRY_GC
 from wharf.services.jobs import JobContext, JobRunner, Timing
 from wharf.services.schedules import GC_SETTINGS, GCSettings, ScheduleService
@@ -40,13 +40,6 @@ class Clock:
         return self.moment
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SQLMetadataStore]:
-    instance = SQLMetadataStore(database_url)
-    yield instance
-    await instance.close()
-
-
 async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 15) -> None:
     deadline = time.monotonic() + seconds
     while not await check():
@@ -64,7 +57,7 @@ async def quick_gc(context: JobContext) -> dict[str, Any]:
 
 async def test_a_schedule_fires_while_the_only_worker_is_busy_with_a_long_job(store):
     clock = Clock(BEFORE)
-    schedules = ScheduleService(store, timedelta(0), clock=clock)
+    schedules = ScheduleService(store.jobs, timedelta(0), clock=clock)
     await schedules.save_gc_settings(ADMIN, GCSettings(schedule="0 3 * * *"))
     entered, release = asyncio.Event(), asyncio.Event()
 
@@ -74,7 +67,7 @@ async def test_a_schedule_fires_while_the_only_worker_is_busy_with_a_long_job(st
         return {"status": "done"}
 
     busy = await store.jobs.create("long")
-    runner = JobRunner(store, {"long": long, REGISTRY_GC: quick_gc}, TIMING, "only", schedules)
+    runner = JobRunner(store.jobs, {"long": long, REGISTRY_GC: quick_gc}, TIMING, "only", schedules)
     stop = asyncio.Event()
     running = asyncio.create_task(runner.run(stop))
     try:
@@ -123,13 +116,13 @@ async def test_a_settings_document_with_unknown_keys_still_fires_and_jobs_are_cl
     still fires, jobs are still claimed, and the log says which keys were ignored, once."""
     newer = {"schedule": "0 3 * * *", "mode": "online", "retentionDays": 30, "notify": {"to": "ops"}}
     await store.jobs.put_setting(GC_SETTINGS, newer)
-    schedules = ScheduleService(store, timedelta(0), clock=Clock(AT_THREE))
+    schedules = ScheduleService(store.jobs, timedelta(0), clock=Clock(AT_THREE))
 
     async def work(context: JobContext) -> dict[str, Any]:
         return {"worked": True}
 
     waiting = await store.jobs.create("work")
-    runner = JobRunner(store, {"work": work, REGISTRY_GC: quick_gc}, TIMING, "w1", schedules)
+    runner = JobRunner(store.jobs, {"work": work, REGISTRY_GC: quick_gc}, TIMING, "w1", schedules)
     stop = asyncio.Event()
     caplog.set_level(logging.WARNING, logger="wharf.schedules")
     running = asyncio.create_task(runner.run(stop))

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .meta.store import GCTotals
+from .meta.gc import GCTotals
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ async def metrics(request: Request) -> Response:
     """The Prometheus exposition (or OpenMetrics, when the scraper asks for it)."""
     parts: list[Collector] = [process_registry()]
     try:
-        parts.append(GCCollector(await request.app.state.registry.meta.gc_totals()))
+        parts.append(GCCollector(await request.app.state.registry.meta.gc.totals()))
     except Exception:  # the rest is still worth scraping; /readyz says what is wrong
         log.warning("metrics: reading garbage collection totals failed", exc_info=True)
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))

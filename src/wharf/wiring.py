@@ -96,7 +96,7 @@ def build_watcher(settings: Settings, registry: Registry) -> MaintenanceWatcher:
     from .services.maintenance import MaintenanceWatcher
 
     poll = parse_duration(settings.jobs.poll).total_seconds()
-    return MaintenanceWatcher(registry.meta, registry.policy, poll)
+    return MaintenanceWatcher(registry.meta.jobs, registry.policy, poll)
 
 
 def build_runner(settings: Settings, registry: Registry) -> JobRunner:
@@ -129,9 +129,11 @@ def build_runner(settings: Settings, registry: Registry) -> JobRunner:
     actions: dict[str, Action] = {
         REGISTRY_GC: gc_action(registry.gc, timing.poll),
         PURGE_UPLOADS: purge_action(
-            UploadPurger(registry.meta, registry.storage, registry.uploads), purging.age, purging.dryrun
+            UploadPurger(registry.meta.blobs, registry.storage, registry.uploads), purging.age, purging.dryrun
         ),
         METADATA_MIGRATION: migration_action(registry.meta, storage_root),
         FSCK: fsck_action(Checker(registry.meta, registry.storage), settings.gc.grace_period, timing.poll),
     }
-    return JobRunner(registry.meta, actions, timing, schedules=registry.schedules, policy=registry.policy)
+    return JobRunner(
+        registry.meta.jobs, actions, timing, schedules=registry.schedules, policy=registry.policy
+    )

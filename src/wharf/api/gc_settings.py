@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..meta.store import GCRun
+from ..meta.gc import GCRun
 from ..services import gc_defaults
 from ..services.gc_defaults import Duration, Mode
 from ..services.gc_report import kept_by_grace, would_free

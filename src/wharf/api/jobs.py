@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..meta.store import Job
+from ..meta.jobs import Job
 from ..services.job_parameters import ACTIONS, PARAMETER_NAMES
 from .deps import AsCaller, Services
 from .responses import MAX_START

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..meta.store import MetadataStore
+from ..meta.events import EventLog
 from .caller import Caller
 
 
 class ActivityLog:
-    def __init__(self, meta: MetadataStore) -> None:
-        self.meta = meta
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
 
     async def find(
         self,
@@ -26,4 +26,4 @@ class ActivityLog:
     ) -> list[dict[str, Any]]:
         """Newest first, filtered by whichever of these are given (``since`` inclusive,
         ``until`` exclusive)."""
-        return await self.meta.events(limit, start, repository, actor, action, since, until)
+        return await self.events.find(limit, start, repository, actor, action, since, until)

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..errors import BLOB_UNKNOWN, RegistryError
-from ..meta.store import Event, MetadataStore
+from ..meta.blobs import BlobRows
+from ..meta.events import Event
 from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore
 from .caller import Caller
@@ -27,8 +28,8 @@ def blob_unknown(digest: str) -> RegistryError:
 
 
 class BlobService:
-    def __init__(self, meta: MetadataStore, blobs: BlobStore, policy: Policy) -> None:
-        self.meta = meta
+    def __init__(self, rows: BlobRows, blobs: BlobStore, policy: Policy) -> None:
+        self.rows = rows
         self.blobs = blobs
         self.policy = policy
 
@@ -44,9 +45,9 @@ class BlobService:
         validate_name(repository)
         validate_digest(digest)
         if check_storage:
-            size = await self.meta.touch_blob(repository, digest)
+            size = await self.rows.touch(repository, digest)
         else:
-            size = await self.meta.linked_blob_size(repository, digest)
+            size = await self.rows.readable_size(repository, digest)
         # The bytes are checked too: a HEAD that said "exists" for lost bytes would make
         # clients skip the upload that could repair them.
         if size is None or (check_storage and await self.blobs.stat(digest) is None):
@@ -74,5 +75,5 @@ class BlobService:
         validate_digest(digest)
         self.policy.check_delete()
         event = Event(caller.name, "blob.delete", repository, digest, digest)
-        if not await self.meta.unlink_blob(repository, digest, event):
+        if not await self.rows.unlink(repository, digest, event):
             raise blob_unknown(digest)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 from ..errors import UNAVAILABLE, RegistryError
+from ..meta.gc import GCRows
 from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
 
@@ -42,11 +43,11 @@ async def delete_bytes(meta: MetadataStore, storage: BlobStore, digests: Sequenc
         return set()
     # The lease is committed before the check: a push that takes the section once its locks
     # have gone finds the lease, and one that took it before makes the check fail.
-    holder = await meta.lease_deletes(digests, storage.delete_lease(len(digests)))
+    holder = await meta.gc.lease_deletes(digests, storage.delete_lease(len(digests)))
     if not await meta.digest_section_held():
-        await _end(meta, holder)  # nothing was sent
+        await _end(meta.gc, holder)  # nothing was sent
         raise GCLockLost("a digest section was lost with its database connection; the next run finishes")
-    renewing = asyncio.create_task(_renew(meta, holder, storage.delete_tail))
+    renewing = asyncio.create_task(_renew(meta.gc, holder, storage.delete_tail))
     try:
         # When this returns or raises (cancelled too), none of its requests can act any more.
         return await storage.delete_many(digests)
@@ -54,36 +55,36 @@ async def delete_bytes(meta: MetadataStore, storage: BlobStore, digests: Sequenc
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-        await _end(meta, holder)  # a process killed before this leaves the lease to run out
+        await _end(meta.gc, holder)  # a process killed before this leaves the lease to run out
 
 
-async def _renew(meta: MetadataStore, holder: str, tail: float) -> None:
+async def _renew(rows: GCRows, holder: str, tail: float) -> None:
     """While the deletion runs: its lease lasts ``tail`` beyond the latest renewal, so one
     that outruns its first estimate (its requests queued behind others) stays covered,
     and one whose process dies lapses once its last request can no longer act."""
     while True:
         await asyncio.sleep(RENEW_EVERY)
         try:
-            await meta.renew_deletes(holder, tail + RENEW_EVERY)
+            await rows.renew_deletes(holder, tail + RENEW_EVERY)
         except Exception as error:  # the first estimate still stands
             log.warning("could not renew a deletion's lease: %s", error)
 
 
-async def _end(meta: MetadataStore, holder: str) -> None:
+async def _end(rows: GCRows, holder: str) -> None:
     try:
-        await meta.end_deletes(holder)
+        await rows.end_deletes(holder)
     except Exception as error:  # the database unreachable: the lease runs out instead
         log.warning("could not end a deletion's lease (it runs out by itself): %s", error)
 
 
-async def wait_out_deletes(meta: MetadataStore, digest: str) -> None:
+async def wait_out_deletes(rows: GCRows, digest: str) -> None:
     """Inside the digest's section, before storing its bytes: wait until no deletion of them
     can act any more. Only a deletion that outlived its section leaves a lease to meet here
     (one holding the section is waited for by the section itself), so this is one lookup.
     A live deleter ends its lease as soon as its deletion has; one left by a killed process
     may last minutes, so after a while the push is answered 503 with when to retry."""
     began = time.monotonic()
-    while (left := await meta.delete_lease_left(digest)) is not None:
+    while (left := await rows.delete_lease_left(digest)) is not None:
         if time.monotonic() - began >= WAIT_MAX:
             raise RegistryError(
                 UNAVAILABLE,

@@ -29,7 +29,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from ..meta.engines import HeldLock
-from ..meta.store import CheckedManifest, MetadataStore
+from ..meta.manifests import CheckedManifest
+from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
 from . import gc_defaults
 from .caller import Caller
@@ -219,7 +220,7 @@ class Checker:
         self, options: FsckOptions, progress: Progress, should_stop: Callable[[], str | None]
     ) -> FsckReport:
         report = FsckReport()
-        snapshot = await self.meta.fsck_snapshot()
+        snapshot = await self.meta.manifests.snapshot()
         rows = snapshot.blobs
         report.blobs_checked, report.manifests_checked = len(rows), len(snapshot.manifests)
         report.importing = (await self.meta.jobs.get_setting(IMPORTING) or {}).get("root")
@@ -235,7 +236,7 @@ class Checker:
                 report.stopped = reason
                 return report
             await self.meta.digest_section(batch, partial(self._confirm, batch, confirmed))
-        links = await self.meta.fsck_links(confirmed) if confirmed else {}
+        links = await self.meta.blobs.links(confirmed) if confirmed else {}
         graph = _Graph(snapshot.manifests) if confirmed else None
         report.broken = [
             BrokenBlob(
@@ -271,8 +272,8 @@ class Checker:
         payloads = {m.digest for m in snapshot.manifests}
         unknown = listed - rows.keys() - payloads
         # Pushed since the snapshot: recorded by now (bytes are stored before their row).
-        unknown -= await self.meta.gc_blob_rows(unknown) if unknown else set()
-        journal = {digest for digest, _size in await self.meta.gc_pending()}
+        unknown -= await self.meta.blobs.present(unknown) if unknown else set()
+        journal = {digest for digest, _size in await self.meta.gc.pending()}
         ordered = sorted(unknown)
         found = await _bounded(
             ordered, self.storage.describe, lambda done: progress("files", done, len(ordered))
@@ -285,7 +286,7 @@ class Checker:
     async def _confirm(self, batch: Sequence[str], confirmed: dict[str, tuple[int, int | None]]) -> None:
         """Inside the batch's sections: a row (still there) whose bytes are missing or of
         another size is a lie, not a push or a collection caught half way."""
-        rows = await self.meta.fsck_blobs(batch)
+        rows = await self.meta.blobs.sizes(batch)
         present = sorted(rows)
         sizes = await _bounded(present, self.storage.stat, lambda _done: None)
         for digest, stored in zip(present, sizes, strict=True):
@@ -314,7 +315,7 @@ class Checker:
 
         async def delete(batch: Sequence[Leak]) -> None:
             # A push may have recorded one of them since the check: its row says so now.
-            known = await self.meta.gc_blob_rows([leak.digest for leak in batch])
+            known = await self.meta.blobs.present([leak.digest for leak in batch])
             unknown = [leak for leak in batch if leak.digest not in known]
             failed = await delete_bytes(self.meta, self.storage, [leak.digest for leak in unknown])
             repair.failed.extend(leak for leak in unknown if leak.digest in failed)
@@ -323,7 +324,7 @@ class Checker:
             # Their collection's journal entries are done with (bytes gone, no row).
             journalled = [leak.digest for leak in gone if leak.journalled]
             if journalled:
-                await self.meta.gc_forget_pending(journalled)
+                await self.meta.gc.forget_pending(journalled)
 
         done = 0
         for batch in _batches(due, max(1, options.batch)):

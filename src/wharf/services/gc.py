@@ -25,7 +25,9 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
-from ..meta.store import Event, GCManifest, GCRun, MetadataStore
+from ..meta.events import Event
+from ..meta.gc import GCManifest, GCRun
+from ..meta.store import MetadataStore
 from ..storage.base import BlobStore, StoredBlob
 from . import gc_defaults
 from .caller import Caller
@@ -212,20 +214,20 @@ class GarbageCollector:
         full = options.scan_storage  # a thorough run reads every row, not just the queues
         queue: dict[int, int] = {}
         if full:
-            manifests = await self.meta.gc_manifests()
+            manifests = await self.meta.gc.manifests()
         else:
             manifests, queue = await self._queued_manifests(cutoff, options.delete_untagged)
         live, garbage = mark(manifests, cutoff, options.delete_untagged)
         if options.verbose:  # the listing names every live manifest: all are read, to print
             gone = {m.id for m in garbage}
-            for manifest_id, repository, digest, named in await self.meta.gc_listing():
+            for manifest_id, repository, digest, named in await self.meta.gc.listing():
                 if manifest_id not in gone:
                     say(f"{repository}: marking manifest {digest}")
                     for blob in named:
                         say(f"{repository}: marking blob {blob}")
         for m in garbage:
             say(f"{m.repository}: manifest eligible for deletion: {m.digest}")
-        blobs, reviewed_blobs = await self.meta.gc_blob_candidates(cutoff, [m.id for m in garbage], full)
+        blobs, reviewed_blobs = await self.meta.gc.blob_candidates(cutoff, [m.id for m in garbage], full)
         # Queued manifests kept by a tag, directly or through an index or a subject, leave
         # the queue: losing that reason queues them again. Those kept only by the grace
         # period or by being untagged in a run without --delete-untagged stay queued.
@@ -243,7 +245,7 @@ class GarbageCollector:
         elif options.scan_storage:
             journalled = {digest for digest, _size in pending} | set(vanished) | set(settled)
             orphans = await self._orphans(cutoff, {m.digest for m in live} | journalled, progress)
-        total = await self.meta.count_blobs()
+        total = await self.meta.blobs.count()
         plan = Plan(cutoff, live, garbage, blobs, orphans, total - len(blobs), pending, vanished, settled)
         plan.reviewed_manifests, plan.reviewed_blobs = reviewed, reviewed_blobs
         plan.grace_kept = await self._kept_by_grace(manifests, plan, options)
@@ -257,7 +259,7 @@ class GarbageCollector:
             return GraceKept()
         now = plan.cutoff + options.grace
         _live, garbage = mark(manifests, now, options.delete_untagged)
-        without_grace, _reviewed = await self.meta.gc_blob_candidates(
+        without_grace, _reviewed = await self.meta.gc.blob_candidates(
             now, [m.id for m in garbage], options.scan_storage
         )
         planned = {digest for digest, _size in plan.blobs}
@@ -266,7 +268,7 @@ class GarbageCollector:
             return GraceKept()
         going = {m.id for m in plan.manifests}
         seen = [m.seen_at for m in garbage if m.id not in going]  # manifests kept by it
-        latest = await self.meta.gc_blobs_seen_until([digest for digest, _size in kept])
+        latest = await self.meta.blobs.last_seen([digest for digest, _size in kept])
         if latest is not None:
             seen.append(latest)
         until = max(seen) + options.grace if seen else None
@@ -282,10 +284,10 @@ class GarbageCollector:
         that no row names again, to delete and count; those whose bytes are gone, to finish
         deleting uncounted; and those stored again, only to forget. So a dry run counts
         exactly what the run frees, and neither counts bytes gone already."""
-        journal = await self.meta.gc_pending()
+        journal = await self.meta.gc.pending()
         if not journal:
             return [], [], []
-        stored_again = await self.meta.gc_blob_rows([digest for digest, _size in journal])
+        stored_again = await self.meta.blobs.present([digest for digest, _size in journal])
         limit = asyncio.Semaphore(DELETE_CONCURRENCY)
 
         async def present(digest: str) -> bool:
@@ -305,21 +307,21 @@ class GarbageCollector:
         list them and their subjects, up to the top (so ``mark`` over these alone decides
         exactly as over all of them), and what a garbage one lists or is the subject of
         (which may be garbage too), with theirs in turn. Also the queue, with its hits."""
-        queue = await self.meta.gc_manifest_queue()
+        queue = await self.meta.gc.manifest_queue()
         known: dict[int, GCManifest] = {}
-        new = await self.meta.gc_manifests_around(ids=queue) if queue else []
+        new = await self.meta.gc.manifests_around(ids=queue) if queue else []
         while new:
             while new:  # upwards
                 known.update((m.id, m) for m in new)
                 parents = [(m.repository, m.digest) for m in new]
                 subjects = [(m.repository, m.subject) for m in new if m.subject is not None]
-                found = await self.meta.gc_manifests_around(parents_of=parents, keys=subjects)
+                found = await self.meta.gc.manifests_around(parents_of=parents, keys=subjects)
                 new = [m for m in found if m.id not in known]
             _live, garbage = mark(list(known.values()), cutoff, delete_untagged)
             children = [(g.repository, child) for g in garbage for child in g.children]
             subjects = [(g.repository, g.digest) for g in garbage]
             found = (
-                await self.meta.gc_manifests_around(keys=children, referrers_of=subjects) if garbage else []
+                await self.meta.gc.manifests_around(keys=children, referrers_of=subjects) if garbage else []
             )
             new = [m for m in found if m.id not in known]  # downwards, then up from there
         return list(known.values()), queue
@@ -333,7 +335,7 @@ class GarbageCollector:
             listed.add(digest)
             if len(listed) % 10_000 == 0:
                 progress("scan", len(listed), 0)
-        unknown = sorted(listed - keep - await self.meta.gc_blob_rows(listed))
+        unknown = sorted(listed - keep - await self.meta.blobs.present(listed))
         limit = asyncio.Semaphore(DELETE_CONCURRENCY)
 
         async def describe(digest: str) -> StoredBlob | None:
@@ -365,7 +367,7 @@ class GarbageCollector:
                 await window.enter_async_context(while_held())
             # Holding the lock, no other run can be going: one still recorded as running ended
             # with its process (killed), before it could say so.
-            await self.meta.gc_close_interrupted(INTERRUPTED)
+            await self.meta.gc.close_interrupted(INTERRUPTED)
             run = GCRun(
                 started_at=datetime.now(UTC),
                 dry_run=options.dry_run,
@@ -373,7 +375,7 @@ class GarbageCollector:
                 mode=options.mode,
                 grace_seconds=options.grace.total_seconds(),
             )
-            await self.meta.save_gc_run(run)
+            await self.meta.gc.save_run(run)
             try:
                 plan = await self.plan(options, say, progress)
                 run.blobs_marked = plan.blobs_marked
@@ -404,11 +406,11 @@ class GarbageCollector:
                 if isinstance(error, asyncio.CancelledError):  # its job handed back, say
                     run.status, run.reason = "stopped", "cancelled; what is left is collected next time"
                 run.ended_at = datetime.now(UTC)
-                await asyncio.shield(self.meta.save_gc_run(run))
+                await asyncio.shield(self.meta.gc.save_run(run))
                 raise
             run.ended_at = datetime.now(UTC)
-            await self.meta.save_gc_run(run)
-            await self.meta.record(Event(GC_ACTOR, "gc.run", detail=_run_detail(run)))
+            await self.meta.gc.save_run(run)
+            await self.meta.events.record(Event(GC_ACTOR, "gc.run", detail=_run_detail(run)))
             return outcome
 
     async def _apply(
@@ -434,11 +436,11 @@ class GarbageCollector:
         async def finish_pending(entries: Sequence[tuple[str, int]], counted: bool = True) -> None:
             digests = [digest for digest, _size in entries]
             # A push may have stored one of them again since the plan: its row says so now.
-            known = await self.meta.gc_blob_rows(digests)
+            known = await self.meta.blobs.present(digests)
             leftovers = [(digest, size) for digest, size in entries if digest not in known]
             failed = await self._delete_bytes([digest for digest, _size in leftovers])
             # What storage could not delete stays journalled, for the next run.
-            await self.meta.gc_forget_pending([digest for digest in digests if digest not in failed])
+            await self.meta.gc.forget_pending([digest for digest in digests if digest not in failed])
             leftovers = [(digest, size) for digest, size in leftovers if digest not in failed]
             if failed:
                 say(f"could not delete {len(failed)} blobs' bytes; the next run tries again")
@@ -449,7 +451,7 @@ class GarbageCollector:
             run.bytes_freed += sum(size for _digest, size in leftovers)
 
         if plan.settled:
-            await self.meta.gc_forget_pending(plan.settled)
+            await self.meta.gc.forget_pending(plan.settled)
         for pending_batch in _batches(plan.pending, size):
             if await stopped():
                 return
@@ -463,7 +465,7 @@ class GarbageCollector:
 
         if await stopped():  # the first write that needs the lock when nothing was pending
             return
-        await self.meta.gc_forget_reviewed(plan.reviewed_manifests, plan.reviewed_blobs)
+        await self.meta.gc.forget_reviewed(plan.reviewed_manifests, plan.reviewed_blobs)
 
         by_id = {m.id: m for m in plan.manifests}
         ids = [m.id for m in plan.manifests]
@@ -471,7 +473,7 @@ class GarbageCollector:
         for batch in _batches(ids, min(MANIFEST_BATCH, size)):
             if await stopped():
                 return
-            deleted = await self.meta.gc_delete_manifests(batch, plan.cutoff, run.delete_untagged, GC_ACTOR)
+            deleted = await self.meta.gc.delete_manifests(batch, plan.cutoff, run.delete_untagged, GC_ACTOR)
             outcome.deleted_manifests.extend(by_id[i] for i in deleted)
             run.manifests_deleted += len(deleted)
             done += len(batch)
@@ -482,7 +484,7 @@ class GarbageCollector:
 
         async def delete_orphans(files: Sequence[StoredBlob]) -> None:
             # A push may have committed one of them since the scan: its row says so now.
-            known = await self.meta.gc_blob_rows([f.digest for f in files])
+            known = await self.meta.blobs.present([f.digest for f in files])
             unknown = [f for f in files if f.digest not in known]
             failed = await self._delete_bytes([f.digest for f in unknown])
             unknown = [f for f in unknown if f.digest not in failed]  # not freed: found again next scan
@@ -520,7 +522,7 @@ class GarbageCollector:
         done = 0
 
         async def sweep(digests: list[str]) -> None:
-            gone = await self.meta.gc_delete_blobs(digests, plan.cutoff)
+            gone = await self.meta.gc.delete_blobs(digests, plan.cutoff)
             failed = await self._delete_bytes([digest for digest, _size in gone])
             # Bytes storage could not delete are not freed: they stay journalled (not in
             # deleted_blobs, whose journal entries are forgotten below), for the next run.
@@ -543,6 +545,6 @@ class GarbageCollector:
         finally:
             if outcome.deleted_blobs:
                 await asyncio.shield(
-                    self.meta.gc_forget_pending([digest for digest, _size in outcome.deleted_blobs])
+                    self.meta.gc.forget_pending([digest for digest, _size in outcome.deleted_blobs])
                 )
         return True

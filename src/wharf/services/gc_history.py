@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import NO_GC_RUN, RegistryError
-from ..meta.store import GCRun, MetadataStore
+from ..meta.gc import GCRows, GCRun
 from .caller import Caller
 
 # The most runs one answer lists.
@@ -11,17 +11,17 @@ MAX_RUNS = 500
 
 
 class GCHistory:
-    def __init__(self, meta: MetadataStore) -> None:
-        self.meta = meta
+    def __init__(self, gc: GCRows) -> None:
+        self.gc = gc
 
     async def runs(self, caller: Caller, limit: int) -> list[GCRun]:
         """The ``limit`` newest runs (at least one, at most MAX_RUNS), dry ones included."""
-        return await self.meta.gc_runs(limit=max(1, min(limit, MAX_RUNS)))
+        return await self.gc.runs(limit=max(1, min(limit, MAX_RUNS)))
 
     async def last_savings(self, caller: Caller) -> GCRun:
         """What the newest real (not dry) run that completed (done, or stopped part way)
         freed, however many other runs came after it; NO_GC_RUN before there is one."""
-        run = await self.meta.gc_last_savings()
+        run = await self.gc.last_savings()
         if run is None:
             raise RegistryError(NO_GC_RUN, {}, "no garbage collection has completed yet")
         return run

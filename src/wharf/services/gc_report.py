@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..meta.store import GCRun
+from ..meta.gc import GCRun
 from .fsck import human_bytes
 
 # How a user runs it again without a grace period, by where the run was started.

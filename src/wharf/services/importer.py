@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import RegistryError
-from ..meta.store import Event, ImportedBlob, MetadataStore, NewManifest
+from ..meta.events import Event
+from ..meta.manifests import ImportedBlob, NewManifest
+from ..meta.store import MetadataStore
 from ..reference import is_valid_digest, validate_name
 from ..storage.paths import blob_path
 from .caller import Caller
@@ -195,7 +197,7 @@ class DistributionImporter:
                 raise ImportBusy("a garbage collection is running; import when it has ended")
             # Holding the GC lock, no deleter can start; one that stopped part way (its process
             # killed, its connection cut) may still be deleting bytes this would adopt.
-            left = await self.meta.delete_lease_left()
+            left = await self.meta.gc.delete_lease_left()
             if left is not None:
                 raise ImportBusy(
                     "a garbage collection that stopped part way may still be deleting blobs; "
@@ -229,7 +231,7 @@ class DistributionImporter:
                 continue
             repository = await asyncio.to_thread(self._read, name, report)
             event = Event(IMPORT_ACTOR, "repository.import", name, detail={"source": str(self.root)})
-            added = await self.meta.import_repository(
+            added = await self.meta.manifests.import_repository(
                 name, list(repository.blobs.values()), repository.manifests, repository.tags, event
             )
             report.repositories += 1

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import NO_SUCH_JOB, RegistryError
-from ..meta.store import Job, MetadataStore
+from ..meta.jobs import Job, JobStore
 from .caller import Caller
 from .job_parameters import JobDefaults, complete_parameters
 
@@ -28,13 +28,13 @@ def no_such_job(job_id: str) -> RegistryError:
 
 
 class JobService:
-    def __init__(self, meta: MetadataStore, defaults: JobDefaults) -> None:
-        self.meta = meta
+    def __init__(self, jobs: JobStore, defaults: JobDefaults) -> None:
+        self.jobs = jobs
         self.defaults = defaults
 
     async def start(self, caller: Caller, action: str, given: Mapping[str, Any] | None) -> Job:
         """A job waiting for a worker (of any replica)."""
-        return await self.meta.jobs.create(action, complete_parameters(action, given, self.defaults))
+        return await self.jobs.create(action, complete_parameters(action, given, self.defaults))
 
     async def find(
         self,
@@ -46,10 +46,10 @@ class JobService:
         limit: int,
     ) -> list[Job]:
         """Newest first; None matches any action, worker, or running state."""
-        return await self.meta.jobs.find(action or None, worker, running, start, limit)
+        return await self.jobs.find(action or None, worker, running, start, limit)
 
     async def get(self, caller: Caller, job_id: str) -> Job:
-        job = await self.meta.jobs.get(job_id) if is_job_id(job_id) else None
+        job = await self.jobs.get(job_id) if is_job_id(job_id) else None
         if job is None:
             raise no_such_job(job_id)
         return job
@@ -57,12 +57,12 @@ class JobService:
     async def logs(self, caller: Caller, job_id: str, start: int, limit: int) -> list[tuple[datetime, str]]:
         """The job's log, oldest line first."""
         await self.get(caller, job_id)
-        return await self.meta.jobs.logs(job_id, start, limit)
+        return await self.jobs.logs(job_id, start, limit)
 
     async def stop(self, caller: Caller, job_id: str) -> Job:
         """A waiting job is stopped at once; a running one ends cleanly at its next step."""
         await self.get(caller, job_id)
-        job = await self.meta.jobs.request_stop(job_id)
+        job = await self.jobs.request_stop(job_id)
         if job is None:
             raise no_such_job(job_id)
         return job

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 from prometheus_client import Counter, Histogram
 
 from ..config import parse_duration
-from ..meta.store import Job, MetadataStore
+from ..meta.jobs import Job, JobStore
+from ..meta.store import MetadataStore
 from . import gc_defaults
 from .caller import JOB_WORKER, Caller
 from .gc import GarbageCollector, GCBusy, GCOptions
@@ -74,7 +75,7 @@ class JobContext:
     """What an action may use: its job, a log, and whether it should stop now."""
 
     job: Job
-    store: MetadataStore
+    jobs: JobStore
     deadline: datetime | None = None
     stop_asked: bool = False
     # Entered by a collection once it holds the GC lock (a read-only job's window), or None.
@@ -98,7 +99,7 @@ class JobContext:
     async def flush(self) -> None:
         lines, self.lines = self.lines, []
         for line in lines:
-            await self.store.jobs.log(self.job.id, line)
+            await self.jobs.log(self.job.id, line)
 
     def should_stop(self) -> str | None:
         if self.stop_asked:
@@ -278,14 +279,14 @@ def migration_action(meta: MetadataStore, storage_root: Path | None, busy_poll: 
 class JobRunner:
     def __init__(
         self,
-        store: MetadataStore,
+        jobs: JobStore,
         actions: dict[str, Action],
         timing: Timing | None = None,
         worker: str | None = None,
         schedules: ScheduleService | None = None,
         policy: Policy | None = None,
     ) -> None:
-        self.store = store
+        self.jobs = jobs
         self.actions = actions
         self.schedules = schedules
         self.policy = policy
@@ -320,7 +321,7 @@ class JobRunner:
 
     async def run_one(self) -> bool:
         stale_before = datetime.now(UTC) - timedelta(seconds=self.timing.stale)
-        job = await self.store.jobs.claim(self.worker, list(self.actions), stale_before)
+        job = await self.jobs.claim(self.worker, list(self.actions), stale_before)
         if job is None:
             return False
         await self.execute(job)
@@ -328,9 +329,9 @@ class JobRunner:
 
     async def execute(self, job: Job) -> None:
         started = time.monotonic()
-        context = JobContext(job, self.store)
+        context = JobContext(job, self.jobs)
         beating = asyncio.create_task(self._heartbeat(context))
-        await self.store.jobs.log(job.id, f"attempt {job.attempts} of {job.max_attempts} on {self.worker}")
+        await self.jobs.log(job.id, f"attempt {job.attempts} of {job.max_attempts} on {self.worker}")
         if job.action == REGISTRY_GC and (job.parameters or {}).get("mode") == "readonly":
             context.while_collecting = lambda: self._readonly_window(job)
         try:
@@ -341,7 +342,7 @@ class JobRunner:
             beating.cancel()
             context.say(f"failed: {error}")
             await context.flush()
-            await self.store.jobs.finish(job.id, self.worker, "errors", None, str(error))
+            await self.jobs.finish(job.id, self.worker, "errors", None, str(error))
             JOB_FAILURES.labels(job.action).inc()
             JOB_DURATION.labels(job.action, "failed").observe(time.monotonic() - started)
             log.warning(
@@ -358,7 +359,7 @@ class JobRunner:
             context.say(f"failed: {message}")
             await context.flush()
             at = datetime.now(UTC) + timedelta(seconds=self.timing.retry_delay)
-            again = await self.store.jobs.retry(job.id, self.worker, message, at)
+            again = await self.jobs.retry(job.id, self.worker, message, at)
             JOB_FAILURES.labels(job.action).inc()
             JOB_DURATION.labels(job.action, "failed").observe(time.monotonic() - started)
             log.warning(
@@ -377,7 +378,7 @@ class JobRunner:
             return
         await context.flush()
         status = "stopped" if result.get("status") == "stopped" else "done"
-        await self.store.jobs.finish(
+        await self.jobs.finish(
             job.id, self.worker, status, result, result.get("reason") if status == "stopped" else None
         )
         seconds = time.monotonic() - started
@@ -418,7 +419,7 @@ class JobRunner:
     async def _hand_back(self, job: Job, context: JobContext) -> None:
         context.say(f"handed back: worker {self.worker} is shutting down (this attempt is not counted)")
         await context.flush()
-        status = await self.store.jobs.release(job.id, self.worker)
+        status = await self.jobs.release(job.id, self.worker)
         if status == "waiting":
             log.info("job %s (%s) handed back for another worker", job.id, job.action)
         elif status == "stopped":
@@ -437,22 +438,20 @@ class JobRunner:
             f"the registry is read-only while garbage collection job {job.id} runs in read-only mode; "
             "pulls go on, pushes and deletes can be retried when it ends"
         )
-        await self.store.jobs.put_setting(MAINTENANCE, {"job": job.id, "reason": reason})
+        await self.jobs.put_setting(MAINTENANCE, {"job": job.id, "reason": reason})
         try:
             if self.policy is not None:
                 self.policy.maintenance = reason
-            await self.store.jobs.log(
-                job.id, "read-only mode: pushes and deletes refused until the end of the run"
-            )
+            await self.jobs.log(job.id, "read-only mode: pushes and deletes refused until the end of the run")
             await asyncio.sleep(self.timing.poll)  # every replica has read the mark by now
             yield
         finally:
             await asyncio.shield(self._leave_readonly(job))
 
     async def _leave_readonly(self, job: Job) -> None:
-        current = await self.store.jobs.get_setting(MAINTENANCE) or {}
+        current = await self.jobs.get_setting(MAINTENANCE) or {}
         if current.get("job") in (None, job.id):
-            await self.store.jobs.put_setting(MAINTENANCE, {})
+            await self.jobs.put_setting(MAINTENANCE, {})
         if self.policy is not None and self.policy.maintenance and job.id in self.policy.maintenance:
             self.policy.maintenance = None
 
@@ -460,7 +459,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.timing.heartbeat)
             try:
-                stop = await self.store.jobs.heartbeat(context.job.id, self.worker)
+                stop = await self.jobs.heartbeat(context.job.id, self.worker)
             except Exception:
                 log.exception("job %s: heartbeat failed", context.job.id)
                 continue

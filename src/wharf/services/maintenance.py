@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from ..meta.store import MetadataStore
+from ..meta.jobs import JobStore
 from .policy import Policy
 
 log = logging.getLogger("wharf.maintenance")
@@ -19,13 +19,13 @@ log = logging.getLogger("wharf.maintenance")
 MAINTENANCE = "maintenance"  # the setting a read-only collection leaves while it runs
 
 
-async def current_maintenance(store: MetadataStore) -> str | None:
+async def current_maintenance(jobs: JobStore) -> str | None:
     """Why writes wait now, or None. A mark left by a worker that died counts only while
     its job is still running (a takeover marks it again; a job that ended does not)."""
-    mark = await store.jobs.get_setting(MAINTENANCE) or {}
+    mark = await jobs.get_setting(MAINTENANCE) or {}
     if not mark.get("job"):
         return None
-    job = await store.jobs.get(str(mark["job"]))
+    job = await jobs.get(str(mark["job"]))
     if job is None or job.status != "running":
         return None
     return str(mark.get("reason"))
@@ -35,13 +35,13 @@ class MaintenanceWatcher:
     """Keeps one process's policy in step with the mark, reading it every ``poll`` seconds
     (each worker process of `wharf serve` has its policy, and its watcher)."""
 
-    def __init__(self, store: MetadataStore, policy: Policy, poll: float) -> None:
-        self.store = store
+    def __init__(self, jobs: JobStore, policy: Policy, poll: float) -> None:
+        self.jobs = jobs
         self.policy = policy
         self.poll = poll
 
     async def refresh(self) -> None:
-        reason = await current_maintenance(self.store)
+        reason = await current_maintenance(self.jobs)
         if reason != self.policy.maintenance:
             log.info("read-only maintenance %s", f"begins: {reason}" if reason else "ended")
         self.policy.maintenance = reason

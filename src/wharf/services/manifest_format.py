@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MANIFEST_INVALID, RegistryError
-from ..meta.store import NewManifest
+from ..meta.manifests import NewManifest
 from ..reference import INT64_MAX, is_media_type, is_valid_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

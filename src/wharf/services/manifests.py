@@ -18,7 +18,8 @@ from ..errors import (
     TAG_INVALID,
     RegistryError,
 )
-from ..meta.store import Event, MetadataStore, MissingReference, StoredManifest
+from ..meta.events import Event
+from ..meta.manifests import ManifestRows, MissingReference, StoredManifest
 from ..reference import (
     TAG_RE,
     is_digest,
@@ -56,8 +57,8 @@ def digest_of(payload: bytes, algorithm: str = "sha256") -> str:
 
 
 class ManifestService:
-    def __init__(self, meta: MetadataStore, policy: Policy) -> None:
-        self.meta = meta
+    def __init__(self, rows: ManifestRows, policy: Policy) -> None:
+        self.rows = rows
         self.policy = policy
 
     async def put(
@@ -95,7 +96,7 @@ class ManifestService:
             caller.name, "manifest.push", repository, reference, digest, {"mediaType": parsed.media_type}
         )
         try:
-            await self.meta.put_manifest(repository, record, tag, event)
+            await self.rows.put(repository, record, tag, event)
         except MissingReference as missing:
             raise RegistryError(
                 MANIFEST_BLOB_UNKNOWN,
@@ -115,7 +116,7 @@ class ManifestService:
             # Distribution answers and the OCI conformance suite expects (a PUT still gets
             # TAG_INVALID or DIGEST_INVALID: there the client asks for it to be created).
             raise manifest_unknown(reference) from None
-        manifest = await self.meta.get_manifest(repository, reference)
+        manifest = await self.rows.get(repository, reference)
         if manifest is None:
             raise manifest_unknown(reference)
         if accept is not None and not accepts(accept, manifest.media_type):
@@ -132,18 +133,18 @@ class ManifestService:
         self.policy.check_delete()
         if is_digest(reference):
             event = Event(caller.name, "manifest.delete", repository, reference, reference)
-            if await self.meta.delete_manifest(repository, reference, event) is None:
+            if await self.rows.delete(repository, reference, event) is None:
                 raise manifest_unknown(reference)
         else:
             event = Event(caller.name, "tag.delete", repository, reference)
-            if not await self.meta.delete_tag(repository, reference, event):
+            if not await self.rows.delete_tag(repository, reference, event):
                 raise manifest_unknown(reference, f"tag unknown to repository {repository}: {reference}")
 
     async def delete_repository(self, caller: Caller, repository: str) -> None:
         """The whole repository: every manifest, tag and blob link (the bytes wait for GC)."""
         validate_name(repository)
         self.policy.check_delete()
-        if not await self.meta.delete_repository(
+        if not await self.rows.delete_repository(
             repository, Event(caller.name, "repository.delete", repository)
         ):
             raise RegistryError(
@@ -156,7 +157,7 @@ class ManifestService:
             # Only a tag can come before the next page's first tag (and a NUL is no text to
             # compare with, on PostgreSQL).
             raise RegistryError(TAG_INVALID, {"last": last}, f"last must be a tag, not {last!r}")
-        names = await self.meta.list_tags(repository, None if limit is None else limit + 1, last)
+        names = await self.rows.list_tags(repository, None if limit is None else limit + 1, last)
         if names is None:
             raise RegistryError(
                 NAME_UNKNOWN, {"name": repository}, f"repository name not known: {repository}"
@@ -166,7 +167,7 @@ class ManifestService:
     async def catalog(self, caller: Caller, limit: int | None, last: str | None) -> Page:
         if last and not is_valid_name(last):
             raise RegistryError(NAME_INVALID, {"last": last}, f"last must be a repository name, not {last!r}")
-        names = await self.meta.list_repositories(None if limit is None else limit + 1, last)
+        names = await self.rows.list_repositories(None if limit is None else limit + 1, last)
         return _page(names, limit)
 
     async def referrers(
@@ -181,7 +182,7 @@ class ManifestService:
             # (PostgreSQL cannot compare text holding a NUL).
             return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
         descriptors = []
-        for referrer in await self.meta.referrers(repository, digest, artifact_type):
+        for referrer in await self.rows.referrers(repository, digest, artifact_type):
             descriptor: dict[str, Any] = {
                 "mediaType": referrer.media_type,
                 "digest": referrer.digest,

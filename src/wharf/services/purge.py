@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from ..meta.blobs import BlobRows
 from ..meta.clock import now as utc_now
-from ..meta.store import MetadataStore
 from ..storage.base import BlobStore, StagedUpload
 from .uploads import UploadService
 
@@ -59,12 +59,12 @@ class PurgeReport:
 class UploadPurger:
     def __init__(
         self,
-        meta: MetadataStore,
+        rows: BlobRows,
         storage: BlobStore,
         uploads: UploadService,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.meta = meta
+        self.rows = rows
         self.storage = storage
         self.uploads = uploads
         self.clock = clock  # what "idle for ``age``" is measured from (a test moves it)
@@ -84,7 +84,7 @@ class UploadPurger:
         )
         # Storage first: whatever is staged after this listing is younger than the cutoff.
         staged: dict[str, StagedUpload] = {item.id: item async for item in self.storage.list_uploads()}
-        for upload in await self.meta.idle_uploads(cutoff):
+        for upload in await self.rows.idle_uploads(cutoff):
             report.stopped = should_stop()
             if report.stopped is not None:
                 return self._end(report, say)
@@ -112,7 +112,7 @@ class UploadPurger:
             if report.stopped is not None:
                 return self._end(report, say)
             if dry_run:
-                purged = not self.uploads.in_use(item.id) and await self.meta.get_upload(item.id) is None
+                purged = not self.uploads.in_use(item.id) and await self.rows.get_upload(item.id) is None
             else:
                 purged = await self.uploads.purge_staged(item.id)
             if purged:
@@ -127,7 +127,7 @@ class UploadPurger:
             report.stopped = should_stop()
             if report.stopped is not None:
                 return self._end(report, say)
-            if pending.upload_id is not None and await self.meta.get_upload(pending.upload_id) is not None:
+            if pending.upload_id is not None and await self.rows.get_upload(pending.upload_id) is not None:
                 continue  # an upload in progress knows it
             if not dry_run:
                 await self.storage.abort_multipart(pending)

@@ -52,15 +52,15 @@ class Registry:
             meta=meta,
             storage=storage,
             policy=policy,
-            blobs=BlobService(meta, storage, policy),
+            blobs=BlobService(meta.blobs, storage, policy),
             uploads=UploadService(meta, storage, policy),
-            manifests=ManifestService(meta, policy),
+            manifests=ManifestService(meta.manifests, policy),
             gc=GarbageCollector(meta, storage),
-            gc_history=GCHistory(meta),
-            activity=ActivityLog(meta),
+            gc_history=GCHistory(meta.gc),
+            activity=ActivityLog(meta.events),
             health=Health(meta, storage),
-            jobs=JobService(meta, defaults),
-            schedules=ScheduleService(meta, parse_duration(defaults.grace), periodic),
+            jobs=JobService(meta.jobs, defaults),
+            schedules=ScheduleService(meta.jobs, parse_duration(defaults.grace), periodic),
         )
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import INVALID_SCHEDULE, RegistryError
 from ..meta.clock import now as utc_now
-from ..meta.store import Job, MetadataStore
+from ..meta.jobs import Job, JobStore
 from . import gc_defaults
 from .caller import Caller
 from .gc_defaults import Duration, Mode
@@ -119,12 +119,12 @@ class ScheduleService:
 
     def __init__(
         self,
-        meta: MetadataStore,
+        jobs: JobStore,
         grace: timedelta,
         periodic: Sequence[Periodic] = (),
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.meta = meta
+        self.jobs = jobs
         self.grace = grace
         self.periodic = [job for job in periodic if job.every > timedelta(0)]
         self.clock = clock
@@ -132,7 +132,7 @@ class ScheduleService:
         self._warned: frozenset[str] = frozenset()  # unknown keys already said in the log
 
     async def _stored_gc_settings(self) -> dict[str, Any]:
-        return await self.meta.jobs.get_setting(GC_SETTINGS) or {}
+        return await self.jobs.get_setting(GC_SETTINGS) or {}
 
     async def gc_settings(self, caller: Caller) -> GCSettings:
         return await self._current()
@@ -153,7 +153,7 @@ class ScheduleService:
 
     async def start_gc(self, caller: Caller, settings: GCSettings) -> Job:
         """A collection now, as ``settings`` say ("save and start")."""
-        return await self.meta.jobs.create(REGISTRY_GC, settings.job_parameters(self.grace))
+        return await self.jobs.create(REGISTRY_GC, settings.job_parameters(self.grace))
 
     def next_gc_run(self, settings: GCSettings) -> datetime | None:
         """When the schedule next starts a collection: never without a schedule or with a
@@ -188,7 +188,7 @@ class ScheduleService:
         known = {f.name for f in fields(GCSettings)}
         # A newer version's keys are kept: saving here must not undo what it saved.
         kept = {k: v for k, v in (await self._stored_gc_settings()).items() if k not in known}
-        await self.meta.jobs.put_setting(GC_SETTINGS, {**kept, **asdict(settings)})
+        await self.jobs.put_setting(GC_SETTINGS, {**kept, **asdict(settings)})
         return settings
 
     async def run(self, stop: asyncio.Event, poll: float) -> None:
@@ -235,7 +235,7 @@ class ScheduleService:
             return None
         if now - due > window:
             return None
-        return await self.meta.jobs.fire_schedule(
+        return await self.jobs.fire_schedule(
             GC_SETTINGS, due, "registryGC", settings.job_parameters(self.grace)
         )
 
@@ -248,9 +248,7 @@ class ScheduleService:
             slot = periodic.slot(now)
             if self._fired.get(periodic.name) == slot:
                 continue  # already recorded from here: no write every poll
-            job = await self.meta.jobs.fire_schedule(
-                periodic.name, slot, periodic.action, periodic.parameters
-            )
+            job = await self.jobs.fire_schedule(periodic.name, slot, periodic.action, periodic.parameters)
             self._fired[periodic.name] = slot
             if job is not None:
                 started.append(job)

@@ -28,7 +28,9 @@ from ..errors import (
     TOOMANYREQUESTS,
     RegistryError,
 )
-from ..meta.store import Event, MetadataStore, TooManyUploads, Upload
+from ..meta.blobs import TooManyUploads, Upload
+from ..meta.events import Event
+from ..meta.store import MetadataStore
 from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore, BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
 from .caller import Caller
@@ -120,7 +122,7 @@ class UploadService:
         upload_id = str(uuid.uuid4())
         await self.blobs.create_upload(upload_id)
         try:
-            await self.meta.create_upload(upload_id, repository, self.policy.max_open_uploads)
+            await self.meta.blobs.create_upload(upload_id, repository, self.policy.max_open_uploads)
         except TooManyUploads as exc:
             await self.blobs.delete_upload(upload_id)
             raise RegistryError(
@@ -141,7 +143,7 @@ class UploadService:
             uuid.UUID(upload_id)
         except ValueError:
             raise upload_unknown(upload_id) from None
-        upload = await self.meta.get_upload(upload_id)
+        upload = await self.meta.blobs.get_upload(upload_id)
         if upload is None or upload.repository != repository:
             raise upload_unknown(upload_id)
         return upload
@@ -169,7 +171,7 @@ class UploadService:
 
     async def _discard(self, upload_id: str) -> None:
         self._hashers.forget(upload_id)
-        await self.meta.delete_upload(upload_id)
+        await self.meta.blobs.delete_upload(upload_id)
         await self.blobs.delete_upload(upload_id)
 
     def in_use(self, upload_id: str) -> bool:
@@ -185,7 +187,7 @@ class UploadService:
         if lock.locked():
             return False
         async with lock:
-            if not await self.meta.purge_upload(upload_id, before):
+            if not await self.meta.blobs.purge_upload(upload_id, before):
                 return False
             self._hashers.forget(upload_id)
             await self.blobs.delete_upload(upload_id)
@@ -198,7 +200,7 @@ class UploadService:
         if lock.locked():
             return False
         async with lock:
-            if await self.meta.get_upload(upload_id) is not None:
+            if await self.meta.blobs.get_upload(upload_id) is not None:
                 return False
             self._hashers.forget(upload_id)
             await self.blobs.delete_upload(upload_id)
@@ -237,7 +239,7 @@ class UploadService:
         row update was lost (a crash, a retried write). They are the client's bytes, so the
         row moves to them, and the client is told where to resume."""
         self._hashers.forget(upload_id)
-        await self.meta.set_upload_offset(upload_id, offset, stored)
+        await self.meta.blobs.set_upload_offset(upload_id, offset, stored)
         return RegistryError(
             RANGE_INVALID,
             {"offset": stored},
@@ -273,10 +275,10 @@ class UploadService:
         except LengthMismatch as exc:
             self._hashers.forget(upload.id)
             raise RegistryError(RANGE_INVALID, {"offset": upload.offset}, str(exc)) from None
-        if new_offset != upload.offset and not await self.meta.set_upload_offset(
+        if new_offset != upload.offset and not await self.meta.blobs.set_upload_offset(
             upload.id, upload.offset, new_offset
         ):
-            current = await self.meta.get_upload(upload.id)
+            current = await self.meta.blobs.get_upload(upload.id)
             if current is None:
                 # Cancelled or completed meanwhile: what this request stored goes too.
                 await self.blobs.delete_upload(upload.id)
@@ -348,7 +350,7 @@ class UploadService:
         event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
 
         async def publish_and_record() -> None:
-            await wait_out_deletes(self.meta, digest)
+            await wait_out_deletes(self.meta.gc, digest)
             try:
                 await self.blobs.commit_upload(upload_id, digest, size)
             except UploadMissing:
@@ -359,7 +361,7 @@ class UploadService:
                 raise RegistryError(
                     RANGE_INVALID, {"upload": upload_id}, f"upload changed while completing: {exc}"
                 ) from None
-            await self.meta.link_blob(
+            await self.meta.blobs.link(
                 repository, digest, size, event, finished_upload=upload_id if session else None
             )
 
@@ -392,10 +394,10 @@ class UploadService:
                 return
 
             async def publish_and_record() -> None:
-                await wait_out_deletes(self.meta, digest)
+                await wait_out_deletes(self.meta.gc, digest)
                 await publish()  # the bytes are in place before the row names them (see _commit)
                 event = Event(actor, "blob.push", repository, digest, digest, {"size": size})
-                await self.meta.link_blob(repository, digest, size, event, finished_upload=finished_upload)
+                await self.meta.blobs.link(repository, digest, size, event, finished_upload=finished_upload)
 
             await self.meta.digest_section([digest], publish_and_record)
 
@@ -425,4 +427,4 @@ class UploadService:
         # One transaction checks the source and links: a collection of the blob either
         # came first (then there is nothing to mount) or sees the new link.
         event = Event(caller.name, "blob.mount", repository, digest, digest, {"from": source})
-        return await self.meta.mount_blob(repository, source, digest, event) is not None
+        return await self.meta.blobs.mount(repository, source, digest, event) is not None

@@ -17,9 +17,10 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import schema as s
+from .. import schema as s
+from .base import readable_in
 
-_m, _r, _t, _b, _rb = s.manifests, s.repositories, s.tags, s.blobs, s.repository_blobs
+_m, _r, _t, _b = s.manifests, s.repositories, s.tags, s.blobs
 _manifest_columns = (_m.c.digest, _m.c.media_type, _m.c.payload)
 
 MANIFEST_BY_DIGEST = (
@@ -34,19 +35,10 @@ MANIFEST_BY_TAG = (
     )
     .where(_r.c.name == sa.bindparam("repository"), _t.c.name == sa.bindparam("tag"))
 )
-# Readable in a repository: linked there (pushed or mounted) or named by a manifest there.
-_linked = (
-    sa.select(_rb.c.digest)
-    .join(_r)
-    .where(_r.c.name == sa.bindparam("repository"), _rb.c.digest == sa.bindparam("digest"))
-)
-_referenced = (
-    sa.select(s.manifest_blobs.c.digest)
-    .select_from(s.manifest_blobs.join(_m).join(_r))
-    .where(_r.c.name == sa.bindparam("repository"), s.manifest_blobs.c.digest == sa.bindparam("digest"))
-)
-LINKED_BLOB_SIZE = sa.select(_b.c.size).where(
-    _b.c.digest == sa.bindparam("digest"), sa.or_(_linked.exists(), _referenced.exists())
+# The repository named by the ``repository`` parameter; the rule is ``base.readable_in``.
+_named_repository = sa.select(_r.c.id).where(_r.c.name == sa.bindparam("repository")).scalar_subquery()
+READABLE_SIZE = sa.select(_b.c.size).where(
+    _b.c.digest == sa.bindparam("digest"), readable_in(_named_repository, _b.c.digest)
 )
 UPLOAD = sa.select(s.uploads.c.id, s.uploads.c.repository, s.uploads.c.offset).where(
     s.uploads.c.id == sa.bindparam("upload_id")
