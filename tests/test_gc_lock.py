@@ -8,6 +8,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,7 +55,17 @@ async def replicas(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[Registry, Registry]]:
     """Two registries (replicas) in this process over one PostgreSQL database and one bucket."""
+    async with _two_replicas(request, tmp_path, "s3") as pair:
+        yield pair
+
+
+@asynccontextmanager
+async def _two_replicas(
+    request: pytest.FixtureRequest, tmp_path: Path, storage: str
+) -> AsyncIterator[tuple[Registry, Registry]]:
     with stack_config(request, "postgresql+s3") as config:
+        if storage == "filesystem":
+            config = {key: value for key, value in config.items() if key != "storage"}
         settings = _settings(config, tmp_path)
         first, second = build_registry(settings), build_registry(settings)
         first.settings = second.settings = settings  # type: ignore[attr-defined]
@@ -211,15 +222,8 @@ async def pg_replicas(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[Registry, Registry]]:
     """Two registries over one PostgreSQL database, sharing a bucket or a directory."""
-    with stack_config(request, "postgresql+s3") as config:
-        if request.param == "filesystem":
-            config = {key: value for key, value in config.items() if key != "storage"}
-        settings = _settings(config, tmp_path)
-        first, second = build_registry(settings), build_registry(settings)
-        first.settings = second.settings = settings  # type: ignore[attr-defined]
-        yield first, second
-        await first.close()
-        await second.close()
+    async with _two_replicas(request, tmp_path, request.param) as pair:
+        yield pair
 
 
 async def test_a_deletion_that_outlives_its_section_does_not_take_a_push_made_meanwhile(
