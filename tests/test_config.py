@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -166,6 +167,19 @@ def test_version_0_1_is_read(tmp_path, version):
     assert load_settings(write(tmp_path, f"version: {version}\n"), environ={}).version == "0.1"
 
 
+def serve(path: Path, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`wharf serve path` in the file's directory, with no WHARF_* setting but ``environ``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")} | (environ or {})
+    return subprocess.run(
+        [sys.executable, "-m", "wharf", "serve", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=path.parent,
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "environ", "said"),
     [
@@ -177,16 +191,7 @@ def test_version_0_1_is_read(tmp_path, version):
     ],
 )
 def test_serve_names_what_the_user_wrote(tmp_path, text, environ, said):
-    path = write(tmp_path, text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")} | environ
-    result = subprocess.run(
-        [sys.executable, "-m", "wharf", "serve", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=tmp_path,
-    )
+    result = serve(write(tmp_path, text), environ)
     assert result.returncode != 0
     assert said in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

@@ -5,10 +5,7 @@ refused by name, and what no Distribution has is refused as unknown."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from wharf.config import ConfigError, load_settings
 from wharf.wiring import build_storage
 
 from .server import WharfServer
+from .test_config import serve
 
 # Written the way Distribution's configuration reference shows one (docs/content/about/
 # configuration.md, and cmd/registry/config-dev.yml), with a port and a directory of the test's.
@@ -352,15 +350,7 @@ def test_serve_refuses_auth_without_starting(tmp_path):
         DISTRIBUTION_CONFIG.format(root=tmp_path / "data", port=5000)
         + "auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/registry\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "wharf", "serve", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=tmp_path,
-    )
+    result = serve(path)
     assert result.returncode != 0
     assert "auth: Wharf does not yet authenticate; remove auth: or put Wharf behind a proxy" in result.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was made
