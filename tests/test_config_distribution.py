@@ -153,8 +153,8 @@ storage:
     ("text", "said"),
     [
         (
-            "auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/registry\n",
-            "auth: Wharf does not yet authenticate; remove auth: or put Wharf behind a proxy that does",
+            "auth:\n  silly:\n    realm: basic-realm\n    service: x\n",
+            "auth.silly: Wharf has no 'silly' authentication",
         ),
         (
             "http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n",
@@ -194,7 +194,7 @@ def test_what_wharf_cannot_honour_is_refused_by_name(tmp_path, text, said):
 
 def test_refusals_and_unknown_keys_are_told_together(tmp_path):
     message = refusal(tmp_path, "auth: {silly: {realm: r}}\nhttp: {secrett: x, tls: {key: /k}}\n")
-    assert "  auth: Wharf does not yet authenticate" in message
+    assert "  auth.silly: Wharf has no 'silly' authentication" in message
     assert "  http.tls: Wharf does not serve TLS yet" in message
     assert "  http.secrett is not a known setting (did you mean http.secret?)" in message
 
@@ -253,8 +253,8 @@ def test_a_key_set_from_the_environment_is_warned_of_by_its_variable():
         "WHARF_STORAGE_CACHE_BLOBDESCRIPTOR",
         "WHARF_HTTP_SECRET",
     ]
-    with pytest.raises(ConfigError, match="WHARF_AUTH_HTPASSWD_REALM: Wharf does not yet authenticate"):
-        load_settings(None, environ={"WHARF_AUTH_HTPASSWD_REALM": "r"})
+    with pytest.raises(ConfigError, match="WHARF_AUTH_SILLY_REALM: Wharf has no 'silly' authentication"):
+        load_settings(None, environ={"WHARF_AUTH_SILLY_REALM": "r"})
 
 
 @pytest.mark.parametrize(
@@ -348,9 +348,9 @@ def test_serve_refuses_auth_without_starting(tmp_path):
     path = tmp_path / "config.yml"
     path.write_text(
         DISTRIBUTION_CONFIG.format(root=tmp_path / "data", port=5000)
-        + "auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/registry\n"
+        + "auth:\n  silly:\n    realm: basic-realm\n    service: x\n"
     )
     result = serve(path)
     assert result.returncode != 0
-    assert "auth: Wharf does not yet authenticate; remove auth: or put Wharf behind a proxy" in result.stderr
+    assert "auth.silly: Wharf has no 'silly' authentication" in result.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was made

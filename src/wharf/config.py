@@ -289,6 +289,84 @@ class UploadsConfig(Section):
     maxopen: int = Field(default=1000, ge=1, le=1_000_000)
 
 
+class AccountsConfig(Section):
+    """Wharf's own accounts, teams and token server."""
+
+    enabled: bool = False
+    service: str = "wharf"  # the token audience: what clients name in ?service=
+    issuer: str = "wharf"
+    tokenttl: str = "5m"
+    # A PEM file with an EC P-256 or RSA private key; empty: one generated once and kept in
+    # the database, so that every replica signs with it.
+    signingkey: str = ""
+    # Where clients fetch tokens; empty: <scheme>://<the request's host>/auth/token.
+    realm: str = ""
+
+    @field_validator("tokenttl")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @property
+    def token_ttl(self) -> timedelta:
+        return parse_duration(self.tokenttl)
+
+
+class HtpasswdConfig(Section):
+    """Distribution's: HTTP Basic against an htpasswd file of bcrypt hashes; every user it
+    knows may do everything."""
+
+    path: str
+    realm: str = "wharf"
+
+
+class TokenConfig(Section):
+    """Distribution's: trust the tokens of an existing token server."""
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: str = ""  # PEM certificates whose keys sign the tokens
+    jwks: str = ""  # or a JSON Web Key Set file of them
+
+
+class AuthConfig(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return {} if value is None else value  # `auth:` with nothing under it
+
+    # With none of the below: no authentication, and (unless ``open``) only clients on a
+    # loopback address are served.
+    open: bool = False
+    accounts: AccountsConfig = AccountsConfig()
+    htpasswd: HtpasswdConfig | None = None
+    token: TokenConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_method(self) -> AuthConfig:
+        chosen = [name for name in ("accounts", "htpasswd", "token") if self.method_set(name)]
+        if len(chosen) > 1:
+            raise ValueError(
+                f"configure one of auth.accounts, auth.htpasswd or auth.token, not {' and '.join(chosen)}"
+            )
+        return self
+
+    def method_set(self, name: str) -> bool:
+        if name == "accounts":
+            return self.accounts.enabled
+        return getattr(self, name) is not None
+
+    @property
+    def method(self) -> Literal["accounts", "htpasswd", "token", "none"]:
+        for name in ("accounts", "htpasswd", "token"):
+            if self.method_set(name):
+                return name
+        return "none"
+
+
 class Settings(Section):
     version: str = CONFIG_VERSION
     log: LogConfig = LogConfig()
@@ -298,6 +376,7 @@ class Settings(Section):
     gc: GCConfig = GCConfig()
     uploads: UploadsConfig = UploadsConfig()
     jobs: JobsConfig = JobsConfig()
+    auth: AuthConfig = AuthConfig()
     # Distribution's keys that were accepted but do not apply: one line each, for start-up to log.
     _notices: list[str] = PrivateAttr(default_factory=list)
 

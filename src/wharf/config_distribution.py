@@ -238,9 +238,13 @@ RULES: tuple[Rule, ...] = (
     Rule(("http", "h2c"), "warn", "Wharf's HTTP server settles HTTP versions itself", _unless("enabled")),
     # -- the rest ----------------------------------------------------------------------------
     Rule(
-        ("auth",),
+        ("auth", "silly"),
         "refuse",
-        "Wharf does not yet authenticate; remove auth: or put Wharf behind a proxy that does",
+        "Wharf has no 'silly' authentication (Distribution's, for development); use auth.htpasswd, "
+        "auth.token or Wharf's own accounts (auth.accounts.enabled: true)",
+    ),
+    Rule(
+        ("auth", "token", "autoredirect"), "warn", "Wharf's token challenges name auth.token.realm as written"
     ),
     Rule(
         ("middleware",),

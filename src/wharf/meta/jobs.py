@@ -25,6 +25,7 @@ class Job:
     stop_requested: bool
     result: dict[str, Any] | None
     error: str | None
+    created_by: str | None = None  # who asked for it; None for jobs older than the column
 
 
 class JobStore(Protocol):

@@ -21,6 +21,10 @@ repositories = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(255), nullable=False, unique=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Who may pull without access of their own: "private" (the default) or "public".
+    sa.Column("visibility", sa.String(16), nullable=False, server_default="private"),
+    sa.Column("short_description", sa.String(140), nullable=False, server_default=""),
+    sa.Column("long_description", sa.Text, nullable=False, server_default=""),
 )
 
 blobs = sa.Table(
@@ -226,6 +230,8 @@ jobs = sa.Table(
     sa.Column("stop_requested", sa.Boolean, nullable=False),
     sa.Column("result", sa.JSON, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # Who asked for the job (a user, "scheduler", "cli"); NULL for jobs older than the column.
+    sa.Column("created_by", sa.String(255), nullable=True),
     sa.Index(None, "status", "scheduled_at"),
     sa.Index(None, "created_at"),
 )
@@ -256,4 +262,74 @@ settings = sa.Table(
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.JSON, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+# Accounts: users (who sign in) and organizations (namespaces shared by their teams). A
+# name is a namespace: a user's own, or an organization's.
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # "user" or "organization"
+    sa.Column("password_hash", sa.String(255), nullable=True),  # argon2id; users only
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False),  # a system administrator
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("org_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("org_id", "name"),
+)
+
+team_members = sa.Table(
+    "team_members",
+    metadata,
+    sa.Column("team_id", sa.Integer, sa.ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Index(None, "user_id"),
+)
+
+# A team's access to one repository, or to every repository of a namespace (existing or to
+# come): "read-only", "read-write" or "admin".
+repository_team_access = sa.Table(
+    "repository_team_access",
+    metadata,
+    sa.Column(
+        "repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("team_id", sa.Integer, sa.ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Index(None, "team_id"),
+)
+
+namespace_team_access = sa.Table(
+    "namespace_team_access",
+    metadata,
+    sa.Column("namespace", sa.String(255), primary_key=True),
+    sa.Column("team_id", sa.Integer, sa.ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Index(None, "team_id"),
+)
+
+# Personal access tokens: only a hash of each is kept (they are long random secrets, so
+# SHA-256 suffices and a lookup by it is one index probe).
+access_tokens = sa.Table(
+    "access_tokens",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=True),
+    sa.Column("last_used_at", Timestamp, nullable=True),
+    sa.Index(None, "user_id"),
 )

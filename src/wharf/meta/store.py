@@ -1,5 +1,5 @@
 """The metadata store: one attribute per domain, each its own protocol (``blobs``,
-``manifests``, ``gc``, ``events``, ``jobs``; accounts and access come next, beside them), and
+``manifests``, ``gc``, ``events``, ``jobs``, ``accounts``), and
 the coordination that spans domains (digest sections, the GC lock) on the store itself."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from .accounts import AccountStore
     from .blobs import BlobRows
     from .engines import HeldLock
     from .events import EventLog
@@ -39,6 +40,10 @@ class MetadataStore(Protocol):
     @property
     def jobs(self) -> JobStore:
         """Jobs, schedules' firings and settings."""
+
+    @property
+    def accounts(self) -> AccountStore:
+        """Users, organizations, teams, access to repositories, personal access tokens."""
 
     async def close(self) -> None: ...
 

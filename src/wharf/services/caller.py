@@ -2,9 +2,8 @@
 
 Every service method an entry point reaches takes a caller, as its first argument and with
 no default: the HTTP layers build theirs in one place each (``oci/router.py`` for /v2,
-``api/deps.py`` for /api/v0), the command line names its local administrator. Wharf has no
-accounts yet, so every caller is granted everything; the access service to come reads the
-grant, and the HTTP layers fill it from credentials."""
+``api/deps.py`` for /api/v0) from the credentials that came, the command line names its
+local administrator. ``services/access.py`` decides from the grant what the caller may do."""
 
 from __future__ import annotations
 
@@ -20,21 +19,35 @@ COMMAND_LINE = "cli"
 JOB_WORKER = "job-worker"
 
 
+# A token's access entry: (resource type, resource name, action), as Docker's scopes write
+# them: ("repository", "lib/app", "pull"), ("registry", "catalog", "*").
+Scope = tuple[str, str, str]
+
+
 @dataclass(frozen=True)
 class Grant:
-    """What a caller may do. ``unrestricted``: everything, on every repository; what every
-    caller is granted until Wharf has accounts."""
+    """What a caller may do.
+
+    - ``unrestricted``: everything, on every repository (no authentication configured, an
+      htpasswd user, the command line, the job worker);
+    - ``scopes`` given: exactly those (a bearer token's ``access`` claim, which its token
+      server intersected with what the account may do when it issued it);
+    - otherwise: what the metadata store says the caller's account may do (HTTP Basic, a
+      personal access token); anonymous callers may pull public repositories."""
 
     unrestricted: bool = False
+    scopes: frozenset[Scope] | None = None
 
 
 UNRESTRICTED = Grant(unrestricted=True)
+ACCOUNT = Grant()
 
 
 @dataclass(frozen=True)
 class Caller:
     user: str | None  # None: anonymous
     grant: Grant
+    admin: bool = False  # a system administrator (read with the account, or in the token)
 
     @property
     def name(self) -> str:
@@ -46,7 +59,12 @@ class Caller:
         return self.user is None
 
     @classmethod
-    def anonymous(cls, grant: Grant) -> Caller:
+    def account(cls, user: str, admin: bool) -> Caller:
+        """An account that proved who it is, with the rights the metadata store gives it."""
+        return cls(user, ACCOUNT, admin)
+
+    @classmethod
+    def anonymous(cls, grant: Grant = ACCOUNT) -> Caller:
         """A client that sent no credentials, granted ``grant``."""
         return cls(None, grant)
 

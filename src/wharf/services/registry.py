@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..config import parse_duration
 from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
+from .access import AccessService
 from .activity import ActivityLog
 from .blobs import BlobService
 from .gc import GarbageCollector
@@ -36,6 +37,7 @@ class Registry:
     health: Health
     jobs: JobService
     schedules: ScheduleService
+    access: AccessService
 
     @classmethod
     def build(
@@ -61,6 +63,7 @@ class Registry:
             health=Health(meta, storage),
             jobs=JobService(meta.jobs, defaults),
             schedules=ScheduleService(meta.jobs, parse_duration(defaults.grace), periodic),
+            access=AccessService(meta.accounts),
         )
 
     async def close(self) -> None:

@@ -1,6 +1,7 @@
 """The metadata store on SQLAlchemy Core: SQLite (default) and, with the same code, PostgreSQL.
 
-One module per domain (``blobs``, ``manifests``, ``gc`` with ``gc_runs``, ``events``, ``jobs``),
+One module per domain (``blobs``, ``manifests``, ``gc`` with ``gc_runs``, ``events``, ``jobs``,
+``accounts``),
 each a class over the shared plumbing in ``base``; the store builds them and holds what spans
 them (digest sections, the GC lock).
 """
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from .. import schema as s
 from ..engines import AsyncEngineDatabase, Database, HeldLock, ThreadedSQLite, run_in_section
 from . import reads
+from .accounts import SQLAccountStore
 from .base import SQL
 from .blobs import SQLBlobRows
 from .events import SQLEventLog
@@ -57,6 +59,7 @@ class SQLMetadataStore:
         self.gc = SQLGCRows(sql)
         self.events = SQLEventLog(sql)
         self.jobs = SQLJobStore(sql)
+        self.accounts = SQLAccountStore(sql)
 
     async def close(self) -> None:
         self.reader.close()
