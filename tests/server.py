@@ -91,7 +91,8 @@ class WharfServer:
                     f"wharf serve exited with {self.process.returncode}:\n{self.log_path.read_text()}"
                 )
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                # 401: a registry with auth on answers, and asks who is calling.
+                if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)

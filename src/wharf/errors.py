@@ -42,6 +42,13 @@ NO_SUCH_JOB = _register("NO_SUCH_JOB", "no job with this id", 404)
 INVALID_JOB = _register("INVALID_JOB", "unknown job action", 400)
 INVALID_SCHEDULE = _register("INVALID_SCHEDULE", "invalid schedule", 400)
 NO_GC_RUN = _register("NO_GC_RUN", "no garbage collection has completed yet", 404)
+# Accounts, teams and repositories (DTR's surface).
+INVALID_NAME = _register("INVALID_NAME", "invalid account, team or repository name", 400)
+INVALID_PASSWORD = _register("INVALID_PASSWORD", "invalid password", 400)
+NAME_TAKEN = _register("NAME_TAKEN", "the name is taken", 400)
+NO_SUCH_ACCOUNT = _register("NO_SUCH_ACCOUNT", "no such account", 404)
+NO_SUCH_TEAM = _register("NO_SUCH_TEAM", "no such team", 404)
+NO_SUCH_TOKEN = _register("NO_SUCH_TOKEN", "no such personal access token", 404)
 UNSUPPORTED = _register("UNSUPPORTED", "the operation is unsupported", 405)
 TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
 # Distribution's codes for a server that cannot take the request now, and for a body that

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, parse_duration
 from .meta.sql import SQLMetadataStore
+from .services.authn import AccountsBasic, Authenticator, bearer_challenge
 from .services.job_parameters import PURGE_UPLOADS, JobDefaults
 from .services.policy import Policy
 from .services.registry import Registry
@@ -88,7 +89,20 @@ def build_registry(settings: Settings) -> Registry:
         periodic.append(
             Periodic("uploadPurging", PURGE_UPLOADS, parse_duration(purging.interval), parameters)
         )
-    return Registry.build(meta, storage, policy, defaults, periodic)
+    return Registry.build(meta, storage, policy, defaults, periodic, build_authenticator(settings, meta))
+
+
+def build_authenticator(settings: Settings, meta: SQLMetadataStore) -> Authenticator:
+    """How this process tells callers apart, from the ``auth`` section."""
+    auth = settings.auth
+    if auth.method == "accounts":
+        accounts = auth.accounts
+        return Authenticator(
+            "accounts",
+            basic=AccountsBasic(meta.accounts),
+            challenge=bearer_challenge(accounts.realm, accounts.service),
+        )
+    return Authenticator("none", open_to_all=auth.open)
 
 
 def build_watcher(settings: Settings, registry: Registry) -> MaintenanceWatcher:

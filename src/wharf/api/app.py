@@ -60,7 +60,10 @@ def create_api(registry: Registry) -> FastAPI:
 
     @api.exception_handler(RegistryError)
     async def registry_error(_request: Request, error: RegistryError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+        headers = dict(error.headers)
+        if error.status == 401:  # the API takes Basic credentials, as DTR's documents use
+            headers.setdefault("WWW-Authenticate", 'Basic realm="wharf"')
+        return JSONResponse(error.body(), status_code=error.status, headers=headers or None)
 
     api.add_exception_handler(HTTPException, http_error)
     # Every body here is a small JSON document: none is read whole beyond the cap.

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..services.caller import UNRESTRICTED, Caller
+from ..services.access import Refused
+from ..services.caller import Caller
 from ..services.registry import Registry
 
 
@@ -15,10 +16,15 @@ def current_registry(request: Request) -> Registry:
     return registry
 
 
-def current_caller(request: Request) -> Caller:
+async def current_caller(request: Request) -> Caller:
     """Who sends this /api/v0 request and what they were granted, for every operation: the
-    one place credentials will be read. Wharf has no accounts yet: anyone may do anything."""
-    return Caller.anonymous(UNRESTRICTED)
+    one place credentials are read (HTTP Basic, as DTR's documents use, or a bearer token)."""
+    registry: Registry = request.app.state.registry
+    auth = registry.auth
+    refusal = auth.protected_refusal(request.client.host if request.client else None)
+    if refusal is not None:
+        raise Refused(True, refusal)
+    return await auth.caller(request.headers.get("authorization"))
 
 
 Services = Annotated[Registry, Depends(current_registry)]

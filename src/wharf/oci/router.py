@@ -18,7 +18,8 @@ from starlette.responses import Response
 from ..errors import NAME_UNKNOWN, UNSUPPORTED, RegistryError
 from ..faults import answer_for
 from ..metrics import ROUTE_KEY
-from ..services.caller import UNRESTRICTED, Caller
+from ..services.access import Refused
+from ..services.caller import Caller
 from ..services.registry import Registry
 from . import blobs, listing, manifests, uploads
 from .responses import empty, error_response, json_response
@@ -64,6 +65,14 @@ ROUTES: list[tuple[re.Pattern[str], str, dict[str, Handler]]] = [
 
 
 async def version_check(request: Request) -> Response:
+    """``GET /v2/``: 200 for a caller the registry knows (or when it tells none apart), else
+    the 401 whose challenge tells clients to log in."""
+    try:
+        caller = await caller_of(request)
+        if caller.is_anonymous and request.app.state.registry.auth.enforcing:
+            raise Refused(False, "authentication required")
+    except RegistryError as error:
+        return refused_response(request, error)
     return json_response({})
 
 
@@ -91,10 +100,27 @@ def _match(scope: MutableMapping[str, Any], path: str, method: str) -> tuple[Han
     raise RegistryError(NAME_UNKNOWN, {"path": path}, f"no /v2 endpoint at {path}")
 
 
-def caller_of(request: Request) -> Caller:
+async def caller_of(request: Request) -> Caller:
     """Who sends this /v2 request and what they were granted, for every handler: the one
-    place credentials will be read. Wharf has no accounts yet: anyone may do anything."""
-    return Caller.anonymous(UNRESTRICTED)
+    place credentials are read (``Refused`` for credentials that prove nothing, and for a
+    client the protected mode turns away)."""
+    auth = request.app.state.registry.auth
+    refusal = auth.protected_refusal(request.client.host if request.client else None)
+    if refusal is not None:
+        raise Refused(True, refusal)
+    caller: Caller = await auth.caller(request.headers.get("authorization"))
+    return caller
+
+
+def refused_response(request: Request, error: RegistryError) -> Response:
+    """An error answer; a 401 carries the challenge that says where to get credentials for
+    what the request needed."""
+    if error.status == 401:
+        registry: Registry = request.app.state.registry
+        scope = error.scope if isinstance(error, Refused) else None
+        base = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
+        error.headers["WWW-Authenticate"] = registry.auth.challenge(base, scope)
+    return error_response(error)
 
 
 async def dispatch(request: Request) -> Response:
@@ -104,9 +130,9 @@ async def dispatch(request: Request) -> Response:
         # tabs, CRs and LFs (urllib's WHATWG rule), so `v7%0a` would tag `v7`. Here they
         # reach the name and reference grammar, which refuses them.
         handler, params = _match(request.scope, request.scope["path"], request.method)
-        return await handler(registry, caller_of(request), request, **params)
+        return await handler(registry, await caller_of(request), request, **params)
     except RegistryError as error:
-        return error_response(error)
+        return refused_response(request, error)
     except ClientDisconnect:
         # The client is gone; nothing it sent was kept, and nobody reads this answer.
         return empty(400)

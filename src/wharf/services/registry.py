@@ -10,7 +10,9 @@ from ..config import parse_duration
 from ..meta.store import MetadataStore
 from ..storage.base import BlobStore
 from .access import AccessService
+from .accounts import AccountService
 from .activity import ActivityLog
+from .authn import Authenticator
 from .blobs import BlobService
 from .gc import GarbageCollector
 from .gc_history import GCHistory
@@ -38,6 +40,8 @@ class Registry:
     jobs: JobService
     schedules: ScheduleService
     access: AccessService
+    auth: Authenticator
+    accounts: AccountService
 
     @classmethod
     def build(
@@ -47,9 +51,12 @@ class Registry:
         policy: Policy,
         defaults: JobDefaults,
         periodic: Sequence[Periodic] = (),
+        auth: Authenticator | None = None,
     ) -> Registry:
         """``defaults``: what jobs take from the configuration; ``periodic``: the jobs
-        started at an interval (upload purging)."""
+        started at an interval (upload purging); ``auth``: how callers are told apart
+        (default: they are not)."""
+        access = AccessService(meta.accounts)
         return cls(
             meta=meta,
             storage=storage,
@@ -63,7 +70,9 @@ class Registry:
             health=Health(meta, storage),
             jobs=JobService(meta.jobs, defaults),
             schedules=ScheduleService(meta.jobs, parse_duration(defaults.grace), periodic),
-            access=AccessService(meta.accounts),
+            access=access,
+            accounts=AccountService(meta.accounts, access),
+            auth=auth or Authenticator("none"),
         )
 
     async def close(self) -> None:

@@ -1,0 +1,202 @@
+"""Who is calling: credentials in, a ``Caller`` out.
+
+One ``Authenticator`` per process, chosen by the ``auth`` configuration:
+
+- ``none`` (no auth section): everyone may do everything; clients not on a loopback address
+  are refused unless ``auth.open`` (the protected mode, decided by ``protected_refusal``);
+- ``accounts``: Wharf's own accounts. HTTP Basic with a password or a personal access token
+  (each request reads the account, so a deactivated one or a revoked token stops at once);
+  ``Bearer`` tokens from Wharf's token server, verified without the database;
+- ``htpasswd`` and ``token``: Distribution's (an htpasswd file, an external token server).
+
+The HTTP layers read the ``Authorization`` header, hand it here, and put ``challenge``'s
+answer on their 401s."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ..meta.accounts import Account, AccountStore
+from .access import Refused
+from .caller import UNRESTRICTED, Caller
+from .passwords import Verifier
+
+# Personal access tokens start with this, so that a password is never looked up as one
+# (and a leaked token is recognisable to secret scanners).
+TOKEN_PREFIX = "wharf_pat_"
+
+
+def new_token_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(secret: str) -> str:
+    """What the store keeps of a personal access token: a long random secret needs no slow
+    hash, and a lookup by this is one index probe."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class BearerVerifier(Protocol):
+    def verify(self, token: str) -> Caller:
+        """The caller a bearer token names, with its token's scopes; raise ``Refused`` (not
+        known: 401) for a token that is not valid here."""
+
+
+class BasicVerifier(Protocol):
+    async def verify(self, user: str, password: str) -> Caller | None:
+        """The caller those credentials prove, or None."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    scheme: str  # "basic" or "bearer", lower case
+    user: str  # Basic's user name; "" for a bearer token
+    secret: str
+
+
+def parse_authorization(header: str | None) -> Credentials | None:
+    """The credentials of an ``Authorization`` header; None when there is none. Raises
+    ``Refused`` for one that cannot be read."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Refused(False, "the Basic credentials are not base64 of user:password") from None
+        user, colon, password = decoded.partition(":")
+        if not colon:
+            raise Refused(False, "the Basic credentials are not base64 of user:password")
+        return Credentials("basic", user, password)
+    if scheme == "bearer" and value:
+        return Credentials("bearer", "", value)
+    raise Refused(False, f"unsupported Authorization scheme {scheme!r}: use Basic or Bearer")
+
+
+def is_loopback(peer: str | None) -> bool:
+    """Whether a client address is on this machine (127.0.0.0/8, ::1, a Unix socket)."""
+    if peer is None or peer == "":
+        return True  # a Unix socket: only this machine reaches it
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+PROTECTED = (
+    "Wharf has no authentication configured, so it serves only clients on this machine; "
+    "turn on accounts (auth.accounts.enabled: true, then `wharf user add --admin NAME`) "
+    "or set auth.open: true to serve everyone without authentication, accepting the risk"
+)
+
+
+class AccountsBasic:
+    """HTTP Basic against Wharf's accounts: a password (argon2id, verified once a minute at
+    most per password thanks to ``Verifier``) or a personal access token."""
+
+    def __init__(self, accounts: AccountStore, verifier: Verifier | None = None) -> None:
+        self._accounts = accounts
+        self._verifier = verifier or Verifier()
+
+    async def verify(self, user: str, password: str) -> Caller | None:
+        account: Account | None
+        if password.startswith(TOKEN_PREFIX):
+            found = await self._accounts.token_owner(token_hash(password), datetime.now(UTC))
+            account = found[1] if found is not None else None
+            if account is None or account.name != user:
+                return None
+        else:
+            account = await self._accounts.account(user)
+            if account is None or not await self._verifier.verify(account.password_hash, password):
+                return None
+        if account.kind != "user" or not account.active:
+            return None
+        return Caller.account(account.name, account.admin)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        method: str,
+        basic: BasicVerifier | None = None,
+        bearer: BearerVerifier | None = None,
+        challenge: Callable[[str, str | None, str | None], str] | None = None,
+        open_to_all: bool = False,
+    ) -> None:
+        """``challenge(base_url, scope, error)``: the ``WWW-Authenticate`` value of a /v2
+        401 (``base_url``: the scheme and host the client used)."""
+        self.method = method
+        self._basic = basic
+        self._bearer = bearer
+        self._challenge = challenge
+        self._open = open_to_all
+
+    @property
+    def enforcing(self) -> bool:
+        """Whether callers are told apart (False: everyone may do everything)."""
+        return self.method != "none"
+
+    def protected_refusal(self, peer: str | None) -> str | None:
+        """Why a client at ``peer`` is refused by the protected mode, or None."""
+        if self.method != "none" or self._open or is_loopback(peer):
+            return None
+        return PROTECTED
+
+    async def caller(self, authorization: str | None) -> Caller:
+        """The caller those credentials prove: anonymous when none came. Raises ``Refused``
+        (401) for credentials that prove nothing."""
+        if self.method == "none":
+            return Caller.anonymous(UNRESTRICTED)
+        credentials = parse_authorization(authorization)
+        if credentials is None:
+            return Caller.anonymous()
+        if credentials.scheme == "bearer":
+            if self._bearer is None:
+                raise Refused(False, "bearer tokens are not accepted here: use Basic credentials")
+            return self._bearer.verify(credentials.secret)
+        if self._basic is None:
+            raise Refused(False, "Basic credentials are not accepted here: use a bearer token")
+        found = await self._basic.verify(credentials.user, credentials.secret)
+        if found is None:
+            raise Refused(False, f"wrong user name or password for {credentials.user!r}")
+        return found
+
+    def challenge(self, base_url: str, scope: str | None, error: str | None = None) -> str:
+        if self._challenge is None:
+            return 'Basic realm="wharf"'
+        return self._challenge(base_url, scope, error)
+
+
+def bearer_challenge(realm: str, service: str) -> Callable[[str, str | None, str | None], str]:
+    """Docker's token challenge: ``realm`` empty means this server's own token endpoint."""
+
+    def challenge(base_url: str, scope: str | None, error: str | None) -> str:
+        where = realm or f"{base_url.rstrip('/')}/auth/token"
+        parts = [f'realm="{where}"', f'service="{service}"']
+        if scope:
+            parts.append(f'scope="{scope}"')
+        if error:
+            parts.append(f'error="{error}"')
+        return "Bearer " + ",".join(parts)
+
+    return challenge
+
+
+def basic_challenge(realm: str) -> Callable[[str, str | None, str | None], str]:
+    def challenge(_base_url: str, _scope: str | None, _error: str | None) -> str:
+        return f'Basic realm="{realm}"'
+
+    return challenge
