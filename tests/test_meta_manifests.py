@@ -145,3 +145,33 @@ async def test_a_manifest_naming_more_blobs_than_a_statement_takes_parameters(st
     image = manifest("many", blobs=layers)
     await store.manifests.put("many/layers", image, "v1", EVENT)
     assert (await store.manifests.get("many/layers", "v1")).digest == image.digest
+
+
+async def test_tag_and_manifest_details_list_what_the_admin_api_shows(store):
+    await store.blobs.link("a/one", digest("c"), 1)
+    await store.manifests.put("a/one", manifest("m", (digest("c"),)), "v1", EVENT)
+    await store.manifests.put("a/one", manifest("m", (digest("c"),)), "latest", EVENT)
+    await store.manifests.put("a/one", manifest("n", (digest("c"),)), "v2", EVENT)
+    await store.manifests.put("a/one", manifest("o", (digest("c"),)), None, EVENT)  # untagged
+    tags = await store.manifests.tag_details("a/one", 0, 10)
+    assert tags is not None
+    assert [(t.name, t.digest) for t in tags] == [
+        ("latest", digest("m")),
+        ("v1", digest("m")),
+        ("v2", digest("n")),
+    ]
+    assert tags[0].media_type == "application/vnd.oci.image.manifest.v1+json"
+    assert tags[0].size == len(b'{"name":"m"}') and tags[0].updated_at.tzinfo is not None
+    page = await store.manifests.tag_details("a/one", 1, 1)
+    assert page is not None and [t.name for t in page] == ["v1"]
+    manifests = await store.manifests.manifest_details("a/one", 0, 10)
+    assert manifests is not None
+    assert [(m.digest, m.tags) for m in manifests] == [
+        (digest("m"), ("latest", "v1")),
+        (digest("n"), ("v2",)),
+        (digest("o"), ()),
+    ]
+    later = await store.manifests.manifest_details("a/one", 2, 5)
+    assert later is not None and [m.digest for m in later] == [digest("o")]
+    assert await store.manifests.tag_details("nothing", 0, 10) is None
+    assert await store.manifests.manifest_details("nothing", 0, 10) is None

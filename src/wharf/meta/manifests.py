@@ -50,6 +50,28 @@ class Referrer:
 
 
 @dataclass(frozen=True)
+class TagInfo:
+    """A tag as the admin API lists it: the manifest it names, and when it last moved."""
+
+    name: str
+    digest: str
+    media_type: str
+    size: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    """A manifest as the admin API lists it, with the tags naming it (by name)."""
+
+    digest: str
+    media_type: str
+    size: int
+    created_at: datetime
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ImportedBlob:
     digest: str
     size: int
@@ -91,6 +113,14 @@ class ManifestRows(Protocol):
 
     async def delete_tag(self, repository: str, tag: str, event: Event) -> bool: ...
     async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str] | None: ...
+    async def tag_details(self, repository: str, start: int, limit: int) -> list[TagInfo] | None:
+        """The repository's tags by name in byte order, from ``start``; None when there is no
+        such repository."""
+
+    async def manifest_details(self, repository: str, start: int, limit: int) -> list[ManifestInfo] | None:
+        """The repository's manifests, oldest first, from ``start``; None when there is no
+        such repository."""
+
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[Referrer]: ...
     async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
         """The names of the repositories holding at least one manifest, in byte order."""

@@ -8,16 +8,19 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from .. import schema as s
+from ..clock import aware
 from ..clock import now as _now
 from ..events import Event
 from ..manifests import (
     CheckedManifest,
     ImportedBlob,
+    ManifestInfo,
     MissingReference,
     NewManifest,
     Referrer,
     RegistrySnapshot,
     StoredManifest,
+    TagInfo,
 )
 from .base import ROW_RACE_ATTEMPTS, SQL, batches, readable_in
 from .events import record
@@ -307,6 +310,61 @@ class SQLManifestRows:
             if limit is not None:
                 query = query.limit(limit)
             return list((conn.scalars(query)).all())
+
+        return await self._db.read(tx)
+
+    async def tag_details(self, repository: str, start: int, limit: int) -> list[TagInfo] | None:
+        t, m = s.tags, s.manifests
+
+        def tx(conn: sa.Connection) -> list[TagInfo] | None:
+            repo_id = self._sql.repository_id(conn, repository)
+            if repo_id is None:
+                return None
+            query = (
+                sa.select(t.c.name, t.c.digest, m.c.media_type, m.c.size, t.c.updated_at)
+                .join(m, sa.and_(m.c.repository_id == t.c.repository_id, m.c.digest == t.c.digest))
+                .where(t.c.repository_id == repo_id)
+                .order_by(self._sql.ordered(t.c.name))
+                .offset(start)
+                .limit(limit)
+            )
+            return [
+                TagInfo(row.name, row.digest, row.media_type, row.size, aware(row.updated_at))
+                for row in conn.execute(query)
+            ]
+
+        return await self._db.read(tx)
+
+    async def manifest_details(self, repository: str, start: int, limit: int) -> list[ManifestInfo] | None:
+        t, m = s.tags, s.manifests
+
+        def tx(conn: sa.Connection) -> list[ManifestInfo] | None:
+            repo_id = self._sql.repository_id(conn, repository)
+            if repo_id is None:
+                return None
+            query = (
+                sa.select(m.c.digest, m.c.media_type, m.c.size, m.c.created_at)
+                .where(m.c.repository_id == repo_id)
+                .order_by(m.c.created_at, m.c.id)
+                .offset(start)
+                .limit(limit)
+            )
+            rows = conn.execute(query).all()
+            tags: dict[str, list[str]] = {row.digest: [] for row in rows}
+            if tags:
+                named = (
+                    sa.select(t.c.digest, t.c.name)
+                    .where(t.c.repository_id == repo_id, t.c.digest.in_(list(tags)))
+                    .order_by(self._sql.ordered(t.c.name))
+                )
+                for digest, name in conn.execute(named):
+                    tags[digest].append(name)
+            return [
+                ManifestInfo(
+                    row.digest, row.media_type, row.size, aware(row.created_at), tuple(tags[row.digest])
+                )
+                for row in rows
+            ]
 
         return await self._db.read(tx)
 
