@@ -49,6 +49,16 @@ NAME_TAKEN = _register("NAME_TAKEN", "the name is taken", 400)
 NO_SUCH_ACCOUNT = _register("NO_SUCH_ACCOUNT", "no such account", 404)
 NO_SUCH_TEAM = _register("NO_SUCH_TEAM", "no such team", 404)
 NO_SUCH_TOKEN = _register("NO_SUCH_TOKEN", "no such personal access token", 404)
+NOT_A_MEMBER = _register("NOT_A_MEMBER", "not a member of the team", 404)
+NO_SUCH_ACCESS = _register("NO_SUCH_ACCESS", "the team has no access here", 404)
+# Team access is an organization's: to its repositories and namespace, for its own teams.
+TEAM_ACCESS_INVALID = _register(
+    "TEAM_ACCESS_INVALID", "team access is for an organization's repositories, to its own teams", 400
+)
+# The team whose members administer an organization keeps its name and stays.
+OWNERS_TEAM = _register("OWNERS_TEAM", "the owners team cannot be renamed or deleted", 400)
+INVALID_DURATION = _register("INVALID_DURATION", "invalid duration", 400)
+INVALID_TEXT = _register("INVALID_TEXT", "invalid text", 400)
 UNSUPPORTED = _register("UNSUPPORTED", "the operation is unsupported", 405)
 TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
 # Distribution's codes for a server that cannot take the request now, and for a body that

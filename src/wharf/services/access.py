@@ -92,6 +92,12 @@ class Refused(RegistryError):
         self.scope = scope
 
 
+def is_admin(caller: Caller) -> bool:
+    """Whether the caller may do everything: a system administrator, or a caller granted
+    everything (no authentication configured, the command line)."""
+    return caller.grant.unrestricted or caller.admin
+
+
 class AccessService:
     def __init__(self, accounts: AccountStore) -> None:
         self._accounts = accounts
@@ -111,6 +117,12 @@ class AccessService:
             return Level.ADMIN
         facts = await self._facts(caller.user, repository)
         return level_from(facts, caller.user, caller.admin, repository)
+
+    async def namespace_level(self, caller: Caller, namespace: str) -> Level:
+        """The caller's level on a repository of ``namespace`` that does not exist yet: what
+        the namespace itself gives (their own, an organization's owners, a team's access to
+        the namespace). Asked of a name no repository can have (it ends with a slash)."""
+        return await self.level(caller, f"{namespace}/")
 
     async def _facts(self, user: str | None, repository: str) -> AccessFacts:
         if user is None:

@@ -21,7 +21,10 @@ from .job_parameters import JobDefaults
 from .job_service import JobService
 from .manifests import ManifestService
 from .policy import Policy
+from .repositories import RepositoryService
 from .schedules import Periodic, ScheduleService
+from .team_access import TeamAccessService
+from .teams import TeamService
 from .uploads import UploadService
 
 
@@ -42,6 +45,9 @@ class Registry:
     access: AccessService
     auth: Authenticator
     accounts: AccountService
+    teams: TeamService
+    repositories: RepositoryService
+    team_access: TeamAccessService
 
     @classmethod
     def build(
@@ -57,13 +63,16 @@ class Registry:
         started at an interval (upload purging); ``auth``: how callers are told apart
         (default: they are not)."""
         access = AccessService(meta.accounts)
+        auth = auth or Authenticator("none")
+        manifests = ManifestService(meta.manifests, policy)
+        repositories = RepositoryService(meta.accounts, meta.manifests, manifests, access)
         return cls(
             meta=meta,
             storage=storage,
             policy=policy,
             blobs=BlobService(meta.blobs, storage, policy),
             uploads=UploadService(meta, storage, policy),
-            manifests=ManifestService(meta.manifests, policy),
+            manifests=manifests,
             gc=GarbageCollector(meta, storage),
             gc_history=GCHistory(meta.gc),
             activity=ActivityLog(meta.events),
@@ -71,8 +80,13 @@ class Registry:
             jobs=JobService(meta.jobs, defaults),
             schedules=ScheduleService(meta.jobs, parse_duration(defaults.grace), periodic),
             access=access,
-            accounts=AccountService(meta.accounts, access),
-            auth=auth or Authenticator("none"),
+            auth=auth,
+            # DTR lets anyone sign up, inactive until an administrator activates them:
+            # with Wharf's own accounts only (htpasswd and token servers keep theirs).
+            accounts=AccountService(meta.accounts, access, open_signup=auth.method == "accounts"),
+            teams=TeamService(meta.accounts, access),
+            repositories=repositories,
+            team_access=TeamAccessService(meta.accounts, access, repositories),
         )
 
     async def close(self) -> None:
