@@ -13,9 +13,9 @@ from starlette.responses import Response
 from ..errors import RegistryError
 from ..faults import answer_for
 from ..services.registry import Registry
-from . import activities, docs, gc_settings, jobs, repositories
+from . import accounts, activities, docs, gc_settings, jobs, repositories, team_access, teams
 from .limits import BodyLimit
-from .responses import ERRORS
+from .responses import ERRORS, ErrorResponse
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,10 @@ async def http_error(request: Request, error: Exception) -> Response:
     message = error.detail
     if error.status_code == 404 and message == "Not Found":  # no route: say which path
         message = f"nothing at {request.method} {request.url.path}"
+    if error.status_code == 405 and message == "Method Not Allowed":
+        message = f"{request.method} is not allowed on {request.url.path}"
     body = {"errors": [{"code": _HTTP_CODES.get(error.status_code, "UNKNOWN"), "message": message}]}
-    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+    return ErrorResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 async def _text_query(request: Request) -> None:
@@ -48,7 +50,10 @@ def create_api(registry: Registry) -> FastAPI:
         dependencies=[Depends(_text_query)],
         title="Wharf admin API",
         version="0",
-        description="DTR-compatible administration: deleting images and repositories, garbage collection.",
+        description=(
+            "DTR-compatible administration: accounts, teams and access; repositories, deleting "
+            "images; garbage collection and jobs."
+        ),
         openapi_url="/openapi.json",
         docs_url=None,  # docs.py serves the page, with its assets from Wharf itself
         redoc_url=None,
@@ -63,7 +68,7 @@ def create_api(registry: Registry) -> FastAPI:
         headers = dict(error.headers)
         if error.status == 401:  # the API takes Basic credentials, as DTR's documents use
             headers.setdefault("WWW-Authenticate", 'Basic realm="wharf"')
-        return JSONResponse(error.body(), status_code=error.status, headers=headers or None)
+        return ErrorResponse(error.body(), status_code=error.status, headers=headers or None)
 
     api.add_exception_handler(HTTPException, http_error)
     # Every body here is a small JSON document: none is read whole beyond the cap.
@@ -75,16 +80,17 @@ def create_api(registry: Registry) -> FastAPI:
             {"code": "INVALID_JSON", "message": f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"}
             for e in error.errors()
         ]
-        return JSONResponse({"errors": problems}, status_code=400)
+        return ErrorResponse({"errors": problems}, status_code=400)
 
     @api.exception_handler(Exception)
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:
         # The server's failure, still in the registry's JSON shape (Starlette's default is
         # the text "Internal Server Error"); a fault (database down, disk full) says so.
         answer = answer_for(log, _request.method, _request.url.path, error)
-        return JSONResponse(answer.body(), status_code=answer.status)
+        return ErrorResponse(answer.body(), status_code=answer.status)
 
-    for module in (repositories, jobs, gc_settings, activities):
+    # team_access before repositories: /repositories/{namespace}/{repo} would take its paths.
+    for module in (accounts, teams, team_access, repositories, jobs, gc_settings, activities):
         api.include_router(module.router, responses=ERRORS)
     api.include_router(docs.router)
     return api
