@@ -90,6 +90,21 @@ def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wharf
         instance.stop()
 
 
+@pytest.fixture(params=STACKS)
+def accounts_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WharfServer]:
+    """A registry of the test's own with Wharf's accounts on, on each stack, whose system
+    administrator is ``tests.dtr.ROOT``."""
+    from .accounts import ACCOUNTS, add_user
+    from .dtr import ROOT
+    from .server import deep_merge
+
+    with stack_config(request, request.param) as config:
+        instance = WharfServer(tmp_path, deep_merge(config, ACCOUNTS)).start()
+        add_user(instance.database_url, *ROOT, admin=True)
+        yield instance
+        instance.stop()
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., WharfServer]]:
     """Registries of a test's own, with configuration of its own."""
