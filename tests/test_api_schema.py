@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from .accounts import ACCOUNTS, add_user
 from .conftest import STACKS, stack_config
 from .oci import Image, error_codes, push_image
 from .server import WharfServer
@@ -43,8 +44,19 @@ def test_admin_api_answers_as_its_openapi_document_says(
             server.stop()  # before its database goes
 
 
-def fuzz_admin_api(server: WharfServer, mode: GenerationMode) -> None:
-    with server.client() as client:
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+def test_admin_api_answers_as_documented_to_a_user_who_may_not_do_everything(
+    make_server, mode: GenerationMode
+):
+    """With accounts on, as a signed-in user who is no administrator: the refusals (403, 404
+    for what they may not see) are answers the document declares too, and never a 5xx."""
+    server: WharfServer = make_server({**ACCOUNTS, "jobs": {"enabled": False}})
+    add_user(server.database_url, "fuzz", "fuzz-password")
+    fuzz_admin_api(server, mode, ("fuzz", "fuzz-password"))
+
+
+def fuzz_admin_api(server: WharfServer, mode: GenerationMode, auth: tuple[str, str] | None = None) -> None:
+    with server.client(auth=auth) as client:
         push_image(client, "fuzz/app", Image.random(layers=1, size=64), tag="v1")
     schema = schemathesis.openapi.from_url(f"{server.url}/api/v0/openapi.json")
     base_url = f"{server.url}/api/v0"
@@ -53,6 +65,7 @@ def fuzz_admin_api(server: WharfServer, mode: GenerationMode) -> None:
     failures: list[str] = []
     operations = 0
     with requests.Session() as session:
+        session.auth = auth
         for result in schema.get_all_operations():
             operation = result.ok()
             operations += 1
