@@ -120,9 +120,14 @@ def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     from .metrics_dir import share_metrics
     from .serving import ListenError, bound_address, listen, raise_fd_limit, run_granian, run_uvicorn
-    from .wiring import prepare_storage
+    from .wiring import check_auth, prepare_storage
 
     settings = _settings(config, logging_to_come=True)
+    try:
+        # An htpasswd file that cannot be used stops start-up before anything is made.
+        check_auth(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     log_config = _configure_logging(settings)
     http = settings.http
     # Bound before anything else is done or said: a taken port stops start-up in one line.
