@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from .cli_user import token, user
 from .config import ConfigError, Settings, load_settings, parse_duration
 from .meta import migrate
 from .services import gc_defaults
@@ -380,6 +381,10 @@ def import_distribution(rootdir: str, config: str | None, quiet: bool) -> None:
             )
     _prepare_database(settings)
     sys.exit(run_import(settings, root, quiet))
+
+
+main.add_command(user)
+main.add_command(token)
 
 
 if __name__ == "__main__":  # pragma: no cover

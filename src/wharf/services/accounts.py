@@ -49,6 +49,10 @@ class AccountService:
             raise RegistryError(NO_SUCH_ACCOUNT, {"name": name}, f"no account named {name!r}")
         return found
 
+    async def accounts(self, caller: Caller, start: int, limit: int) -> list[Account]:
+        self._access.require_user(caller, "list accounts")
+        return await self._accounts.accounts(start, limit)
+
     async def create(
         self,
         caller: Caller,
