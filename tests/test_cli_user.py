@@ -1,5 +1,6 @@
 """`wharf user add|passwd|list` and `wharf token create` on a running registry's database,
-proved by HTTP Basic against that registry."""
+proved by HTTP Basic against that registry; the first start with accounts on and no
+administrator says which command makes one."""
 
 from __future__ import annotations
 
@@ -212,3 +213,26 @@ def test_the_commands_refuse_a_directory_with_no_registry(tmp_path):
         "does not exist; give the registry's CONFIG"
     )
     assert not (tmp_path / "data").exists()
+
+
+FIRST_ADMIN = "there is no active system administrator yet: create one with `wharf user add --admin NAME"
+
+
+def test_the_first_start_without_an_administrator_says_how_to_make_one_once(make_server):
+    server = make_server(deep_merge(ACCOUNTS, {"http": {"workers": 2}}))
+    config = server.config_path.resolve()
+    told = [line for line in server.log_path.read_text().splitlines() if FIRST_ADMIN in line]
+    assert len(told) == 1, server.log_path.read_text()  # by `wharf serve`, not by each worker
+    assert told[0].startswith("WARNING:wharf.auth:")
+    assert f"`wharf user add --admin NAME {config}`" in told[0]
+    assert "no default administrator and no default password" in told[0]
+
+    # The command it names, as written (NAME and a password filled in), makes one.
+    command = told[0].split("`")[1].replace("NAME", "root").split()
+    made = wharf(server.directory, *command[1:3], "--password-stdin", *command[3:], stdin="root password")
+    assert made.returncode == 0, made.stderr
+    assert status(server, "root", "root password") == 200
+
+    server.restart()
+    told = [line for line in server.log_path.read_text().splitlines() if FIRST_ADMIN in line]
+    assert len(told) == 1, server.log_path.read_text()  # the second start has an administrator
