@@ -354,3 +354,27 @@ def test_serve_refuses_auth_without_starting(tmp_path):
     assert result.returncode != 0
     assert "auth.silly: Wharf has no 'silly' authentication" in result.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+def test_a_distribution_config_with_htpasswd_carries_over(tmp_path):
+    from .test_htpasswd import basic, entry, write_htpasswd
+
+    # As Distribution's configuration reference writes it, with a file `htpasswd -B` would make.
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", entry("admin", "s3cret-pass"))
+    server = WharfServer(tmp_path)
+    server.config_text = DISTRIBUTION_CONFIG.format(root=server.root, port=server.port) + (
+        f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {htpasswd}\n"
+    )
+    server.start()
+    try:
+        with server.client() as client:
+            refused = client.get("/v2/")
+            assert refused.status_code == 401
+            assert refused.headers["WWW-Authenticate"] == 'Basic realm="basic-realm"'
+            assert client.get("/v2/", headers=basic("admin", "s3cret-pass")).status_code == 200
+            assert client.get("/api/v0/jobs", headers=basic("admin", "s3cret-pass")).status_code == 200
+    finally:
+        server.stop()
+    settings = load_settings(server.config_path, environ={})
+    assert settings.auth.method == "htpasswd"
+    assert not [notice for notice in settings.notices if notice.startswith("auth")]  # applied, as written

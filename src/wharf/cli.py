@@ -7,14 +7,18 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from .cli_user import token, user
 from .config import ConfigError, Settings, load_settings, parse_duration
 from .meta import migrate
 from .services import gc_defaults
 from .services.gc import GCOptions
+
+if TYPE_CHECKING:
+    import socket
 
 log = logging.getLogger("wharf")
 
@@ -120,9 +124,14 @@ def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     from .metrics_dir import share_metrics
     from .serving import ListenError, bound_address, listen, raise_fd_limit, run_granian, run_uvicorn
-    from .wiring import prepare_storage
+    from .wiring import check_auth, prepare_storage
 
     settings = _settings(config, logging_to_come=True)
+    try:
+        # An htpasswd file that cannot be used stops start-up before anything is made.
+        check_auth(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     log_config = _configure_logging(settings)
     http = settings.http
     # Bound before anything else is done or said: a taken port stops start-up in one line.
@@ -145,12 +154,55 @@ def serve(config: str | None, server: str) -> None:
         log.info(started)
     else:
         click.echo(started, err=True)
+    _auth_notices(settings, config, sock)
     raise_fd_limit(http)
     with sock:
         if server == "uvicorn":
             run_uvicorn(settings, log_config, sock)
         else:
             run_granian(settings, log_config, sock)
+
+
+def _auth_notices(settings: Settings, config: str | None, sock: socket.socket) -> None:
+    """What start-up says once (here, not in each worker) about authentication: the protected
+    mode, and how to create the first administrator."""
+    from .services.authn import PROTECTED, is_loopback
+
+    auth = settings.auth
+    if auth.method == "none" and not auth.open:
+        # Clients on other machines are refused: a warning where they can connect at all.
+        level = logging.INFO if is_loopback(str(sock.getsockname()[0])) else logging.WARNING
+        logging.getLogger("wharf.auth").log(level, PROTECTED)
+    elif auth.method == "accounts":
+        command = first_administrator_command(settings, config)
+        if command is not None:
+            here = "" if config else " in this directory, with the same WHARF_* environment"
+            logging.getLogger("wharf.auth").warning(
+                "auth.accounts.enabled is true and there is no active system administrator yet: "
+                "create one with `%s`%s (Wharf has no default administrator and no default password)",
+                command,
+                here,
+            )
+
+
+def first_administrator_command(settings: Settings, config: str | None) -> str | None:
+    """The command that creates the first administrator, when there is none yet."""
+    import asyncio
+    import shlex
+
+    from .meta.sql import SQLMetadataStore
+
+    async def count() -> int:
+        store = SQLMetadataStore(settings.database_url)
+        try:
+            return await store.accounts.administrators()
+        finally:
+            await store.close()
+
+    if asyncio.run(count()):
+        return None
+    where = f" {shlex.quote(str(Path(config).resolve()))}" if config else ""
+    return f"wharf user add --admin NAME{where}"
 
 
 def _where_data_is(settings: Settings) -> str:
@@ -375,6 +427,10 @@ def import_distribution(rootdir: str, config: str | None, quiet: bool) -> None:
             )
     _prepare_database(settings)
     sys.exit(run_import(settings, root, quiet))
+
+
+main.add_command(user)
+main.add_command(token)
 
 
 if __name__ == "__main__":  # pragma: no cover

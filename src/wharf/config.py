@@ -321,6 +321,21 @@ class HtpasswdConfig(Section):
     path: str
     realm: str = "wharf"
 
+    @field_validator("path")
+    @classmethod
+    def _names_a_file(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name the htpasswd file (make one with htpasswd -cB FILE USER)")
+        return value
+
+    @field_validator("realm")
+    @classmethod
+    def _quotable(cls, value: str) -> str:
+        # It goes inside the quotes of WWW-Authenticate: Basic realm="...".
+        if not value or not _HEADER_VALUE.fullmatch(value) or '"' in value or "\\" in value:
+            raise ValueError(f"{value!r} cannot be a realm: printable ASCII without quotes or backslashes")
+        return value
+
 
 class TokenConfig(Section):
     """Distribution's: trust the tokens of an existing token server."""

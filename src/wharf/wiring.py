@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, parse_duration
 from .meta.sql import SQLMetadataStore
-from .services.authn import AccountsBasic, Authenticator, bearer_challenge
+from .services.authn import AccountsBasic, Authenticator, basic_challenge, bearer_challenge
 from .services.job_parameters import PURGE_UPLOADS, JobDefaults
 from .services.policy import Policy
 from .services.registry import Registry
@@ -102,7 +102,35 @@ def build_authenticator(settings: Settings, meta: SQLMetadataStore) -> Authentic
             basic=AccountsBasic(meta.accounts),
             challenge=bearer_challenge(accounts.realm, accounts.service),
         )
+    if auth.method == "htpasswd":
+        from .services.htpasswd import HtpasswdBasic
+
+        assert auth.htpasswd is not None
+        realm = auth.htpasswd.realm
+        # Read on the first request (and again whenever it changes): `wharf serve` has read
+        # it once before starting (check_auth), and the command line does not need it.
+        return Authenticator(
+            "htpasswd",
+            basic=HtpasswdBasic(auth.htpasswd.path),
+            challenge=basic_challenge(realm),
+            realm=realm,
+            anonymous=False,
+        )
     return Authenticator("none", open_to_all=auth.open)
+
+
+def check_auth(settings: Settings) -> None:
+    """Before serving: what the ``auth`` section names can be used (an htpasswd file is read
+    and every line checked), else ``ConfigError`` naming the key."""
+    auth = settings.auth
+    if auth.method == "htpasswd":
+        from .services.htpasswd import HtpasswdBasic, HtpasswdError
+
+        assert auth.htpasswd is not None
+        try:
+            HtpasswdBasic(auth.htpasswd.path).load()
+        except HtpasswdError as error:
+            raise ConfigError(str(error)) from None
 
 
 def build_watcher(settings: Settings, registry: Registry) -> MaintenanceWatcher:

@@ -67,7 +67,7 @@ def create_api(registry: Registry) -> FastAPI:
     async def registry_error(_request: Request, error: RegistryError) -> JSONResponse:
         headers = dict(error.headers)
         if error.status == 401:  # the API takes Basic credentials, as DTR's documents use
-            headers.setdefault("WWW-Authenticate", 'Basic realm="wharf"')
+            headers.setdefault("WWW-Authenticate", registry.auth.basic_challenge)
         return ErrorResponse(error.body(), status_code=error.status, headers=headers or None)
 
     api.add_exception_handler(HTTPException, http_error)

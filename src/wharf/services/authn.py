@@ -7,7 +7,9 @@ One ``Authenticator`` per process, chosen by the ``auth`` configuration:
 - ``accounts``: Wharf's own accounts. HTTP Basic with a password or a personal access token
   (each request reads the account, so a deactivated one or a revoked token stops at once);
   ``Bearer`` tokens from Wharf's token server, verified without the database;
-- ``htpasswd`` and ``token``: Distribution's (an htpasswd file, an external token server).
+- ``htpasswd``: Distribution's htpasswd file (services/htpasswd.py): HTTP Basic only, every
+  user it knows allowed everything, no anonymous caller;
+- ``token``: Distribution's external token server.
 
 The HTTP layers read the ``Authorization`` header, hand it here, and put ``challenge``'s
 answer on their 401s."""
@@ -135,14 +137,21 @@ class Authenticator:
         bearer: BearerVerifier | None = None,
         challenge: Callable[[str, str | None, str | None], str] | None = None,
         open_to_all: bool = False,
+        realm: str = "wharf",
+        anonymous: bool = True,
     ) -> None:
         """``challenge(base_url, scope, error)``: the ``WWW-Authenticate`` value of a /v2
-        401 (``base_url``: the scheme and host the client used)."""
+        401 (``base_url``: the scheme and host the client used); ``realm``: the one of the
+        Basic challenge of an /api/v0 401; ``anonymous``: whether a request without
+        credentials is served as an anonymous caller (False: it is refused with a 401, as
+        Distribution's htpasswd does)."""
         self.method = method
+        self.realm = realm
         self._basic = basic
         self._bearer = bearer
         self._challenge = challenge
         self._open = open_to_all
+        self._anonymous = anonymous
 
     @property
     def enforcing(self) -> bool:
@@ -162,6 +171,8 @@ class Authenticator:
             return Caller.anonymous(UNRESTRICTED)
         credentials = parse_authorization(authorization)
         if credentials is None:
+            if not self._anonymous:
+                raise Refused(False, "authentication required")
             return Caller.anonymous()
         if credentials.scheme == "bearer":
             if self._bearer is None:
@@ -176,8 +187,13 @@ class Authenticator:
 
     def challenge(self, base_url: str, scope: str | None, error: str | None = None) -> str:
         if self._challenge is None:
-            return 'Basic realm="wharf"'
+            return self.basic_challenge
         return self._challenge(base_url, scope, error)
+
+    @property
+    def basic_challenge(self) -> str:
+        """The ``WWW-Authenticate`` value of an /api/v0 401 (which takes HTTP Basic)."""
+        return f'Basic realm="{self.realm}"'
 
 
 def bearer_challenge(realm: str, service: str) -> Callable[[str, str | None, str | None], str]:

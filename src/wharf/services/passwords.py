@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -41,11 +42,15 @@ def _verify(stored: str, password: str) -> bool:
 class Verifier:
     """Verifies passwords against stored hashes, remembering for ``ttl`` seconds the ones
     that matched. The cache is keyed by the stored hash and a digest of the password: a
-    changed password (a new hash) misses it at once, and it holds no password."""
+    changed password (a new hash) misses it at once, and it holds no password. ``check``
+    compares one password with one hash (argon2id here; bcrypt for htpasswd files)."""
 
-    def __init__(self, ttl: float = 60.0, size: int = 1024) -> None:
+    def __init__(
+        self, ttl: float = 60.0, size: int = 1024, check: Callable[[str, str], bool] = _verify
+    ) -> None:
         self._ttl = ttl
         self._size = size
+        self._check = check
         self._matched: dict[tuple[str, bytes], float] = {}
 
     async def verify(self, stored: str | None, password: str) -> bool:
@@ -56,8 +61,8 @@ class Verifier:
         seen = self._matched.get(key)
         if seen is not None and now - seen < self._ttl:
             return True
-        # argon2 holds the CPU for ~0.1 s: off the event loop.
-        if not await asyncio.to_thread(_verify, stored, password):
+        # argon2 (and bcrypt) hold the CPU for ~0.1 s: off the event loop.
+        if not await asyncio.to_thread(self._check, stored, password):
             return False
         if len(self._matched) >= self._size:
             self._matched.clear()
