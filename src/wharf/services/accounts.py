@@ -81,7 +81,7 @@ def _hashed(password: str) -> str:
 
 
 def no_account(name: str, kind: str = "account") -> RegistryError:
-    return RegistryError(NO_SUCH_ACCOUNT, {"name": name}, f"there is no {kind} named {name!r}")
+    return RegistryError(NO_SUCH_ACCOUNT, {"name": name}, f"no {kind} named {name!r}")
 
 
 def token_lifetime(text: str | None) -> timedelta | None:

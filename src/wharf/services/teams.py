@@ -149,7 +149,7 @@ class TeamService:
         await self._team(org, team)
         found = await self._accounts.account(user) if is_name(user) else None
         if found is None or found.kind != "user":
-            raise RegistryError(NO_SUCH_ACCOUNT, {"name": user}, f"there is no user named {user!r}")
+            raise RegistryError(NO_SUCH_ACCOUNT, {"name": user}, f"no user named {user!r}")
         event = Event(
             caller.name, "team.member.add", detail={"organization": org, "team": team, "user": user}
         )
