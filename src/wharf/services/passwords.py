@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import time
 from collections.abc import Callable
 
@@ -68,8 +67,3 @@ class Verifier:
             self._matched.clear()
         self._matched[key] = now
         return True
-
-
-def same(a: str, b: str) -> bool:
-    """Compare secrets in constant time."""
-    return hmac.compare_digest(a.encode(), b.encode())
