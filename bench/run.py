@@ -8,7 +8,11 @@ and prints a markdown table of medians. See bench/README.md.
 
     .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--wharf-server granian|uvicorn]
                                   [--wharf-workers N] [--fsync|--no-fsync] [--runs N]
-                                  [--storage filesystem|s3]
+                                  [--storage filesystem|s3] [--auth]
+
+`--auth` runs Wharf with its accounts on: the client gets one bearer token per repository
+from /auth/token (HTTP Basic, as docker does) and sends it with every request, wrk too.
+Distribution runs as always, so compare Wharf's rows of a run with and without it.
 
 Only the standard library is used by the client; `wrk` drives the manifest scenario.
 """
@@ -16,6 +20,7 @@ Only the standard library is used by the client; `wrk` drives the manifest scena
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
 import contextlib
 import hashlib
@@ -71,6 +76,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- auth (--auth) ---------------------------------------------------------------------------
+
+BENCH_USER, BENCH_PASSWORD = "bench", "bench-password"
+REPOSITORY = re.compile(r"/v2/(.+?)/(?:blobs|manifests|tags)/")
+
+
+class Tokens:
+    """Bearer tokens from a registry's /auth/token, one per repository (pull and push), got
+    once with HTTP Basic as docker gets them, and reused: the server verifies each request's
+    token itself, which is what --auth measures."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.tokens: dict[str, str] = {}
+
+    def header(self, path: str) -> str | None:
+        found = REPOSITORY.match(path)
+        if found is None:
+            return None
+        repository = found.group(1)
+        if repository not in self.tokens:
+            basic = base64.b64encode(f"{BENCH_USER}:{BENCH_PASSWORD}".encode()).decode()
+            query = urlencode({"service": "wharf", "scope": f"repository:{repository}:pull,push"})
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT)
+            try:
+                conn.request("GET", f"/auth/token?{query}", headers={"Authorization": f"Basic {basic}"})
+                response = conn.getresponse()
+                body = response.read()
+            finally:
+                conn.close()
+            if response.status != 200:
+                raise HTTPFailure(f"/auth/token answered {response.status}: {body[:300]!r}")
+            self.tokens[repository] = json.loads(body)["token"]
+        return f"Bearer {self.tokens[repository]}"
+
+
+# The token source of each server port run with --auth.
+TOKENS: dict[int, Tokens] = {}
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -139,6 +184,7 @@ class Client:
 
     def __init__(self, port: int, data: DataFile) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
+        self.tokens = TOKENS.get(port)
         self.data = data.path.open("rb")
         self.buffer = memoryview(bytearray(PULL_BUFFER))
         # A second persistent connection, to the object store a redirect points at.
@@ -185,6 +231,9 @@ class Client:
         conn.putrequest(method, path, skip_accept_encoding=True)
         for key, value in (headers or {}).items():
             conn.putheader(key, value)
+        authorization = self.tokens.header(path) if self.tokens is not None else None
+        if authorization is not None:
+            conn.putheader("Authorization", authorization)
         conn.putheader("Content-Length", str(span[1] if span else len(body)))
         if span is None:
             conn.endheaders(body or None)
@@ -360,7 +409,7 @@ class Server:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 conn.request("GET", "/v2/")
-                if conn.getresponse().status == 200:
+                if conn.getresponse().status in (200, 401):
                     conn.close()
                     return self
                 conn.close()
@@ -396,11 +445,13 @@ class WharfServer(Server):
         workers: int,
         fsync: bool | None,
         s3: dict[str, Any] | None = None,
+        auth: bool = False,
     ) -> None:
         super().__init__(directory, s3)
         self.server = server
         self.workers = workers
         self.fsync = fsync
+        self.auth = auth
 
     def config(self) -> dict[str, Any]:
         storage: dict[str, Any]
@@ -422,7 +473,24 @@ class WharfServer(Server):
             storage["fsync"] = self.fsync
         config["storage"] = storage
         config["log"] = {"level": "warning"}
+        if self.auth:
+            # Tokens outlive the run: the client gets one per repository, once.
+            config["auth"] = {"accounts": {"enabled": True, "tokenttl": "6h"}}
         return config
+
+    def start(self) -> Server:
+        super().start()
+        if self.auth and self.port not in TOKENS:
+            command = [*self.command()[:-4], "user", "add", "--admin", "--password-stdin", BENCH_USER]
+            subprocess.run(
+                [*command, str(self.config_path)],
+                input=BENCH_PASSWORD.encode(),
+                env=self.environment(),
+                check=True,
+                capture_output=True,
+            )
+            TOKENS[self.port] = Tokens(self.port)
+        return self
 
     def command(self) -> list[str]:
         script = Path(sys.executable).parent / "wharf"
@@ -842,6 +910,9 @@ def run_wrk(port: int, duration: float, threads: int, connections: int) -> float
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
         "-H", f"Accept: {OCI_MANIFEST}", url,
     ]  # fmt: skip
+    tokens = TOKENS.get(port)
+    if tokens is not None:
+        command[-1:-1] = ["-H", f"Authorization: {tokens.header(urlsplit(url).path)}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -1068,6 +1139,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "SeaweedFS (weed mini) bucket, each under its own rootdirectory",
     )
     parser.add_argument("--wharf-server", choices=["granian", "uvicorn"], default="granian")
+    parser.add_argument(
+        "--auth", action="store_true", help="Wharf with its accounts on, the client sending bearer tokens"
+    )
     parser.add_argument("--wharf-workers", type=int, default=1, help="Wharf's http.workers (default 1)")
     parser.add_argument(
         "--fsync",
@@ -1156,7 +1230,9 @@ def main(argv: list[str] | None = None) -> int:
             wharf_s3 = {**common, "rootdirectory": WHARF_S3_ROOT}
             distribution_s3 = {**common, "rootdirectory": DISTRIBUTION_S3_ROOT}
         distribution = DistributionServer(workdir / "distribution", args.distribution_bin, distribution_s3)
-        wharf = WharfServer(workdir / "wharf", args.wharf_server, args.wharf_workers, args.fsync, wharf_s3)
+        wharf = WharfServer(
+            workdir / "wharf", args.wharf_server, args.wharf_workers, args.fsync, wharf_s3, args.auth
+        )
         servers += [distribution, wharf]
         targets = [Target(distribution), Target(wharf)]
         for target in targets:

@@ -4,7 +4,10 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,6 +20,9 @@ from .server import WharfServer
 
 if TYPE_CHECKING:
     from wharf.meta.sql import SQLMetadataStore
+
+# Debian's docker.io: its client in /usr/bin (another docker may come first on PATH).
+DEBIAN_DOCKER = Path("/usr/bin/docker")
 
 STACKS = ["sqlite+filesystem", "postgresql+s3"]
 
@@ -239,6 +245,43 @@ def skopeo() -> str:
 def docker_registry() -> str:
     """Debian's docker-registry: CNCF Distribution 2.8."""
     return apt_tool("docker-registry", "docker-registry")
+
+
+@pytest.fixture(scope="session")
+def docker_env() -> Iterator[dict[str, str]]:
+    """A private Docker daemon (its own root, sockets and pid file, no iptables, no bridge),
+    and the environment that points Debian's docker client at it."""
+    dockerd = apt_tool("dockerd", "docker.io", "--no-install-recommends")
+    assert DEBIAN_DOCKER.exists(), "docker.io is installed but /usr/bin/docker is missing"
+    # A short path: the daemon's unix sockets live under it (at most 108 bytes).
+    directory = Path(tempfile.mkdtemp(prefix="wharf-docker-"))
+    sock, pidfile = directory / "docker.sock", directory / "docker.pid"
+    env = {
+        **os.environ,
+        "DOCKER_HOST": f"unix://{sock}",
+        "DOCKER_CONFIG": str(directory / "client"),
+        "PATH": f"{DEBIAN_DOCKER.parent}:{os.environ.get('PATH', '')}",
+    }
+    command = [dockerd, "--data-root", str(directory / "root"), "--exec-root", str(directory / "exec")]
+    command += ["-H", f"unix://{sock}", "--pidfile", str(pidfile), "--storage-driver", "vfs"]
+    command += ["--iptables=false", "--bridge=none"]
+    with (directory / "dockerd.log").open("wb") as log:
+        daemon = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([DEBIAN_DOCKER, "info"], env=env, capture_output=True).returncode != 0:
+            assert daemon.poll() is None, (directory / "dockerd.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "dockerd did not answer within 60 s"
+            time.sleep(0.2)
+        yield env
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # The fault tests (`scripts/test -m faults`): crashes, full disks, failing or stalling

@@ -9,18 +9,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import apt_tool
+from .conftest import DEBIAN_DOCKER, apt_tool
 from .server import WharfServer
 
 pytestmark = pytest.mark.slow
@@ -28,8 +24,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 ADDRESS = "127.0.0.1:5000"
-# Debian's docker.io: its client in /usr/bin (another docker may come first on PATH).
-DEBIAN_DOCKER = Path("/usr/bin/docker")
 
 
 def readme_block(containing: str) -> str:
@@ -52,43 +46,6 @@ def run_block(block: str, server: WharfServer, cwd: Path, env: dict[str, str]) -
     )
     assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
     return result.stdout
-
-
-@pytest.fixture(scope="session")
-def docker_env() -> Iterator[dict[str, str]]:
-    """A private Docker daemon (its own root, sockets and pid file, no iptables, no bridge),
-    and the environment that points Debian's docker client at it."""
-    dockerd = apt_tool("dockerd", "docker.io", "--no-install-recommends")
-    assert DEBIAN_DOCKER.exists(), "docker.io is installed but /usr/bin/docker is missing"
-    # A short path: the daemon's unix sockets live under it (at most 108 bytes).
-    directory = Path(tempfile.mkdtemp(prefix="wharf-docker-"))
-    sock, pidfile = directory / "docker.sock", directory / "docker.pid"
-    env = {
-        **os.environ,
-        "DOCKER_HOST": f"unix://{sock}",
-        "DOCKER_CONFIG": str(directory / "client"),
-        "PATH": f"{DEBIAN_DOCKER.parent}:{os.environ.get('PATH', '')}",
-    }
-    command = [dockerd, "--data-root", str(directory / "root"), "--exec-root", str(directory / "exec")]
-    command += ["-H", f"unix://{sock}", "--pidfile", str(pidfile), "--storage-driver", "vfs"]
-    command += ["--iptables=false", "--bridge=none"]
-    with (directory / "dockerd.log").open("wb") as log:
-        daemon = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run([DEBIAN_DOCKER, "info"], env=env, capture_output=True).returncode != 0:
-            assert daemon.poll() is None, (directory / "dockerd.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "dockerd did not answer within 60 s"
-            time.sleep(0.2)
-        yield env
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_the_readme_docker_example_pushes_and_pulls(make_server, docker_env, tmp_path):
