@@ -195,3 +195,16 @@ def test_serve_names_what_the_user_wrote(tmp_path, text, environ, said):
     assert result.returncode != 0
     assert said in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_external_token_server_is_refused_at_start_up_rather_than_ignored(tmp_path):
+    path = write(
+        tmp_path,
+        f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n"
+        "auth: {token: {realm: https://auth.example.com/token, service: registry, issuer: acme}}\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "wharf", "serve", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "auth.token" in result.stderr and "not supported" in result.stderr

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from wharf.config import load_settings
 from wharf.meta import schema as s
 from wharf.meta.sql import SQLMetadataStore
+from wharf.services.access import AccessService
 from wharf.services.job_parameters import PURGE_UPLOADS
 from wharf.services.registry import Registry
 from wharf.services.schedules import Periodic, ScheduleService
@@ -212,7 +213,13 @@ async def test_the_periodic_purge_is_created_once_per_interval_across_runners(da
 
         def replica(store: SQLMetadataStore) -> ScheduleService:
             periodic = [Periodic("uploadPurging", PURGE_UPLOADS, every, {"age": "168h"})]
-            return ScheduleService(store.jobs, timedelta(hours=24), periodic)
+            return ScheduleService(
+                store.jobs,
+                timedelta(hours=24),
+                periodic,
+                access=AccessService(store.accounts),
+                events=store.events,
+            )
 
         replicas = [replica(store) for store in stores]
         now = datetime.now(UTC)

@@ -18,6 +18,7 @@ import pytest
 
 from wharf.meta.jobs import Job
 from wharf.meta.sql import SQLMetadataStore
+from wharf.services.access import AccessService
 from wharf.services.job_parameters import REGISTRY_GC
 from wharf.services.jobs import JobContext, JobRunner, Timing
 from wharf.services.schedules import GC_SETTINGS, GCSettings, ScheduleService
@@ -57,7 +58,9 @@ async def quick_gc(context: JobContext) -> dict[str, Any]:
 
 async def test_a_schedule_fires_while_the_only_worker_is_busy_with_a_long_job(store):
     clock = Clock(BEFORE)
-    schedules = ScheduleService(store.jobs, timedelta(0), clock=clock)
+    schedules = ScheduleService(
+        store.jobs, timedelta(0), clock=clock, access=AccessService(store.accounts), events=store.events
+    )
     await schedules.save_gc_settings(ADMIN, GCSettings(schedule="0 3 * * *"))
     entered, release = asyncio.Event(), asyncio.Event()
 
@@ -116,7 +119,13 @@ async def test_a_settings_document_with_unknown_keys_still_fires_and_jobs_are_cl
     still fires, jobs are still claimed, and the log says which keys were ignored, once."""
     newer = {"schedule": "0 3 * * *", "mode": "online", "retentionDays": 30, "notify": {"to": "ops"}}
     await store.jobs.put_setting(GC_SETTINGS, newer)
-    schedules = ScheduleService(store.jobs, timedelta(0), clock=Clock(AT_THREE))
+    schedules = ScheduleService(
+        store.jobs,
+        timedelta(0),
+        clock=Clock(AT_THREE),
+        access=AccessService(store.accounts),
+        events=store.events,
+    )
 
     async def work(context: JobContext) -> dict[str, Any]:
         return {"worked": True}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, parse_duration
 from .meta.sql import SQLMetadataStore
-from .services.authn import AccountsBasic, Authenticator, basic_challenge, bearer_challenge
+from .services.authn import AccountsBasic, Authenticator, basic_challenge
 from .services.job_parameters import PURGE_UPLOADS, JobDefaults
 from .services.policy import Policy
 from .services.registry import Registry
@@ -96,12 +96,11 @@ def build_authenticator(settings: Settings, meta: SQLMetadataStore) -> Authentic
     """How this process tells callers apart, from the ``auth`` section."""
     auth = settings.auth
     if auth.method == "accounts":
-        accounts = auth.accounts
-        return Authenticator(
-            "accounts",
-            basic=AccountsBasic(meta.accounts),
-            challenge=bearer_challenge(accounts.realm, accounts.service),
-        )
+        # HTTP Basic until Wharf's token server (/auth/token) lands: docker, podman,
+        # skopeo and oras answer a Basic challenge with the credentials they were given.
+        # services.authn.bearer_challenge is the challenge that will name the token server.
+        basic = AccountsBasic(meta.accounts)
+        return Authenticator("accounts", basic=basic, challenge=basic_challenge("wharf"))
     if auth.method == "htpasswd":
         from .services.htpasswd import HtpasswdBasic
 
@@ -123,6 +122,13 @@ def check_auth(settings: Settings) -> None:
     """Before serving: what the ``auth`` section names can be used (an htpasswd file is read
     and every line checked), else ``ConfigError`` naming the key."""
     auth = settings.auth
+    if auth.method == "token":
+        # Refused rather than ignored: serving as if no auth section were there would not be
+        # what the file asks for.
+        raise ConfigError(
+            "auth.token (trusting an external token server) is not supported by this version "
+            "of Wharf: use auth.accounts (Wharf's own accounts) or auth.htpasswd"
+        )
     if auth.method == "htpasswd":
         from .services.htpasswd import HtpasswdBasic, HtpasswdError
 

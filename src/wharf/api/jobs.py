@@ -37,6 +37,9 @@ class JobOut(BaseModel):
     stopRequested: bool
     result: dict[str, Any] | None
     error: str | None
+    createdBy: str | None = Field(
+        description="who started it (a schedule's jobs: none; jobs older than accounts: none)"
+    )
 
 
 def job_out(job: Job) -> JobOut:
@@ -55,6 +58,7 @@ def job_out(job: Job) -> JobOut:
         stopRequested=job.stop_requested,
         result=job.result,
         error=job.error,
+        createdBy=job.created_by,
     )
 
 

@@ -30,7 +30,11 @@ class Job:
 
 class JobStore(Protocol):
     async def create(
-        self, action: str, parameters: dict[str, Any] | None = None, max_attempts: int = 3
+        self,
+        action: str,
+        parameters: dict[str, Any] | None = None,
+        max_attempts: int = 3,
+        created_by: str | None = None,
     ) -> Job: ...
     async def get(self, job_id: str) -> Job | None: ...
     async def find(

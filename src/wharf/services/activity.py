@@ -6,12 +6,14 @@ from datetime import datetime
 from typing import Any
 
 from ..meta.events import EventLog
+from .access import PULL, AccessService, Refused, is_admin
 from .caller import Caller
 
 
 class ActivityLog:
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: EventLog, access: AccessService) -> None:
         self.events = events
+        self.access = access
 
     async def find(
         self,
@@ -25,5 +27,20 @@ class ActivityLog:
         until: datetime | None,
     ) -> list[dict[str, Any]]:
         """Newest first, filtered by whichever of these are given (``since`` inclusive,
-        ``until`` exclusive)."""
+        ``until`` exclusive).
+
+        A system administrator sees everything. Anyone else signed in sees a repository's
+        events when they may pull from it, and otherwise their own doings only."""
+        self.access.require_user(caller, "read the activity log")
+        if not is_admin(caller):
+            if repository is not None:
+                await self.access.require(caller, PULL, repository)
+            elif actor is None:
+                actor = caller.name
+            elif actor != caller.name:
+                raise Refused(
+                    True,
+                    f"only a system administrator may read others' activity; {caller.name} "
+                    f"asked for {actor!r} (name a repository you may pull from, or yourself)",
+                )
         return await self.events.find(limit, start, repository, actor, action, since, until)

@@ -10,6 +10,7 @@ from ..meta.blobs import BlobRows
 from ..meta.events import Event
 from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore
+from .access import DELETE, PULL, AccessService
 from .caller import Caller
 from .policy import Policy
 
@@ -28,8 +29,9 @@ def blob_unknown(digest: str) -> RegistryError:
 
 
 class BlobService:
-    def __init__(self, rows: BlobRows, blobs: BlobStore, policy: Policy) -> None:
+    def __init__(self, rows: BlobRows, blobs: BlobStore, policy: Policy, access: AccessService) -> None:
         self.rows = rows
+        self.access = access
         self.blobs = blobs
         self.policy = policy
 
@@ -44,6 +46,7 @@ class BlobService:
         while the push that was told so goes on (invariant 2)."""
         validate_name(repository)
         validate_digest(digest)
+        await self.access.require(caller, PULL, repository)
         if check_storage:
             size = await self.rows.touch(repository, digest)
         else:
@@ -73,6 +76,7 @@ class BlobService:
         """Drop the blob's link from the repository; its bytes wait for garbage collection."""
         validate_name(repository)
         validate_digest(digest)
+        await self.access.require(caller, DELETE, repository)
         self.policy.check_delete()
         event = Event(caller.name, "blob.delete", repository, digest, digest)
         if not await self.rows.unlink(repository, digest, event):

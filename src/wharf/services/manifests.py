@@ -29,6 +29,7 @@ from ..reference import (
     validate_name,
     validate_reference,
 )
+from .access import CATALOG, DELETE, PULL, PUSH, AccessService, Refused
 from .caller import Caller
 from .manifest_format import MAX_MANIFEST_BYTES, OCI_INDEX, accepts, new_manifest, parse_manifest
 from .policy import Policy
@@ -56,9 +57,14 @@ def digest_of(payload: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, payload).hexdigest()}"
 
 
+# How many repository names _catalog reads at a time when it keeps only the readable ones.
+CATALOG_BATCH = 1000
+
+
 class ManifestService:
-    def __init__(self, rows: ManifestRows, policy: Policy) -> None:
+    def __init__(self, rows: ManifestRows, policy: Policy, access: AccessService) -> None:
         self.rows = rows
+        self.access = access
         self.policy = policy
 
     async def put(
@@ -71,6 +77,7 @@ class ManifestService:
     ) -> PutResult:
         validate_name(repository)
         validate_reference(reference)
+        await self.access.require(caller, PUSH, repository)
         self.policy.check_writable()
         if len(payload) > MAX_MANIFEST_BYTES:
             raise RegistryError(
@@ -109,6 +116,7 @@ class ManifestService:
         self, caller: Caller, repository: str, reference: str, accept: list[str] | None = None
     ) -> StoredManifest:
         validate_name(repository)
+        await self.access.require(caller, PULL, repository)
         try:
             validate_reference(reference)
         except RegistryError:
@@ -130,6 +138,7 @@ class ManifestService:
         """By digest: the image leaves the repository with its tags. By tag: the tag alone."""
         validate_name(repository)
         validate_reference(reference)
+        await self.access.require(caller, DELETE, repository)
         self.policy.check_delete()
         if is_digest(reference):
             event = Event(caller.name, "manifest.delete", repository, reference, reference)
@@ -143,6 +152,7 @@ class ManifestService:
     async def delete_repository(self, caller: Caller, repository: str) -> None:
         """The whole repository: every manifest, tag and blob link (the bytes wait for GC)."""
         validate_name(repository)
+        await self.access.require(caller, DELETE, repository)
         self.policy.check_delete()
         if not await self.rows.delete_repository(
             repository, Event(caller.name, "repository.delete", repository)
@@ -153,6 +163,7 @@ class ManifestService:
 
     async def tags(self, caller: Caller, repository: str, limit: int | None, last: str | None) -> Page:
         validate_name(repository)
+        await self.access.require(caller, PULL, repository)
         if last and not TAG_RE.fullmatch(last):
             # Only a tag can come before the next page's first tag (and a NUL is no text to
             # compare with, on PostgreSQL).
@@ -167,8 +178,29 @@ class ManifestService:
     async def catalog(self, caller: Caller, limit: int | None, last: str | None) -> Page:
         if last and not is_valid_name(last):
             raise RegistryError(NAME_INVALID, {"last": last}, f"last must be a repository name, not {last!r}")
-        names = await self.rows.list_repositories(None if limit is None else limit + 1, last)
-        return _page(names, limit)
+        self._require_catalog(caller)
+        if self.access.sees_everything(caller):
+            names = await self.rows.list_repositories(None if limit is None else limit + 1, last)
+            return _page(names, limit)
+        # Only what the caller may pull, page by page: a batch of names, those readable
+        # kept, until the page (and one more, to know another follows) is full.
+        wanted = None if limit is None else limit + 1
+        kept: list[str] = []
+        after = last
+        while wanted is None or len(kept) < wanted:
+            batch = await self.rows.list_repositories(CATALOG_BATCH, after)
+            kept += await self.access.readable(caller, batch)
+            if len(batch) < CATALOG_BATCH:
+                break
+            after = batch[-1]
+        return _page(kept if wanted is None else kept[:wanted], limit)
+
+    @staticmethod
+    def _require_catalog(caller: Caller) -> None:
+        """A bearer token lists repositories only when it grants ``registry:catalog:*``."""
+        scopes = caller.grant.scopes
+        if scopes is not None and CATALOG not in scopes:
+            raise Refused(False, "the token does not grant registry:catalog:*", ":".join(CATALOG))
 
     async def referrers(
         self, caller: Caller, repository: str, digest: str, artifact_type: str | None
@@ -176,6 +208,7 @@ class ManifestService:
         """The referrers of ``digest`` as an OCI image index."""
         validate_name(repository)
         validate_digest(digest)
+        await self.access.require(caller, PULL, repository)
         if artifact_type is not None and not is_media_type(artifact_type):
             # No manifest can have it (a push with such an artifactType is refused), so no
             # referrer matches: the filtered list is empty, and the database is not asked

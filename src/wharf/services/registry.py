@@ -64,21 +64,23 @@ class Registry:
         (default: they are not)."""
         access = AccessService(meta.accounts)
         auth = auth or Authenticator("none")
-        manifests = ManifestService(meta.manifests, policy)
+        manifests = ManifestService(meta.manifests, policy, access)
         repositories = RepositoryService(meta.accounts, meta.manifests, manifests, access)
         return cls(
             meta=meta,
             storage=storage,
             policy=policy,
-            blobs=BlobService(meta.blobs, storage, policy),
-            uploads=UploadService(meta, storage, policy),
+            blobs=BlobService(meta.blobs, storage, policy, access),
+            uploads=UploadService(meta, storage, policy, access),
             manifests=manifests,
             gc=GarbageCollector(meta, storage),
-            gc_history=GCHistory(meta.gc),
-            activity=ActivityLog(meta.events),
+            gc_history=GCHistory(meta.gc, access),
+            activity=ActivityLog(meta.events, access),
             health=Health(meta, storage),
-            jobs=JobService(meta.jobs, defaults),
-            schedules=ScheduleService(meta.jobs, parse_duration(defaults.grace), periodic),
+            jobs=JobService(meta.jobs, defaults, access, meta.events),
+            schedules=ScheduleService(
+                meta.jobs, parse_duration(defaults.grace), periodic, access=access, events=meta.events
+            ),
             access=access,
             auth=auth,
             # DTR lets anyone sign up, inactive until an administrator activates them:

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import INVALID_SCHEDULE, RegistryError
 from ..meta.clock import now as utc_now
+from ..meta.events import Event, EventLog
 from ..meta.jobs import Job, JobStore
 from . import gc_defaults
+from .access import AccessService
 from .caller import Caller
 from .gc_defaults import Duration, Mode
 from .job_parameters import REGISTRY_GC
@@ -123,8 +125,15 @@ class ScheduleService:
         grace: timedelta,
         periodic: Sequence[Periodic] = (),
         clock: Callable[[], datetime] = utc_now,
+        *,
+        access: AccessService,
+        events: EventLog,
     ) -> None:
+        """``access``: the GC settings are a system administrator's to read and change;
+        ``events``: where their changes are recorded, with who made them."""
         self.jobs = jobs
+        self.access = access
+        self.events = events
         self.grace = grace
         self.periodic = [job for job in periodic if job.every > timedelta(0)]
         self.clock = clock
@@ -135,25 +144,34 @@ class ScheduleService:
         return await self.jobs.get_setting(GC_SETTINGS) or {}
 
     async def gc_settings(self, caller: Caller) -> GCSettings:
+        self.access.require_admin(caller, "see the garbage collection settings")
         return await self._current()
 
     async def save_gc_settings(self, caller: Caller, settings: GCSettings) -> GCSettings:
         """Saved as given, the schedule in its normal form; INVALID_SCHEDULE names what is
         wrong with it."""
+        self.access.require_admin(caller, "change the garbage collection settings")
         try:
-            return await self._save(settings)
+            saved = await self._save(settings)
         except InvalidSchedule as error:
             raise RegistryError(INVALID_SCHEDULE, {"schedule": settings.schedule}, str(error)) from None
+        await self.events.record(Event(caller.name, "gc.settings", detail=asdict(saved)))
+        return saved
 
     async def set_gc_schedule(self, caller: Caller, schedule: str) -> GCSettings:
         """DTR's schedule endpoint: the schedule alone changes ("" removes it)."""
+        self.access.require_admin(caller, "change the garbage collection schedule")
         settings = await self._current()
         settings.schedule = schedule
         return await self.save_gc_settings(caller, settings)
 
     async def start_gc(self, caller: Caller, settings: GCSettings) -> Job:
         """A collection now, as ``settings`` say ("save and start")."""
-        return await self.jobs.create(REGISTRY_GC, settings.job_parameters(self.grace))
+        self.access.require_admin(caller, "start garbage collection")
+        job = await self.jobs.create(REGISTRY_GC, settings.job_parameters(self.grace), created_by=caller.name)
+        detail = {"job": job.id, "action": REGISTRY_GC}
+        await self.events.record(Event(caller.name, "job.start", detail=detail))
+        return job
 
     def next_gc_run(self, settings: GCSettings) -> datetime | None:
         """When the schedule next starts a collection: never without a schedule or with a

@@ -33,6 +33,7 @@ from ..meta.events import Event
 from ..meta.store import MetadataStore
 from ..reference import validate_digest, validate_name
 from ..storage.base import BlobStore, BodyTooLarge, LengthMismatch, OffsetMismatch, UploadBusy, UploadMissing
+from .access import PULL, PUSH, AccessService
 from .caller import Caller
 from .deleting import wait_out_deletes
 from .policy import Policy
@@ -108,8 +109,9 @@ class _Hashers:
 
 
 class UploadService:
-    def __init__(self, meta: MetadataStore, blobs: BlobStore, policy: Policy) -> None:
+    def __init__(self, meta: MetadataStore, blobs: BlobStore, policy: Policy, access: AccessService) -> None:
         self.meta = meta
+        self.access = access
         self.blobs = blobs
         self.policy = policy
         self._hashers = _Hashers()
@@ -118,6 +120,7 @@ class UploadService:
 
     async def start(self, caller: Caller, repository: str) -> UploadStatus:
         validate_name(repository)
+        await self.access.require(caller, PUSH, repository)
         self.policy.check_writable()
         upload_id = str(uuid.uuid4())
         await self.blobs.create_upload(upload_id)
@@ -160,10 +163,14 @@ class UploadService:
             yield await self._get(repository, upload_id)
 
     async def status(self, caller: Caller, repository: str, upload_id: str) -> UploadStatus:
+        validate_name(repository)
+        await self.access.require(caller, PUSH, repository)
         upload = await self._get(repository, upload_id)
         return UploadStatus(upload.id, repository, upload.offset)
 
     async def cancel(self, caller: Caller, repository: str, upload_id: str) -> None:
+        validate_name(repository)
+        await self.access.require(caller, PUSH, repository)
         self.policy.check_writable()
         upload = await self._get(repository, upload_id)
         # No claim taken: a request still writing finds the row gone and fails cleanly.
@@ -301,6 +308,8 @@ class UploadService:
         start: int | None = None,
         length: int | None = None,
     ) -> UploadStatus:
+        validate_name(repository)
+        await self.access.require(caller, PUSH, repository)
         self.policy.check_writable()
         async with self._claim(repository, upload_id) as upload:
             offset = await self._write(upload, chunks, start, length)
@@ -315,6 +324,8 @@ class UploadService:
         chunks: AsyncIterable[bytes],
     ) -> str:
         """Append the last bytes (if any), verify the digest, and make the blob visible."""
+        validate_name(repository)
+        await self.access.require(caller, PUSH, repository)
         self.policy.check_writable()
         validate_digest(digest)
         async with self._claim(repository, upload_id) as upload:
@@ -374,6 +385,7 @@ class UploadService:
         """A whole blob in one request: no session row, since no client can address it."""
         validate_name(repository)
         validate_digest(digest)
+        await self.access.require(caller, PUSH, repository)
         self.policy.check_writable()
         await self._store_whole(repository, digest, chunks, caller.name)
         return digest
@@ -417,10 +429,15 @@ class UploadService:
         )
 
     async def mount(self, caller: Caller, repository: str, digest: str, source: str) -> bool:
-        """Link a blob that ``source`` holds into ``repository``; False when it cannot."""
+        """Link a blob that ``source`` holds into ``repository``; False when it cannot
+        (the caller may not pull from ``source`` included: the client then uploads, and
+        learns nothing of what ``source`` holds)."""
         validate_name(repository)
         validate_name(source)
         validate_digest(digest)
+        await self.access.require(caller, PUSH, repository)
+        if not await self.access.allows(caller, PULL, source):
+            return False
         self.policy.check_writable()
         if await self.blobs.stat(digest) is None:
             return False

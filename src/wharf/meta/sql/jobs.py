@@ -55,9 +55,13 @@ class SQLJobStore:
         self._insert = sql.insert
 
     async def create(
-        self, action: str, parameters: dict[str, Any] | None = None, max_attempts: int = 3
+        self,
+        action: str,
+        parameters: dict[str, Any] | None = None,
+        max_attempts: int = 3,
+        created_by: str | None = None,
     ) -> Job:
-        values = _new_job(action, parameters, max_attempts)
+        values = {**_new_job(action, parameters, max_attempts), "created_by": created_by}
 
         def tx(conn: sa.Connection) -> None:
             conn.execute(s.jobs.insert().values(**values))
