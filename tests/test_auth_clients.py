@@ -5,6 +5,7 @@ a personal access token in its place."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -152,13 +153,16 @@ def test_docker_logs_in_pushes_and_pulls_with_a_password_and_with_a_personal_acc
     (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /\n")
     name = f"{host}/bob/hello:v1"
     run([docker, "build", "-t", name, str(context)], accounts_server, docker_env)
-    # Not logged in: refused.
+    # Not logged in: an anonymous token, which grants no push.
     said = run([docker, "push", name], accounts_server, docker_env, ok=False)
-    assert "no basic auth credentials" in said, said
+    assert "authentication required to push to bob/hello" in said, said
     assert tags(accounts_server, "bob/hello") == []
 
     bob = login("bob")
     run([docker, "login", host, "-u", bob[0], "-p", bob[1]], accounts_server, docker_env)
+    # docker kept the token server's refresh token and the user name, not the password.
+    saved = json.loads((Path(docker_env["DOCKER_CONFIG"]) / "config.json").read_text())["auths"][host]
+    assert "identitytoken" in saved and base64.b64decode(saved.get("auth", "")) == b"bob:", saved
     run([docker, "push", name], accounts_server, docker_env)
     assert tags(accounts_server, "bob/hello") == ["v1"]
     run([docker, "rmi", name], accounts_server, docker_env)
@@ -246,16 +250,20 @@ def test_oras_pushes_and_pulls_an_artifact_with_credentials(
 
     artifact = tmp_path / "notes.txt"
     artifact.write_text("an artifact pushed by oras-py\n")
-    # HTTP Basic sent with every request (oras-py's "token" backend takes a Basic
-    # challenge's realm for a token server's URL).
+    # Pushing: HTTP Basic on every request (its "basic" backend). Its token backend asks
+    # for a new token only after a 403, so a push that begins with a pull-scoped token
+    # (checking for the blob) fails on the 401 that asks for push.
     client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
     bob = login("bob")
     # oras-py's login() goes through a Docker daemon; its credentials are these.
     client.auth.set_basic_auth(bob[0], bob[1])
     client.push(f"{host}/bob/notes:v1", files=[str(artifact)], disable_path_validation=True)
     assert tags(accounts_server, "bob/notes") == ["v1"]
+    # Pulling with its default backend: a token from /auth/token for these credentials.
+    puller = oras.client.OrasClient(hostname=host, insecure=True)
+    puller.auth.set_basic_auth(bob[0], bob[1])
     out = tmp_path / "out"
-    pulled = client.pull(f"{host}/bob/notes:v1", outdir=str(out))
+    pulled = puller.pull(f"{host}/bob/notes:v1", outdir=str(out))
     assert [Path(path).read_text() for path in pulled] == [artifact.read_text()]
 
     stranger = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")

@@ -64,3 +64,21 @@ def test_a_revoked_token_and_a_deactivated_account_stop_on_the_other_replica(rep
         # The second replica verified this password a moment ago (and remembers it did):
         # the account's row, read on every request, still decides.
         assert two.get("/v2/").status_code == 401
+
+
+def test_replicas_sign_and_verify_with_the_one_key_kept_in_the_database(replicas):
+    first, second = replicas
+    add_user(first.database_url, "ci", "long enough password")
+    scope = {"service": "wharf", "scope": "repository:ci/app:pull,push"}
+    with first.client() as one, second.client() as two:
+        # The first replica to sign generates the key and keeps it in the database; the
+        # other reads that one rather than making its own.
+        issued = one.get("/auth/token", params=scope, auth=("ci", "long enough password"))
+        other = two.get("/auth/token", params=scope, auth=("ci", "long enough password"))
+        assert issued.status_code == 200 and other.status_code == 200
+        for token in (issued.json()["token"], other.json()["token"]):
+            for replica in (one, two):
+                answer = replica.get("/v2/ci/app/tags/list", headers={"Authorization": f"Bearer {token}"})
+                # Verified (the account may read its own namespace): 404, the repository is
+                # not there yet, rather than 401.
+                assert answer.status_code == 404, answer.text

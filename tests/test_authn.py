@@ -58,7 +58,8 @@ def test_basic_credentials_prove_a_user_and_nothing_else(make_server):
     with server.client() as client:
         anonymous = client.get("/v2/")
         assert anonymous.status_code == 401
-        assert anonymous.headers["www-authenticate"] == 'Basic realm="wharf"'
+        realm = f"{server.url}/auth/token"
+        assert anonymous.headers["www-authenticate"] == f'Bearer realm="{realm}",service="wharf"'
         assert anonymous.json()["errors"][0]["code"] == "UNAUTHORIZED"
         assert (
             client.get("/v2/", headers={"Authorization": basic("alice", "correct horse")}).status_code == 200
@@ -67,7 +68,7 @@ def test_basic_credentials_prove_a_user_and_nothing_else(make_server):
         for user, password in [("alice", "wrong horse"), ("bob", "correct horse"), ("bob", secret)]:
             refused = client.get("/v2/", headers={"Authorization": basic(user, password)})
             assert refused.status_code == 401, (user, password)
-            assert refused.headers["www-authenticate"] == 'Basic realm="wharf"'
+            assert refused.headers["www-authenticate"] == f'Bearer realm="{realm}",service="wharf"'
         api = client.get("/api/v0/jobs", headers={"Authorization": basic("alice", "wrong horse")})
         assert api.status_code == 401 and api.headers["www-authenticate"] == 'Basic realm="wharf"'
 

@@ -93,7 +93,10 @@ def test_anonymous_clients_pull_public_repositories_only_and_push_nothing(regist
         assert anonymous.get("/v2/bob/open/manifests/v1").status_code == 200
         closed = anonymous.get("/v2/bob/closed/manifests/v1")
         refused(closed, 401)
-        assert closed.headers["www-authenticate"] == 'Basic realm="wharf"'
+        challenge = closed.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="http://') and challenge.endswith(
+            '/auth/token",service="wharf",scope="repository:bob/closed:pull"'
+        ), challenge
         push = anonymous.post("/v2/bob/open/blobs/uploads/")
         refused(push, 401)
         # What the push needed, in Distribution's detail (the scope a token server will take).

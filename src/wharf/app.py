@@ -23,6 +23,7 @@ from .headers import ResponseHeaders
 from .malloc import return_big_buffers
 from .metrics import MetricsMiddleware, metrics
 from .oci.router import dispatch, version_check
+from .oci.token import token_get, token_post
 from .services.registry import Registry
 from .wiring import build_registry, build_runner, build_storage, build_watcher
 
@@ -86,6 +87,8 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/v2/", version_check, methods=["GET", "HEAD"]),
             Route("/v2/{path:anypath}", dispatch, methods=V2_METHODS),
+            Route("/auth/token", token_get, methods=["GET"]),
+            Route("/auth/token", token_post, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -60,6 +60,8 @@ OWNERS_TEAM = _register("OWNERS_TEAM", "the owners team cannot be renamed or del
 INVALID_DURATION = _register("INVALID_DURATION", "invalid duration", 400)
 INVALID_TEXT = _register("INVALID_TEXT", "invalid text", 400)
 UNSUPPORTED = _register("UNSUPPORTED", "the operation is unsupported", 405)
+# A token request (/auth/token) that cannot be answered as it stands: OAuth2's invalid_request.
+TOKEN_REQUEST_INVALID = _register("INVALID_REQUEST", "invalid token request", 400)
 TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
 # Distribution's codes for a server that cannot take the request now, and for a body that
 # stopped arriving (the spec names no timeout code; Distribution says UNKNOWN).

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, parse_duration
 from .meta.sql import SQLMetadataStore
-from .services.authn import AccountsBasic, Authenticator, basic_challenge
+from .services.authn import AccountsBasic, Authenticator, basic_challenge, bearer_challenge
 from .services.job_parameters import PURGE_UPLOADS, JobDefaults
 from .services.policy import Policy
 from .services.registry import Registry
 from .services.schedules import Periodic
+from .services.tokens import SigningKeyError, Tokens, TokenServer, load_signing_key
 from .storage.base import BlobStore
 from .storage.filesystem import FilesystemBlobStore
 
@@ -89,18 +90,52 @@ def build_registry(settings: Settings) -> Registry:
         periodic.append(
             Periodic("uploadPurging", PURGE_UPLOADS, parse_duration(purging.interval), parameters)
         )
-    return Registry.build(meta, storage, policy, defaults, periodic, build_authenticator(settings, meta))
-
-
-def build_authenticator(settings: Settings, meta: SQLMetadataStore) -> Authenticator:
-    """How this process tells callers apart, from the ``auth`` section."""
     auth = settings.auth
-    if auth.method == "accounts":
-        # HTTP Basic until Wharf's token server (/auth/token) lands: docker, podman,
-        # skopeo and oras answer a Basic challenge with the credentials they were given.
-        # services.authn.bearer_challenge is the challenge that will name the token server.
-        basic = AccountsBasic(meta.accounts)
-        return Authenticator("accounts", basic=basic, challenge=basic_challenge("wharf"))
+    if auth.method != "accounts":
+        return Registry.build(meta, storage, policy, defaults, periodic, build_authenticator(settings))
+    accounts = auth.accounts
+    tokens = Tokens(
+        meta.accounts,
+        service=accounts.service,
+        issuer=accounts.issuer,
+        ttl=accounts.token_ttl,
+        pem=read_signing_key(settings),
+    )
+    basic = AccountsBasic(meta.accounts)
+    # Bearer tokens from /auth/token, and HTTP Basic straight to /v2 and /api/v0 too (as
+    # DTR's documents use curl -u).
+    authenticator = Authenticator(
+        "accounts",
+        basic=basic,
+        bearer=tokens,
+        challenge=bearer_challenge(accounts.realm, accounts.service),
+    )
+    registry = Registry.build(meta, storage, policy, defaults, periodic, authenticator)
+    registry.token_server = TokenServer(tokens, registry.access, basic, authenticator.limiter)
+    return registry
+
+
+def read_signing_key(settings: Settings) -> str | None:
+    """The PEM of auth.accounts.signingkey (None when unset: the key kept in the database);
+    ``ConfigError`` naming the key for a file that cannot be read or cannot sign."""
+    path = settings.auth.accounts.signingkey
+    if not path:
+        return None
+    try:
+        pem = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not a text file"
+        raise ConfigError(f"auth.accounts.signingkey: cannot read {path}: {reason}") from None
+    try:
+        load_signing_key(pem, f"auth.accounts.signingkey ({path})")
+    except SigningKeyError as error:
+        raise ConfigError(str(error)) from None
+    return pem
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    """How this process tells callers apart, for the methods other than Wharf's accounts."""
+    auth = settings.auth
     if auth.method == "htpasswd":
         from .services.htpasswd import HtpasswdBasic
 
@@ -122,6 +157,8 @@ def check_auth(settings: Settings) -> None:
     """Before serving: what the ``auth`` section names can be used (an htpasswd file is read
     and every line checked), else ``ConfigError`` naming the key."""
     auth = settings.auth
+    if auth.method == "accounts":
+        read_signing_key(settings)
     if auth.method == "token":
         # Refused rather than ignored: serving as if no auth section were there would not be
         # what the file asks for.

@@ -21,10 +21,11 @@ async def current_caller(request: Request) -> Caller:
     one place credentials are read (HTTP Basic, as DTR's documents use, or a bearer token)."""
     registry: Registry = request.app.state.registry
     auth = registry.auth
-    refusal = auth.protected_refusal(request.client.host if request.client else None)
+    peer = request.client.host if request.client else None
+    refusal = auth.protected_refusal(peer)
     if refusal is not None:
         raise Refused(True, refusal)
-    return await auth.caller(request.headers.get("authorization"))
+    return await auth.caller(request.headers.get("authorization"), peer)
 
 
 Services = Annotated[Registry, Depends(current_registry)]

@@ -69,7 +69,9 @@ async def version_check(request: Request) -> Response:
     the 401 whose challenge tells clients to log in."""
     try:
         caller = await caller_of(request)
-        if caller.is_anonymous and request.app.state.registry.auth.enforcing:
+        # Any token of this registry will do (an anonymous one too, as Distribution's).
+        from_token = caller.grant.scopes is not None
+        if caller.is_anonymous and not from_token and request.app.state.registry.auth.enforcing:
             raise Refused(False, "authentication required")
     except RegistryError as error:
         return refused_response(request, error)
@@ -105,10 +107,11 @@ async def caller_of(request: Request) -> Caller:
     place credentials are read (``Refused`` for credentials that prove nothing, and for a
     client the protected mode turns away)."""
     auth = request.app.state.registry.auth
-    refusal = auth.protected_refusal(request.client.host if request.client else None)
+    peer = request.client.host if request.client else None
+    refusal = auth.protected_refusal(peer)
     if refusal is not None:
         raise Refused(True, refusal)
-    caller: Caller = await auth.caller(request.headers.get("authorization"))
+    caller: Caller = await auth.caller(request.headers.get("authorization"), peer)
     return caller
 
 

@@ -29,6 +29,7 @@ from typing import Protocol
 from ..meta.accounts import Account, AccountStore
 from .access import Refused
 from .caller import UNRESTRICTED, Caller
+from .logins import LoginLimiter
 from .passwords import Verifier
 
 # Personal access tokens start with this, so that a password is never looked up as one
@@ -47,7 +48,7 @@ def token_hash(secret: str) -> str:
 
 
 class BearerVerifier(Protocol):
-    def verify(self, token: str) -> Caller:
+    async def verify(self, token: str) -> Caller:
         """The caller a bearer token names, with its token's scopes; raise ``Refused`` (not
         known: 401) for a token that is not valid here."""
 
@@ -105,6 +106,20 @@ PROTECTED = (
 )
 
 
+@dataclass(frozen=True)
+class Login:
+    """An account that proved who it is, and what a refresh token remembers of how: ``pw:``
+    and a digest of the password's hash (a new password ends it) or ``pat:`` and the personal
+    access token's id (revoking the token ends it)."""
+
+    caller: Caller
+    proof: str
+
+
+def _password_proof(password_hash: str | None) -> str:
+    return "pw:" + hashlib.sha256((password_hash or "").encode()).hexdigest()[:32]
+
+
 class AccountsBasic:
     """HTTP Basic against Wharf's accounts: a password (argon2id, verified once a minute at
     most per password thanks to ``Verifier``) or a personal access token."""
@@ -114,17 +129,39 @@ class AccountsBasic:
         self._verifier = verifier or Verifier()
 
     async def verify(self, user: str, password: str) -> Caller | None:
+        login = await self.login(user, password)
+        return None if login is None else login.caller
+
+    async def login(self, user: str, password: str) -> Login | None:
         account: Account | None
         if password.startswith(TOKEN_PREFIX):
             found = await self._accounts.token_owner(token_hash(password), datetime.now(UTC))
-            account = found[1] if found is not None else None
-            if account is None or account.name != user:
+            if found is None or found[1].name != user:
                 return None
+            account, proof = found[1], f"pat:{found[0].id}"
         else:
             account = await self._accounts.account(user)
             if account is None or not await self._verifier.verify(account.password_hash, password):
                 return None
+            proof = _password_proof(account.password_hash)
         if account.kind != "user" or not account.active:
+            return None
+        return Login(Caller.account(account.name, account.admin), proof)
+
+    async def still_valid(self, user: str, proof: str) -> Caller | None:
+        """The caller of a login made earlier with ``proof``, when the account is still active
+        and the credential still holds."""
+        account = await self._accounts.account(user)
+        if account is None or account.kind != "user" or not account.active:
+            return None
+        if proof.startswith("pat:"):
+            now = datetime.now(UTC)
+            tokens = await self._accounts.tokens(user)
+            if not any(
+                str(t.id) == proof[4:] and (t.expires_at is None or t.expires_at > now) for t in tokens
+            ):
+                return None
+        elif not secrets.compare_digest(proof, _password_proof(account.password_hash)):
             return None
         return Caller.account(account.name, account.admin)
 
@@ -139,6 +176,7 @@ class Authenticator:
         open_to_all: bool = False,
         realm: str = "wharf",
         anonymous: bool = True,
+        limiter: LoginLimiter | None = None,
     ) -> None:
         """``challenge(base_url, scope, error)``: the ``WWW-Authenticate`` value of a /v2
         401 (``base_url``: the scheme and host the client used); ``realm``: the one of the
@@ -152,6 +190,7 @@ class Authenticator:
         self._challenge = challenge
         self._open = open_to_all
         self._anonymous = anonymous
+        self.limiter = limiter or LoginLimiter()
 
     @property
     def enforcing(self) -> bool:
@@ -164,9 +203,10 @@ class Authenticator:
             return None
         return PROTECTED
 
-    async def caller(self, authorization: str | None) -> Caller:
+    async def caller(self, authorization: str | None, peer: str | None = None) -> Caller:
         """The caller those credentials prove: anonymous when none came. Raises ``Refused``
-        (401) for credentials that prove nothing."""
+        (401) for credentials that prove nothing, ``TooManyLogins`` (429) while failed
+        logins for that user or from ``peer`` (the client's address) are paused."""
         if self.method == "none":
             return Caller.anonymous(UNRESTRICTED)
         credentials = parse_authorization(authorization)
@@ -177,13 +217,13 @@ class Authenticator:
         if credentials.scheme == "bearer":
             if self._bearer is None:
                 raise Refused(False, "bearer tokens are not accepted here: use Basic credentials")
-            return self._bearer.verify(credentials.secret)
-        if self._basic is None:
+            return await self._bearer.verify(credentials.secret)
+        basic = self._basic
+        if basic is None:
             raise Refused(False, "Basic credentials are not accepted here: use a bearer token")
-        found = await self._basic.verify(credentials.user, credentials.secret)
-        if found is None:
-            raise Refused(False, f"wrong user name or password for {credentials.user!r}")
-        return found
+        return await self.limiter.attempt(
+            credentials.user, peer, lambda: basic.verify(credentials.user, credentials.secret)
+        )
 
     def challenge(self, base_url: str, scope: str | None, error: str | None = None) -> str:
         if self._challenge is None:

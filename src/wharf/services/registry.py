@@ -25,6 +25,7 @@ from .repositories import RepositoryService
 from .schedules import Periodic, ScheduleService
 from .team_access import TeamAccessService
 from .teams import TeamService
+from .tokens import TokenServer
 from .uploads import UploadService
 
 
@@ -48,6 +49,8 @@ class Registry:
     teams: TeamService
     repositories: RepositoryService
     team_access: TeamAccessService
+    # Wharf's token server (/auth/token), with its own accounts only.
+    token_server: TokenServer | None = None
 
     @classmethod
     def build(
