@@ -197,14 +197,24 @@ def test_serve_names_what_the_user_wrote(tmp_path, text, environ, said):
     assert "Traceback" not in result.stderr
 
 
-def test_an_external_token_server_is_refused_at_start_up_rather_than_ignored(tmp_path):
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        ("", "auth.token needs the token server's keys: set rootcertbundle"),
+        (", rootcertbundle: /nonexistent/certs.pem", "auth.token.rootcertbundle (/nonexistent/certs.pem)"),
+        (", jwks: /nonexistent/keys.json", "auth.token.jwks (/nonexistent/keys.json): cannot read it"),
+    ],
+)
+def test_an_external_token_server_without_usable_keys_is_refused_at_start_up(tmp_path, keys, said):
     path = write(
         tmp_path,
         f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n"
-        "auth: {token: {realm: https://auth.example.com/token, service: registry, issuer: acme}}\n",
+        "auth: {token: {realm: https://auth.example.com/token, service: registry, "
+        f"issuer: acme{keys}}}}}\n",
     )
     result = subprocess.run(
         [sys.executable, "-m", "wharf", "serve", str(path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0
-    assert "auth.token" in result.stderr and "not supported" in result.stderr
+    assert said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

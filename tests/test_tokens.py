@@ -158,6 +158,18 @@ def test_a_token_grants_what_was_asked_as_far_as_the_account_may(server: WharfSe
         ).is_success
         anonymous = token(client, "repository:bob/app:pull,push")
         assert claims(anonymous["token"])["access"][0]["actions"] == ["pull"]
+        # "*" asks for every action: all of them to an administrator of the repository, as
+        # many as the caller may do to anyone else.
+        owner = token(client, "repository:bob/app:*", who=BOB)
+        assert claims(owner["token"])["access"][0]["actions"] == ["*"]
+        reader = token(client, "repository:bob/app:*", who=CAROL)
+        assert claims(reader["token"])["access"][0]["actions"] == ["pull"]
+        # A token allows what it names: pull,push is no delete, even to the owner.
+        pushing = token(client, "repository:bob/app:pull,push", who=BOB)["token"]
+        undeleted = client.delete("/v2/bob/app/manifests/v1", headers=bearer(pushing))
+        assert undeleted.status_code == 401
+        assert 'scope="repository:bob/app:delete"' in undeleted.headers["www-authenticate"]
+        assert client.get("/v2/bob/app/manifests/v1", headers=bearer(owner["token"])).status_code == 200
         pulled = client.get("/v2/bob/app/manifests/v1", headers=bearer(anonymous["token"]))
         assert pulled.status_code == 200 and pulled.content == image.manifest
 

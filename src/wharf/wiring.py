@@ -21,6 +21,7 @@ from .storage.filesystem import FilesystemBlobStore
 if TYPE_CHECKING:
     from .services.jobs import JobRunner
     from .services.maintenance import MaintenanceWatcher
+    from .services.token_trust import TrustedKeys
 
 
 def build_storage(settings: Settings) -> BlobStore:
@@ -150,7 +151,28 @@ def build_authenticator(settings: Settings) -> Authenticator:
             realm=realm,
             anonymous=False,
         )
+    if auth.method == "token":
+        from .services.token_trust import TrustedTokens
+
+        assert auth.token is not None
+        token = auth.token
+        # Checked by check_auth before serving; read again here (the command line does not
+        # reach this).
+        trusted = TrustedTokens(trusted_keys(settings), issuer=token.issuer, service=token.service)
+        return Authenticator("token", bearer=trusted, challenge=bearer_challenge(token.realm, token.service))
     return Authenticator("none", open_to_all=auth.open)
+
+
+def trusted_keys(settings: Settings) -> TrustedKeys:
+    """The keys of auth.token's token server; ``ConfigError`` naming the key and the file."""
+    from .services.token_trust import TrustedKeys, TrustError
+
+    token = settings.auth.token
+    assert token is not None
+    try:
+        return TrustedKeys.load(token.rootcertbundle, token.jwks)
+    except TrustError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_auth(settings: Settings) -> None:
@@ -160,12 +182,7 @@ def check_auth(settings: Settings) -> None:
     if auth.method == "accounts":
         read_signing_key(settings)
     if auth.method == "token":
-        # Refused rather than ignored: serving as if no auth section were there would not be
-        # what the file asks for.
-        raise ConfigError(
-            "auth.token (trusting an external token server) is not supported by this version "
-            "of Wharf: use auth.accounts (Wharf's own accounts) or auth.htpasswd"
-        )
+        trusted_keys(settings)
     if auth.method == "htpasswd":
         from .services.htpasswd import HtpasswdBasic, HtpasswdError
 

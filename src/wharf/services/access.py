@@ -135,6 +135,11 @@ class AccessService:
         return await self._accounts.access_facts(user, repository, namespace_of(repository))
 
     async def allows(self, caller: Caller, action: str, repository: str) -> bool:
+        grant = caller.grant
+        if grant.scopes is not None and not grant.unrestricted:
+            # A token allows the actions it names (``*``: all of them), each on its own.
+            named = {a for kind, name, a in grant.scopes if kind == "repository" and name == repository}
+            return action in named or ALL in named
         return await self.level(caller, repository) >= NEEDS[action]
 
     async def require(self, caller: Caller, action: str, repository: str) -> None:
@@ -148,9 +153,10 @@ class AccessService:
             raise Refused(False, f"authentication required to {what} {repository}", scope)
         if caller.grant.scopes is not None:
             # A token narrower than the account: a new token may carry the action (docker
-            # asks for one when challenged); when the account may not either, say so.
+            # asks for one when challenged); when the account may not either, say so. A
+            # trusted token server's accounts are its own: only it can say.
             account = Caller.account(caller.user or "", caller.admin)
-            if await self.allows(account, action, repository):
+            if caller.grant.external or await self.allows(account, action, repository):
                 raise Refused(False, f"the token does not grant {action} on {repository}", scope)
         raise Refused(True, f"{caller.name} may not {what} {repository}", scope)
 
@@ -171,14 +177,22 @@ class AccessService:
     async def granted(self, caller: Caller, repository: str, asked: Iterable[str]) -> list[str]:
         """Of the ``asked`` actions on ``repository``, those the caller may do: what a token
         server puts in a token (a partial grant is not an error)."""
-        allowed = actions_at(await self.level(caller, repository))
-        return [action for action in dict.fromkeys(asked) if action in allowed]
+        level = await self.level(caller, repository)
+        allowed = actions_at(level)
+        wanted = list(dict.fromkeys(asked))
+        if ALL in wanted and level < NEEDS[ALL]:
+            # ``*`` asks for every action (containers/image deletes with it): as many of
+            # them as the caller may do.
+            wanted = [PULL, PUSH, DELETE, *wanted]
+        return [action for action in dict.fromkeys(wanted) if action in allowed]
 
     async def readable(self, caller: Caller, names: Sequence[str]) -> list[str]:
         """Those of ``names`` (existing repositories, in order) the caller may pull."""
         grant = caller.grant
         if grant.unrestricted or caller.admin:
             return list(names)
+        if grant.external and grant.scopes is not None and CATALOG in grant.scopes:
+            return list(names)  # the trusted token server decided alone
         if grant.scopes is not None and caller.user is not None:
             # A catalog token lists what its subject may read, as an account's caller does.
             account = await self._accounts.account(caller.user)

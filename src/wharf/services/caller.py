@@ -7,7 +7,9 @@ local administrator. ``services/access.py`` decides from the grant what the call
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # How the activity log names a caller who gave no name.
 ANONYMOUS = "anonymous"
@@ -37,6 +39,9 @@ class Grant:
 
     unrestricted: bool = False
     scopes: frozenset[Scope] | None = None
+    # The scopes came from a token server Wharf trusts (auth.token), which decided alone:
+    # its registry:catalog:* lists every repository, as Distribution's does.
+    external: bool = False
 
 
 UNRESTRICTED = Grant(unrestricted=True)
@@ -67,6 +72,21 @@ class Caller:
     def anonymous(cls, grant: Grant = ACCOUNT) -> Caller:
         """A client that sent no credentials, granted ``grant``."""
         return cls(None, grant)
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any], external: bool = False) -> Caller:
+        """The caller a verified token's claims name (``sub``; empty: anonymous), granted
+        exactly its ``access`` entries (``{"type", "name", "actions"}``)."""
+        scopes: set[Scope] = set()
+        for entry in claims.get("access") or []:
+            if not isinstance(entry, dict):
+                continue
+            kind, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
+            if isinstance(kind, str) and isinstance(name, str) and isinstance(actions, list):
+                scopes.update((kind, name, action) for action in actions if isinstance(action, str))
+        subject = claims.get("sub")
+        user = subject if isinstance(subject, str) and subject else None
+        return cls(user, Grant(scopes=frozenset(scopes), external=external))
 
     @classmethod
     def local(cls, name: str) -> Caller:

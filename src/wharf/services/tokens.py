@@ -27,12 +27,13 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from ..errors import TOKEN_REQUEST_INVALID, RegistryError
 from ..meta.accounts import AccountStore
 from .access import ALL, CATALOG, AccessService, Refused
 from .authn import AccountsBasic, Login
-from .caller import Caller, Grant, Scope
+from .caller import Caller
 from .logins import LoginLimiter
 
 REFRESH_TTL = timedelta(days=30)
@@ -63,7 +64,7 @@ class SigningKey:
         return self.private.public_key()
 
 
-def key_id(public: PublicKey) -> str:
+def key_id(public: PublicKeyTypes) -> str:
     """The ``kid`` of a key, in libtrust's form (what Distribution's token servers write):
     the SHA-256 of the DER public key, its first 240 bits in base32, in groups of four."""
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -167,7 +168,7 @@ class Tokens:
         self.ttl = ttl
         self._clock = clock
         self._key = load_signing_key(pem, "auth.accounts.signingkey") if pem else None
-        self._verified: dict[str, tuple[Caller, float]] = {}
+        self._verified = Verified()
 
     @property
     def refresh_audience(self) -> str:
@@ -228,25 +229,31 @@ class Tokens:
 
     async def verify(self, token: str) -> Caller:
         """The caller an access token names, granted exactly its ``access``."""
-        now = self._clock().timestamp()
-        seen = self._verified.get(token)
-        if seen is not None and now < seen[1]:
-            return seen[0]
+        seen = self._verified.get(token, self._clock().timestamp())
+        if seen is not None:
+            return seen
         claims = await self.decode(token, self.service)
-        scopes: set[Scope] = set()
-        for entry in claims.get("access") or []:
-            if not isinstance(entry, dict):
-                continue
-            kind, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
-            if isinstance(kind, str) and isinstance(name, str) and isinstance(actions, list):
-                scopes.update((kind, name, action) for action in actions if isinstance(action, str))
-        subject = claims["sub"]
-        user = subject if isinstance(subject, str) and subject else None
-        caller = Caller(user, Grant(scopes=frozenset(scopes)))
-        if len(self._verified) >= CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (caller, claims["exp"] + LEEWAY.total_seconds())
+        caller = Caller.from_claims(claims)
+        self._verified.keep(token, caller, claims["exp"] + LEEWAY.total_seconds())
         return caller
+
+
+class Verified:
+    """Tokens verified already and the callers they name, until they expire: a client sends
+    the same token on every request, and pays for its signature check once."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._callers: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, token: str, now: float) -> Caller | None:
+        seen = self._callers.get(token)
+        return seen[0] if seen is not None and now < seen[1] else None
+
+    def keep(self, token: str, caller: Caller, until: float) -> None:
+        if len(self._callers) >= self._size:
+            self._callers.clear()
+        self._callers[token] = (caller, until)
 
 
 class TokenServer:
