@@ -209,7 +209,7 @@ def test_bad_token_requests_are_refused_clearly(server: WharfServer):
         password = client.post(
             "/auth/token", data={"grant_type": "password", "username": "bob", "password": "nope"}
         )
-        assert password.status_code == 401 and password.json()["error"] == "invalid_grant"
+        assert password.status_code == 400 and password.json()["error"] == "invalid_grant"
 
 
 def test_the_oauth2_grants_and_refresh_tokens_that_end_with_their_login(server: WharfServer):
@@ -245,6 +245,19 @@ def test_the_oauth2_grants_and_refresh_tokens_that_end_with_their_login(server: 
 
         again = refreshed(refresh)
         assert again.status_code == 200, again.text
+        # One form field per scope, as containers/image sends them with a refresh token.
+        both = client.post(
+            "/auth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": refresh,
+                "scope": ["repository:bob/app:pull,push", "repository:bob/src:pull"],
+            },
+        )
+        assert claims(both.json()["access_token"])["access"] == [
+            {"type": "repository", "name": "bob/app", "actions": ["pull", "push"]},
+            {"type": "repository", "name": "bob/src", "actions": ["pull"]},
+        ]
         assert claims(again.json()["access_token"])["sub"] == "bob"
         # docker login's way: GET with offline_token, then the refresh token from then on.
         offline = token(client, who=BOB, offline_token="true", account="bob")
@@ -257,7 +270,7 @@ def test_the_oauth2_grants_and_refresh_tokens_that_end_with_their_login(server: 
             auth=BOB,
         ).is_success
         ended = refreshed(refresh)
-        assert ended.status_code == 401 and ended.json()["error"] == "invalid_grant"
+        assert ended.status_code == 400 and ended.json()["error"] == "invalid_grant"
         assert "log in again" in ended.json()["error_description"]
 
         # One got with a personal access token ends when the token is revoked.
@@ -265,7 +278,7 @@ def test_the_oauth2_grants_and_refresh_tokens_that_end_with_their_login(server: 
         carols = token(client, who=("carol", secret), offline_token="true")["refresh_token"]
         assert refreshed(carols).status_code == 200
         assert client.delete(f"/api/v0/accounts/carol/tokens/{token_id}", auth=CAROL).is_success
-        assert refreshed(carols).status_code == 401
+        assert refreshed(carols).status_code == 400
 
 
 def test_tokens_this_registry_did_not_issue_as_they_stand_are_refused(server: WharfServer, signing_key: str):
@@ -344,3 +357,26 @@ def test_failed_logins_are_slowed_for_the_account_and_the_address(server: WharfS
         assert client.get("/api/v0/accounts/bob", auth=BOB).status_code == 429
         # A token issued before keeps working: using it is no login.
         assert client.get("/v2/", headers=bearer(before)).status_code == 200
+
+
+def test_tokens_are_no_credentials_for_the_admin_api(server: WharfServer):
+    """A token grants actions on repositories: read as its whole account by the admin API, a
+    leaked pull token would make personal access tokens."""
+    with server.client() as client:
+        pull = token(client, "repository:bob/app:pull", who=BOB)["token"]
+        made = client.post("/api/v0/accounts/bob/tokens", json={"name": "stolen"}, headers=bearer(pull))
+        assert made.status_code == 401 and error_codes(made) == ["UNAUTHORIZED"]
+        assert "Basic" in made.json()["errors"][0]["message"]
+        assert client.get("/api/v0/accounts/bob/tokens", auth=BOB).json() == {"tokens": []}
+
+
+def test_an_administrators_token_without_the_scope_is_answered_401(server: WharfServer):
+    """docker and podman fetch a new token after a 401, not after a 403: a system administrator
+    may do everything, so a token of theirs lacking a scope asks for it."""
+    with server.client() as client:
+        with httpx.Client(base_url=server.url, auth=BOB) as bob:
+            push_image(bob, "bob/app", Image.random(), "v1")
+        narrow = token(client, "repository:bob/other:pull", who=ROOT)["token"]
+        answer = client.get("/v2/bob/app/manifests/v1", headers=bearer(narrow))
+        assert answer.status_code == 401, answer.text
+        assert 'scope="repository:bob/app:pull"' in answer.headers["www-authenticate"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -98,14 +98,14 @@ def _oauth_error(
     return response
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request) -> dict[str, list[str]]:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM:
             raise _invalid(f"the form is larger than {MAX_FORM} bytes")
     try:
-        return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False))
+        return parse_qs(body.decode(), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError):
         raise _invalid("the body is not an application/x-www-form-urlencoded form") from None
 
@@ -118,9 +118,12 @@ async def token_post(request: Request) -> Response:
     if server is None:
         return empty(404)
     try:
-        form = await _form(request)
+        fields = await _form(request)
+        # Each field once, but scope as often as it comes (containers/image sends one
+        # field per scope).
+        form = {name: values[0] for name, values in fields.items()}
         server.check_service(form.get("service"))
-        scopes = parse_scopes([form.get("scope", "")])
+        scopes = parse_scopes(fields.get("scope", []))
         grant = form.get("grant_type", "")
         refresh: str | None = None
         if grant == "password":
@@ -144,10 +147,9 @@ async def token_post(request: Request) -> Response:
     except ClientDisconnect:
         return empty(400)
     except Refused as error:
-        return _oauth_error(401, "invalid_grant", error.message)
+        # RFC 6749: credentials or a refresh token that prove nothing are an invalid grant.
+        return _oauth_error(400, "invalid_grant", error.message)
     except RegistryError as error:
-        if error.status == 429:
-            return _oauth_error(429, "slow_down", error.message, error.headers)
-        return _oauth_error(error.status, "invalid_request", error.message)
+        return _oauth_error(error.status, "invalid_request", error.message, error.headers)
     except Exception as error:
         return error_response(answer_for(log, request.method, request.url.path, error))

@@ -155,7 +155,8 @@ class AccessService:
             # A token narrower than the account: a new token may carry the action (docker
             # asks for one when challenged); when the account may not either, say so. A
             # trusted token server's accounts are its own: only it can say.
-            account = Caller.account(caller.user or "", caller.admin)
+            found = await self._accounts.account(caller.user or "")
+            account = Caller.account(caller.user or "", found is not None and found.admin)
             if caller.grant.external or await self.allows(account, action, repository):
                 raise Refused(False, f"the token does not grant {action} on {repository}", scope)
         raise Refused(True, f"{caller.name} may not {what} {repository}", scope)

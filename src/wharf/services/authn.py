@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -30,7 +31,7 @@ from ..meta.accounts import Account, AccountStore
 from .access import Refused
 from .caller import UNRESTRICTED, Caller
 from .logins import LoginLimiter
-from .passwords import Verifier
+from .passwords import Verifier, hash_password
 
 # Personal access tokens start with this, so that a password is never looked up as one
 # (and a leaked token is recognisable to secret scanners).
@@ -116,6 +117,12 @@ class Login:
     proof: str
 
 
+@functools.cache
+def _unknown() -> str:
+    """A hash no password matches (of a random one), checked for names that are no account."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def _password_proof(password_hash: str | None) -> str:
     return "pw:" + hashlib.sha256((password_hash or "").encode()).hexdigest()[:32]
 
@@ -141,7 +148,10 @@ class AccountsBasic:
             account, proof = found[1], f"pat:{found[0].id}"
         else:
             account = await self._accounts.account(user)
-            if account is None or not await self._verifier.verify(account.password_hash, password):
+            # An unknown name costs what a wrong password does: the time of an answer does
+            # not tell which names exist.
+            stored = account.password_hash if account is not None else _unknown()
+            if not await self._verifier.verify(stored, password) or account is None:
                 return None
             proof = _password_proof(account.password_hash)
         if account.kind != "user" or not account.active:
@@ -203,7 +213,7 @@ class Authenticator:
             return None
         return PROTECTED
 
-    async def caller(self, authorization: str | None, peer: str | None = None) -> Caller:
+    async def caller(self, authorization: str | None, peer: str | None = None, bearer: bool = True) -> Caller:
         """The caller those credentials prove: anonymous when none came. Raises ``Refused``
         (401) for credentials that prove nothing, ``TooManyLogins`` (429) while failed
         logins for that user or from ``peer`` (the client's address) are paused."""
@@ -215,6 +225,12 @@ class Authenticator:
                 raise Refused(False, "authentication required")
             return Caller.anonymous()
         if credentials.scheme == "bearer":
+            if not bearer:
+                raise Refused(
+                    False,
+                    "the admin API takes HTTP Basic credentials (a password or a personal access "
+                    "token), not bearer tokens",
+                )
             if self._bearer is None:
                 raise Refused(False, "bearer tokens are not accepted here: use Basic credentials")
             return await self._bearer.verify(credentials.secret)

@@ -24,6 +24,7 @@ WINDOW = 60.0
 # Keys followed at once; past it the oldest are forgotten (a flood of made-up names must not
 # grow the process without bound).
 MAX_KEYS = 100_000
+MAX_USER = 256
 
 
 class TooManyLogins(RegistryError):
@@ -47,6 +48,9 @@ class LoginLimiter:
 
     @staticmethod
     def _keys(user: str, peer: str | None) -> list[tuple[str, str]]:
+        # Account names are far shorter: a longer one is no account, and must not make
+        # each followed key that long.
+        user = user[:MAX_USER]
         keys = [(f"user:{user}", f"for {user!r}")]
         if peer:
             keys.append((f"addr:{peer}", f"from {peer}"))

@@ -283,12 +283,12 @@ class TokenServer:
     async def grant(self, caller: Caller, scopes: Sequence[ScopeRequest]) -> list[dict[str, Any]]:
         """What of ``scopes`` the caller may do: one entry per scope asked (merged by
         resource), its actions only those allowed, possibly none."""
-        merged: dict[tuple[str, str], list[str]] = {}
+        merged: dict[tuple[str, str], dict[str, None]] = {}
         for scope in scopes:
-            actions = merged.setdefault((scope.type, scope.name), [])
-            actions.extend(a for a in scope.actions if a not in actions)
+            merged.setdefault((scope.type, scope.name), {}).update(dict.fromkeys(scope.actions))
         access = []
-        for (kind, name), asked in merged.items():
+        for (kind, name), wanted in merged.items():
+            asked = list(wanted)
             if kind == "repository":
                 allowed = await self._access.granted(caller, name, asked)
             elif (kind, name) == CATALOG[:2]:
