@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .access import Refused
 from .caller import Caller
-from .tokens import LEEWAY, Verified, key_id
+from .tokens import LEEWAY, Verified, check_times, key_id
 
 Key = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 _CURVES = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
@@ -201,10 +201,7 @@ class TrustedTokens:
             )
         except jwt.PyJWTError as error:
             raise Refused(False, f"the bearer token is not valid here: {error}") from None
-        if claims["exp"] + LEEWAY.total_seconds() <= now:
-            raise Refused(False, "the bearer token is not valid here: Signature has expired")
-        if "nbf" in claims and claims["nbf"] - LEEWAY.total_seconds() > now:
-            raise Refused(False, "the bearer token is not valid here: The token is not yet valid (nbf)")
+        check_times(claims, now)
         caller = Caller.from_claims(claims, external=True)
         self._verified.keep(token, caller, claims["exp"] + LEEWAY.total_seconds())
         return caller

@@ -129,6 +129,15 @@ def parse_scopes(values: Sequence[str]) -> list[ScopeRequest]:
     return found
 
 
+def check_times(claims: dict[str, Any], now: float) -> None:
+    """Refuse a token expired or not valid yet at ``now``: PyJWT checks exp and nbf against
+    the system clock, and the clock here may be injected."""
+    if claims["exp"] + LEEWAY.total_seconds() <= now:
+        raise Refused(False, "the bearer token is not valid here: Signature has expired")
+    if "nbf" in claims and claims["nbf"] - LEEWAY.total_seconds() > now:
+        raise Refused(False, "the bearer token is not valid here: The token is not yet valid (nbf)")
+
+
 def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -219,12 +228,7 @@ class Tokens:
             )
         except jwt.PyJWTError as error:
             raise Refused(False, f"the bearer token is not valid here: {error}") from None
-        # PyJWT checks exp and nbf against the system clock; this one may be injected.
-        now = self._clock().timestamp()
-        if claims["exp"] + LEEWAY.total_seconds() <= now:
-            raise Refused(False, "the bearer token is not valid here: Signature has expired")
-        if claims["nbf"] - LEEWAY.total_seconds() > now:
-            raise Refused(False, "the bearer token is not valid here: The token is not yet valid (nbf)")
+        check_times(claims, self._clock().timestamp())
         return claims
 
     async def verify(self, token: str) -> Caller:
