@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,10 +52,14 @@ class WharfServer:
         self.config_path = directory / "config.yml"
         self.log_path = directory / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # With http.tls: the context clients verify the server's certificate with (and that
+        # holds the certificate they present when the server asks for one).
+        self.verify: ssl.SSLContext | bool = True
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.config["http"].get("tls") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def database_url(self) -> str:
@@ -92,7 +97,8 @@ class WharfServer:
                 )
             try:
                 # 401: a registry with auth on answers, and asks who is calling.
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
+                answer = httpx.get(f"{self.url}/v2/", timeout=1, verify=self.verify)
+                if answer.status_code in (200, 401):
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)
@@ -121,4 +127,4 @@ class WharfServer:
         self.start()
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+        return httpx.Client(base_url=self.url, timeout=60, verify=self.verify, **kwargs)

@@ -157,8 +157,8 @@ storage:
             "auth.silly: Wharf has no 'silly' authentication",
         ),
         (
-            "http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n",
-            "http.tls: Wharf does not serve TLS yet",
+            "http:\n  tls:\n    letsencrypt:\n      cachefile: /le.json\n      email: a@b\n",
+            "http.tls.letsencrypt: Wharf gets no certificates from Let's Encrypt",
         ),
         (
             "notifications:\n  endpoints:\n    - name: alistener\n      url: https://my.listener.com/event\n",
@@ -195,7 +195,7 @@ def test_what_wharf_cannot_honour_is_refused_by_name(tmp_path, text, said):
 def test_refusals_and_unknown_keys_are_told_together(tmp_path):
     message = refusal(tmp_path, "auth: {silly: {realm: r}}\nhttp: {secrett: x, tls: {key: /k}}\n")
     assert "  auth.silly: Wharf has no 'silly' authentication" in message
-    assert "  http.tls: Wharf does not serve TLS yet" in message
+    assert "  http.tls.certificate is required" in message
     assert "  http.secrett is not a known setting (did you mean http.secret?)" in message
 
 

@@ -124,16 +124,21 @@ def serve(config: str | None, server: str) -> None:
     """Run the registry. With no CONFIG: 127.0.0.1:5000, everything in ./data."""
     from .metrics_dir import share_metrics
     from .serving import ListenError, bound_address, listen, raise_fd_limit, run_granian, run_uvicorn
+    from .tls import prepare_tls
     from .wiring import check_auth, prepare_storage
 
     settings = _settings(config, logging_to_come=True)
+    http = settings.http
     try:
-        # An htpasswd file that cannot be used stops start-up before anything is made.
+        # An htpasswd file, a key or a certificate that cannot be used stops start-up
+        # before anything is made.
         check_auth(settings)
+        tls = prepare_tls(http.tls) if http.tls is not None else None
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if tls is not None and tls.minimum == "tls1.3" and server == "uvicorn":
+        raise click.ClickException("http.tls.minimumtls: tls1.3 is served by granian only (--server granian)")
     log_config = _configure_logging(settings)
-    http = settings.http
     # Bound before anything else is done or said: a taken port stops start-up in one line.
     try:
         sock = listen(http)
@@ -149,7 +154,10 @@ def serve(config: str | None, server: str) -> None:
     share_metrics(http.workers)
     address = bound_address(sock)
     shown = http.addr if address == http.addr else f"{http.addr} ({address})"
-    started = f"wharf: serving on http://{shown} with {http.workers} worker(s), {_where_data_is(settings)}"
+    scheme = "https" if tls is not None else "http"
+    started = (
+        f"wharf: serving on {scheme}://{shown} with {http.workers} worker(s), {_where_data_is(settings)}"
+    )
     if settings.log.formatter == "json":
         log.info(started)
     else:
@@ -158,9 +166,9 @@ def serve(config: str | None, server: str) -> None:
     raise_fd_limit(http)
     with sock:
         if server == "uvicorn":
-            run_uvicorn(settings, log_config, sock)
+            run_uvicorn(settings, log_config, sock, tls)
         else:
-            run_granian(settings, log_config, sock)
+            run_granian(settings, log_config, sock, tls)
 
 
 def _auth_notices(settings: Settings, config: str | None, sock: socket.socket) -> None:

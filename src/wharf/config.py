@@ -116,6 +116,31 @@ class TimeoutsConfig(Section):
         return parse_duration(self.idle).total_seconds()
 
 
+class TLSConfig(Section):
+    """Distribution's http.tls: HTTPS served by the HTTP server itself."""
+
+    certificate: str  # PEM: the server's certificate, then any intermediates
+    key: str  # PEM: its private key (PKCS#8, PKCS#1 or SEC1, unencrypted)
+    # PEM files of the CAs whose client certificates are accepted; given: every client must
+    # present one (mutual TLS).
+    clientcas: list[str] = []
+    minimumtls: Literal["tls1.2", "tls1.3"] = "tls1.2"
+
+    @field_validator("certificate", "key")
+    @classmethod
+    def _names_a_file(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a PEM file")
+        return value
+
+    @field_validator("minimumtls", mode="before")
+    @classmethod
+    def _not_too_old(cls, value: Any) -> Any:
+        if value in ("tls1.0", "tls1.1"):
+            raise ValueError(f"{value} is not served (it is broken): use tls1.2 or tls1.3")
+        return value
+
+
 class HTTPConfig(Section):
     addr: str = "127.0.0.1:5000"
     workers: int = Field(default=1, ge=1, le=64)
@@ -126,6 +151,15 @@ class HTTPConfig(Section):
     maxrequests: int = Field(default=4096, ge=1, le=1_000_000)
     # Distribution's: added to every response that does not set the header itself.
     headers: dict[str, list[str]] = {}
+    tls: TLSConfig | None = None
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _empty_tls_is_plain(cls, value: Any) -> Any:
+        # As in Distribution: a tls section naming no files (``tls: {}``) serves plain HTTP.
+        if isinstance(value, dict) and not value:
+            return None
+        return value
 
     @model_validator(mode="after")
     def _requests_fit_connections(self) -> HTTPConfig:

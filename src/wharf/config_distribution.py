@@ -222,11 +222,13 @@ RULES: tuple[Rule, ...] = (
     Rule(("http", "relativeurls"), "ignore", "Wharf's Location headers are always relative"),
     Rule(("http", "draintimeout"), "warn", "on SIGTERM the HTTP server drains connections in its own time"),
     Rule(
-        ("http", "tls"),
+        ("http", "tls", "letsencrypt"),
         "refuse",
-        "Wharf does not serve TLS yet; remove http.tls and terminate TLS in a proxy in front of Wharf "
-        "(it would otherwise serve plain HTTP where clients expect HTTPS)",
+        "Wharf gets no certificates from Let's Encrypt; give http.tls.certificate and http.tls.key "
+        "(certbot or a proxy can get them)",
+        lambda value, _root: _empty(_get(value, "cachefile")) and _empty(_get(value, "hosts")),
     ),
+    Rule(("http", "tls", "ciphersuites"), "warn", "the HTTP server chooses its cipher suites itself"),
     Rule(
         ("http", "debug"),
         "warn",

@@ -22,6 +22,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import HTTPConfig, Settings, load_settings
+from .tls import TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,11 @@ def bound_address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run_granian(settings: Settings, log_config: dict[str, Any] | None, sock: socket.socket) -> None:
+def run_granian(
+    settings: Settings, log_config: dict[str, Any] | None, sock: socket.socket, tls: TLSFiles | None = None
+) -> None:
     from granian._granian import SocketHolder
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
     from granian.server import MPServer
 
@@ -162,10 +165,25 @@ def run_granian(settings: Settings, log_config: dict[str, Any] | None, sock: soc
         log_access=False,
         log_level="warning",
         log_dictconfig=log_config,
+        **(
+            {}
+            if tls is None
+            else {
+                "ssl_cert": tls.certificate,
+                "ssl_key": tls.key,
+                "ssl_protocol_min": SSLProtocols(tls.minimum),
+                "ssl_ca": tls.client_cas,
+                "ssl_client_verify": tls.client_cas is not None,
+            }
+        ),
     ).serve()
 
 
-def run_uvicorn(settings: Settings, log_config: dict[str, Any] | None, sock: socket.socket) -> None:
+def run_uvicorn(
+    settings: Settings, log_config: dict[str, Any] | None, sock: socket.socket, tls: TLSFiles | None = None
+) -> None:
+    import ssl
+
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -184,6 +202,11 @@ def run_uvicorn(settings: Settings, log_config: dict[str, Any] | None, sock: soc
         log_level="warning",
         log_config=log_config,
         access_log=False,
+        # Python's ssl refuses protocols older than TLS 1.2 by itself.
+        ssl_certfile=str(tls.certificate) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+        ssl_ca_certs=str(tls.client_cas) if tls and tls.client_cas else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_cas else ssl.CERT_NONE,
     )
     # As uvicorn.run does, but on the socket already bound.
     if http.workers > 1:
