@@ -75,16 +75,47 @@ def nothing_is_written_into_the_working_directory() -> Iterator[None]:
     assert not new, f"the tests wrote into the working directory {os.getcwd()}: {sorted(new)}"
 
 
-@pytest.fixture(scope="session", params=STACKS)
+# The embedded defaults with Wharf's accounts on, every client signed in as a writer.
+WRITER_STACK = "sqlite+filesystem+writer"
+
+
+@pytest.fixture(scope="session", params=[*STACKS, WRITER_STACK])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfServer]:
     """One registry per stack, shared by the tests that only need a registry: every test
-    taking it runs on the embedded defaults and on PostgreSQL with S3 (SeaweedFS).
+    taking it runs on the embedded defaults, on PostgreSQL with S3 (SeaweedFS), and on the
+    embedded defaults with auth on, its clients a writer getting tokens from /auth/token.
     Blob GETs are answered by Wharf itself here, so the suite checks Wharf's own headers;
     test_redirect.py covers the redirect to the object store."""
-    with stack_config(request, request.param) as config:
+    writer = request.param == WRITER_STACK
+    with stack_config(request, request.param.removesuffix("+writer")) as config:
+        if writer:
+            from .accounts import ACCOUNTS
+            from .server import deep_merge
+
+            config = deep_merge(config, ACCOUNTS)
         instance = WharfServer(tmp_path_factory.mktemp("wharf"), config).start()
+        if writer:
+            sign_in_as_writer(instance)
         yield instance
         instance.stop()
+
+
+def sign_in_as_writer(server: WharfServer) -> None:
+    """An administrator, an organization ``test`` (the namespace of ``repo``) whose team
+    ``writers`` has read-write on it, its member ``writer``; clients sign in as them."""
+    from .accounts import add_user
+    from .dtr import ROOT, call, expect, login, organization, users
+    from .token_auth import TokenAuth
+
+    add_user(server.database_url, *ROOT, admin=True)
+    users(server, "writer")
+    with server.client() as http:
+        organization(http, "test", writers=("writer",))
+        access = {"accessLevel": "read-write"}
+        expect(call(http, "PUT", "/repositoryNamespaces/test/teamAccess/writers", ROOT, access), 200)
+    server.credentials = login("writer")
+    server.auth = TokenAuth(*server.credentials)
+    server.admin_auth = httpx.BasicAuth(*ROOT)
 
 
 @pytest.fixture(params=STACKS)
@@ -131,6 +162,13 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., WharfServer]]:
 @pytest.fixture
 def client(server: WharfServer) -> Iterator[httpx.Client]:
     with server.client() as http:
+        yield http
+
+
+@pytest.fixture
+def admin_client(server: WharfServer) -> Iterator[httpx.Client]:
+    """A system administrator's client (the same as ``client`` where auth is off)."""
+    with server.client(auth=server.admin_auth) as http:
         yield http
 
 

@@ -55,6 +55,10 @@ class WharfServer:
         # With http.tls: the context clients verify the server's certificate with (and that
         # holds the certificate they present when the server asks for one).
         self.verify: ssl.SSLContext | bool = True
+        # Credentials every client() sends unless told otherwise (the writer stack's).
+        self.auth: httpx.Auth | None = None
+        self.admin_auth: httpx.Auth | None = None  # a system administrator's, with auth on
+        self.credentials: tuple[str, str] | None = None  # the user clients such as skopeo sign in as
 
     @property
     def url(self) -> str:
@@ -127,4 +131,5 @@ class WharfServer:
         self.start()
 
     def client(self, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("auth", self.auth)
         return httpx.Client(base_url=self.url, timeout=60, verify=self.verify, **kwargs)

@@ -241,22 +241,22 @@ def _post_job(client: httpx.Client, raw: str) -> httpx.Response:
 
 @pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e308", HUGE, "1e400", "1" + "0" * 30])
 @pytest.mark.parametrize("field", ["graceSeconds", "durationMinutes", "batchSize"])
-def test_numbers_no_job_can_use_are_refused(client, field, value):
+def test_numbers_no_job_can_use_are_refused(admin_client, field, value):
     # Each one was accepted, then failed all three attempts of the job (OverflowError).
-    response = _post_job(client, f'{{"job": "registryGC", "parameters": {{"{field}": {value}}}}}')
+    response = _post_job(admin_client, f'{{"job": "registryGC", "parameters": {{"{field}": {value}}}}}')
     assert _admin_refused(response) in (["INVALID_JOB"], ["INVALID_JSON"])
 
 
 @pytest.mark.parametrize("value", ["Infinity", "NaN", "1e308", HUGE])
-def test_settings_validation_would_refuse_are_not_saved(client, value):
-    before = client.get("/api/v0/admin/settings/registry/garbageCollection").json()
-    response = client.put(
+def test_settings_validation_would_refuse_are_not_saved(admin_client, value):
+    before = admin_client.get("/api/v0/admin/settings/registry/garbageCollection").json()
+    response = admin_client.put(
         "/api/v0/admin/settings/registry/garbageCollection",
         content=f'{{"duration": "minutes", "minutes": {value}}}',
         headers={"Content-Type": "application/json"},
     )
     assert _admin_refused(response) == ["INVALID_JSON"]
-    assert client.get("/api/v0/admin/settings/registry/garbageCollection").json() == before
+    assert admin_client.get("/api/v0/admin/settings/registry/garbageCollection").json() == before
 
 
 @pytest.mark.parametrize(
@@ -268,8 +268,8 @@ def test_settings_validation_would_refuse_are_not_saved(client, value):
     ],
     ids=["array", "object", "parameters"],
 )
-def test_deeply_nested_admin_bodies_are_refused(client, body):
-    assert _admin_refused(_post_job(client, body)) in (["INVALID_JSON"], ["INVALID_JOB"])
+def test_deeply_nested_admin_bodies_are_refused(admin_client, body):
+    assert _admin_refused(_post_job(admin_client, body)) in (["INVALID_JSON"], ["INVALID_JOB"])
 
 
 @pytest.mark.parametrize(
@@ -287,16 +287,16 @@ def test_deeply_nested_admin_bodies_are_refused(client, body):
         ("/api/v0/admin/settings/registry/garbageCollection/history", {"limit": HUGE}),
     ],
 )
-def test_admin_query_parameters_no_row_can_match_are_refused(client, path, params):
-    assert _admin_refused(client.get(path, params=params)) == ["INVALID_JSON"]
+def test_admin_query_parameters_no_row_can_match_are_refused(admin_client, path, params):
+    assert _admin_refused(admin_client.get(path, params=params)) == ["INVALID_JSON"]
 
 
 @pytest.mark.parametrize("job_id", ["%00", "a%00b", "x" * 300])
-def test_a_job_id_that_no_job_can_have_is_no_such_job(client, job_id):
+def test_a_job_id_that_no_job_can_have_is_no_such_job(admin_client, job_id):
     for response in (
-        client.get(f"/api/v0/jobs/{job_id}"),
-        client.get(f"/api/v0/jobs/{job_id}/logs"),
-        client.delete(f"/api/v0/jobs/{job_id}"),
+        admin_client.get(f"/api/v0/jobs/{job_id}"),
+        admin_client.get(f"/api/v0/jobs/{job_id}/logs"),
+        admin_client.delete(f"/api/v0/jobs/{job_id}"),
     ):
         assert _admin_refused(response, 404) == ["NO_SUCH_JOB"]
 
@@ -306,9 +306,9 @@ def test_a_job_id_that_no_job_can_have_is_no_such_job(client, job_id):
     [{"root": "/data\x00"}, {"root": "x" * 5000}],
     ids=["nul", "long"],
 )
-def test_job_parameters_with_a_nul_are_refused(client, parameters):
+def test_job_parameters_with_a_nul_are_refused(admin_client, parameters):
     body = json.dumps({"job": "metadatastoremigration", "parameters": parameters})
-    assert _admin_refused(_post_job(client, body)) == ["INVALID_JOB"]
+    assert _admin_refused(_post_job(admin_client, body)) == ["INVALID_JOB"]
 
 
 def test_a_nul_in_an_admin_path_is_refused(client, repo):

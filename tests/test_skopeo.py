@@ -6,7 +6,9 @@ digests of every manifest and blob are known before skopeo touches them.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -23,14 +25,22 @@ TIMEOUT = 120
 
 
 @pytest.fixture
-def run(skopeo: str, server: WharfServer) -> Any:
-    """Run one skopeo command; on failure the test fails with skopeo's stderr and the server log."""
+def run(skopeo: str, server: WharfServer, tmp_path: Path) -> Any:
+    """Run one skopeo command; on failure the test fails with skopeo's stderr and the server log.
+    Where the server has auth on, skopeo signs in as its clients do (an auth file, as
+    `skopeo login` writes)."""
+    env = dict(os.environ)
+    if server.credentials is not None:
+        authfile = tmp_path / "auth.json"
+        secret = base64.b64encode(":".join(server.credentials).encode()).decode()
+        authfile.write_text(json.dumps({"auths": {f"127.0.0.1:{server.port}": {"auth": secret}}}))
+        env["REGISTRY_AUTH_FILE"] = str(authfile)
 
     def run(*args: str, stderr: bool = False) -> bytes:
         """skopeo's stdout, or its stderr when ``stderr`` (where ``--debug`` writes)."""
         command = [skopeo, "--insecure-policy", *args]
         try:
-            result = subprocess.run(command, check=True, capture_output=True, timeout=TIMEOUT)
+            result = subprocess.run(command, check=True, capture_output=True, timeout=TIMEOUT, env=env)
         except subprocess.CalledProcessError as error:
             log = server.log_path.read_text(errors="replace")[-4000:] if server.log_path.exists() else ""
             pytest.fail(
