@@ -10,8 +10,8 @@ and prints a markdown table of medians. See bench/README.md.
                                   [--wharf-workers N] [--fsync|--no-fsync] [--runs N]
                                   [--storage filesystem|s3] [--auth]
 
-`--auth` runs Wharf with its accounts on: the client sends HTTP Basic credentials of an
-account with every request, wrk too.
+`--auth` runs Wharf with its accounts on: the client sends a bearer token from /auth/token
+with every request, wrk too.
 Distribution runs as always, so compare Wharf's rows of a run with and without it.
 
 Only the standard library is used by the client; `wrk` drives the manifest scenario.
@@ -84,18 +84,40 @@ BENCH_USER, BENCH_PASSWORD = "bench", "bench-password"
 
 
 class Tokens:
-    """The credentials a client with --auth sends: HTTP Basic on every request, as docker,
-    podman and skopeo do against Wharf's Basic challenge (its token server is not built
-    yet). What --auth measures is the server proving the caller and checking its access on
-    each request."""
+    """The credentials a client with --auth sends, as docker does: a bearer token from
+    /auth/token (asked for with HTTP Basic) for each repository, kept until shortly before it
+    expires. What --auth measures is the server verifying the token on every request."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         basic = base64.b64encode(f"{BENCH_USER}:{BENCH_PASSWORD}".encode()).decode()
         self.basic = f"Basic {basic}"
+        self.tokens: dict[str, tuple[str, float]] = {}  # repository: (header, good until)
 
     def header(self, path: str) -> str | None:
-        return self.basic if path.startswith("/v2/") else None
+        if not path.startswith("/v2/"):
+            return None
+        match = re.match(r"^/v2/(.+?)/(?:blobs|manifests|tags)/", path)
+        repository = match.group(1) if match else ""
+        held = self.tokens.get(repository)
+        if held is None or held[1] < time.monotonic():
+            held = self._fetch(repository)
+            self.tokens[repository] = held
+        return held[0]
+
+    def _fetch(self, repository: str) -> tuple[str, float]:
+        query = "service=wharf" + (f"&scope=repository:{repository}:pull,push,delete" if repository else "")
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", f"/auth/token?{query}", headers={"Authorization": self.basic})
+            answer = conn.getresponse()
+            body = json.loads(answer.read())
+        finally:
+            conn.close()
+        if answer.status != 200:
+            raise RuntimeError(f"/auth/token answered {answer.status}: {body}")
+        # A minute early: a wrk run must not outlive its token.
+        return f"Bearer {body['token']}", time.monotonic() + int(body.get("expires_in", 300)) - 60
 
 
 # The token source of each server port run with --auth.
