@@ -42,7 +42,7 @@ database: {url: "sqlite:////tmp/x.db"}
 """,
     )
     settings = load_settings(path, environ={})
-    assert settings.http.port == 5050 and settings.http.host == "0.0.0.0"
+    assert settings.http.port == 5050 and settings.http.bind_host == "0.0.0.0"
     assert settings.storage.filesystem.rootdirectory == "/srv/registry"
     assert settings.storage.delete.enabled is False
     assert settings.storage.maintenance.readonly.enabled is True
@@ -131,7 +131,7 @@ def test_a_bad_variable_value_is_named_as_the_variable(tmp_path):
 def test_a_variable_yaml_cannot_read_is_taken_as_text():
     # An IPv6 address is a broken YAML list; it used to end in a yaml traceback.
     settings = load_settings(None, environ={"WHARF_HTTP_ADDR": "[::1]:5001"})
-    assert (settings.http.host, settings.http.port) == ("::1", 5001)
+    assert (settings.http.bind_host, settings.http.port) == ("::1", 5001)
 
 
 def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
@@ -145,6 +145,14 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
 def test_a_port_out_of_range_says_so(tmp_path, addr):
     message = refusal(tmp_path, f"http: {{addr: '{addr}'}}\n")
     assert "http.addr: port" in message and "out of range" in message
+
+
+@pytest.mark.parametrize(
+    "host", ["registry.example.com", "ftp://registry.example.com", "https://", "https://r?x=1"]
+)
+def test_http_host_must_be_the_registrys_url(tmp_path, host):
+    message = refusal(tmp_path, f"http: {{host: '{host}'}}\n")
+    assert f"http.host: {host!r} is not the registry's URL" in message
 
 
 def test_two_storage_drivers_name_the_storage_key(tmp_path):

@@ -303,6 +303,8 @@ def test_unusable_files_stop_start_up_naming_the_key_and_the_file(tmp_path: Path
 
 
 def test_the_token_challenge_sends_clients_to_https(tmp_path: Path, ca: CA) -> None:
+    """Served over TLS, the realm is https on the request's host; behind a TLS proxy, it is
+    http.host's (Distribution's external URL)."""
     issued = ca.issue("registry", server=True, key_format=serialization.PrivateFormat.PKCS8)
     wharf = tls_server(tmp_path, "granian", ca, issued)
     wharf.config["auth"] = {"accounts": {"enabled": True}}
@@ -315,3 +317,16 @@ def test_the_token_challenge_sends_clients_to_https(tmp_path: Path, ca: CA) -> N
         assert realm in answer.headers["www-authenticate"], answer.headers
     finally:
         wharf.stop()
+
+    behind = WharfServer(
+        tmp_path / "behind-proxy",
+        {"http": {"host": "https://registry.example.com/"}, "auth": {"accounts": {"enabled": True}}},
+    )
+    behind.directory.mkdir()
+    behind.start()
+    try:
+        with behind.client() as client:
+            challenge = client.get("/v2/").headers["www-authenticate"]
+        assert 'realm="https://registry.example.com/auth/token"' in challenge, challenge
+    finally:
+        behind.stop()

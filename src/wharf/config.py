@@ -152,6 +152,17 @@ class HTTPConfig(Section):
     # Distribution's: added to every response that does not set the header itself.
     headers: dict[str, list[str]] = {}
     tls: TLSConfig | None = None
+    # Distribution's: the registry's external URL (https://registry.example.com); the token
+    # challenge sends clients to <host>/auth/token when auth.accounts.realm is empty.
+    host: str = ""
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if value and (not sep or scheme not in ("http", "https") or not rest.strip("/") or "?" in rest):
+            raise ValueError(f"{value!r} is not the registry's URL (e.g. https://registry.example.com)")
+        return value.rstrip("/")
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -197,7 +208,8 @@ class HTTPConfig(Section):
         return lists
 
     @property
-    def host(self) -> str:
+    def bind_host(self) -> str:
+        """The address of http.addr to listen on (not http.host, the external URL)."""
         return self.addr.rpartition(":")[0].strip("[]") or "0.0.0.0"
 
     @property
@@ -333,7 +345,8 @@ class AccountsConfig(Section):
     # A PEM file with an EC P-256 or RSA private key; empty: one generated once and kept in
     # the database, so that every replica signs with it.
     signingkey: str = ""
-    # Where clients fetch tokens; empty: <scheme>://<the request's host>/auth/token.
+    # Where clients fetch tokens; empty: http.host's /auth/token, or else
+    # <scheme>://<the request's host>/auth/token.
     realm: str = ""
 
     @field_validator("tokenttl")

@@ -204,11 +204,6 @@ RULES: tuple[Rule, ...] = (
     # -- http --------------------------------------------------------------------------------
     Rule(("http", "net"), "refuse", "Wharf listens on TCP only (http.addr)", _one_of("tcp", "tcp4", "tcp6")),
     Rule(
-        ("http", "host"),
-        "warn",
-        "Wharf's Location headers are relative, which clients resolve against the address they used",
-    ),
-    Rule(
         ("http", "prefix"),
         "refuse",
         "Wharf serves /v2 at the root of http.addr; remove http.prefix, or have your proxy strip it",

@@ -76,7 +76,7 @@ def listen(http: HTTPConfig) -> socket.socket:
     other program on the same address is refused here instead of silently sharing the port.
     A host name (``localhost:5000``) is resolved, IPv4 first as Go's listeners do."""
     where = f"cannot listen on {http.addr} ({_addr_key()})"
-    host = http.host
+    host = http.bind_host
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -152,7 +152,7 @@ def run_granian(
     BoundGranian(
         target="wharf.app:app_from_environment",
         factory=True,
-        address=http.host,
+        address=http.bind_host,
         port=sock.getsockname()[1],
         interface=Interfaces.ASGI,
         workers=http.workers,
@@ -191,7 +191,7 @@ def run_uvicorn(
     config = uvicorn.Config(
         "wharf.app:app_from_environment",
         factory=True,
-        host=http.host,
+        host=http.bind_host,
         port=sock.getsockname()[1],
         workers=http.workers,
         loop="uvloop",

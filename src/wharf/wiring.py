@@ -109,11 +109,17 @@ def build_registry(settings: Settings) -> Registry:
         "accounts",
         basic=basic,
         bearer=tokens,
-        challenge=bearer_challenge(accounts.realm, accounts.service),
+        challenge=bearer_challenge(accounts.realm or token_realm(settings), accounts.service),
     )
     registry = Registry.build(meta, storage, policy, defaults, periodic, authenticator)
     registry.token_server = TokenServer(tokens, registry.access, basic, authenticator.limiter)
     return registry
+
+
+def token_realm(settings: Settings) -> str:
+    """Where the challenge sends clients for tokens when auth.accounts.realm is empty: http.host's
+    /auth/token, or (empty) the request's own host."""
+    return f"{settings.http.host}/auth/token" if settings.http.host else ""
 
 
 def read_signing_key(settings: Settings) -> str | None:
