@@ -94,13 +94,14 @@ class Tokens:
         self.basic = f"Basic {basic}"
         self.tokens: dict[str, tuple[str, float]] = {}  # repository: (header, good until)
 
-    def header(self, path: str) -> str | None:
+    def header(self, path: str, valid_for: float = 60) -> str | None:
+        """The Authorization value for ``path``, good for ``valid_for`` seconds more."""
         if not path.startswith("/v2/"):
             return None
         match = re.match(r"^/v2/(.+?)/(?:blobs|manifests|tags)/", path)
         repository = match.group(1) if match else ""
         held = self.tokens.get(repository)
-        if held is None or held[1] < time.monotonic():
+        if held is None or held[1] < time.monotonic() + valid_for:
             held = self._fetch(repository)
             self.tokens[repository] = held
         return held[0]
@@ -116,8 +117,7 @@ class Tokens:
             conn.close()
         if answer.status != 200:
             raise RuntimeError(f"/auth/token answered {answer.status}: {body}")
-        # A minute early: a wrk run must not outlive its token.
-        return f"Bearer {body['token']}", time.monotonic() + int(body.get("expires_in", 300)) - 60
+        return f"Bearer {body['token']}", time.monotonic() + int(body.get("expires_in", 300))
 
 
 # The token source of each server port run with --auth.
@@ -480,7 +480,8 @@ class WharfServer(Server):
         config["storage"] = storage
         config["log"] = {"level": "warning"}
         if self.auth:
-            config["auth"] = {"accounts": {"enabled": True}}
+            # Tokens outlive any wrk run (Tokens renews them before they would end in one).
+            config["auth"] = {"accounts": {"enabled": True, "tokenttl": "24h"}}
         return config
 
     def start(self) -> Server:
@@ -917,7 +918,9 @@ def run_wrk(port: int, duration: float, threads: int, connections: int) -> float
     ]  # fmt: skip
     tokens = TOKENS.get(port)
     if tokens is not None:
-        command[-1:-1] = ["-H", f"Authorization: {tokens.header(urlsplit(url).path)}"]
+        # A token that outlives the run (tokenttl is set above the longest run with --auth).
+        authorization = tokens.header(urlsplit(url).path, valid_for=duration + 10)
+        command[-1:-1] = ["-H", f"Authorization: {authorization}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

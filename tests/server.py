@@ -107,7 +107,7 @@ class WharfServer:
             except httpx.TransportError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"wharf serve did not answer within 30 s:\n{self.log_path.read_text()}")
+        raise RuntimeError(f"wharf serve did not answer within 120 s:\n{self.log_path.read_text()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:

@@ -67,12 +67,12 @@ def test_invalid_digest_and_name_are_refused(client, repo):
     assert error_codes(response) == ["DIGEST_INVALID"]
     digest = sha256(b"x")
     # In the namespace of ``repo``, which the writer stack's writer may push to.
-    names = ("UPPER/case", "a//b", "-lead", "trail-", "a/../b", "x" * 251)
+    # ("a/../b" is not here: httpx sends it as /v2/test/b/..., a valid name.)
+    names = ("UPPER/case", "a//b", "-lead", "trail-", "x" * 251)
     for name in (f"test/{name}" for name in names):
         response = client.get(f"/v2/{name}/blobs/{digest}")
-        assert response.status_code in (400, 404), name
-        if response.status_code == 400:
-            assert error_codes(response) == ["NAME_INVALID"], name
+        assert response.status_code == 400, name
+        assert error_codes(response) == ["NAME_INVALID"], name
 
 
 def test_delete_unlinks_blob_from_repository_only(client, repo):

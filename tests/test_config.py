@@ -155,6 +155,13 @@ def test_http_host_must_be_the_registrys_url(tmp_path, host):
     assert f"http.host: {host!r} is not the registry's URL" in message
 
 
+@pytest.mark.parametrize("clientauth", ["request-client-cert", "require-any-client-cert"])
+def test_client_certificates_are_always_verified(tmp_path, clientauth):
+    text = f"http: {{tls: {{certificate: /c, key: /k, clientcas: [/ca], clientauth: {clientauth}}}}}\n"
+    message = refusal(tmp_path, text)
+    assert f"http.tls.clientauth: {clientauth} takes client certificates without verifying them" in message
+
+
 def test_two_storage_drivers_name_the_storage_key(tmp_path):
     both = "storage:\n  filesystem: {rootdirectory: /srv}\n  s3: {bucket: b, region: us-east-1}\n"
     message = refusal(tmp_path, both)

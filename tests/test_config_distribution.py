@@ -378,3 +378,11 @@ def test_a_distribution_config_with_htpasswd_carries_over(tmp_path):
     settings = load_settings(server.config_path, environ={})
     assert settings.auth.method == "htpasswd"
     assert not [notice for notice in settings.notices if notice.startswith("auth")]  # applied, as written
+
+
+def test_http2_over_tls_is_warned_of_as_wharf_serves_http1_only(tmp_path):
+    path = tmp_path / "config.yml"
+    path.write_text("http:\n  tls: {certificate: /c.pem, key: /k.pem}\n  http2: {disabled: false}\n")
+    notices = load_settings(path, environ={}).notices
+    assert [notice.split(" ")[0] for notice in notices] == ["http.http2"]
+    assert "HTTP/1.1 only" in notices[0]

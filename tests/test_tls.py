@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -216,15 +217,46 @@ def test_client_certificates_are_required_from_the_clientcas_and_skopeo_presents
         wharf.stop()
 
 
-def test_uvicorn_asks_for_client_certificates_too(tmp_path: Path, ca: CA) -> None:
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+@pytest.mark.parametrize("clientauth", ["require-and-verify-client-cert", "verify-client-cert-if-given"])
+def test_clientauth_says_whether_a_client_without_a_certificate_is_let_in(
+    tmp_path: Path, ca: CA, server: str, clientauth: str
+) -> None:
     issued = ca.issue("registry", server=True, key_format=serialization.PrivateFormat.PKCS8)
     clients_ca = CA(tmp_path / "clients", "clients-ca")
     alice = clients_ca.issue("alice", server=False, key_format=serialization.PrivateFormat.PKCS8)
-    wharf = tls_server(tmp_path, "uvicorn", ca, issued, clientcas=[str(clients_ca.path)])
+    # One file: given to the HTTP server as it is.
+    wharf = tls_server(tmp_path, server, ca, issued, clientcas=[str(clients_ca.path)], clientauth=clientauth)
     wharf.verify = context(ca, client=alice)
     wharf.start()
     try:
-        fails_to_talk(wharf.url, context(ca))
+        # A certificate from another CA is refused either way.
+        stranger = CA(tmp_path / "unrelated", "unrelated-ca").issue(
+            "mallory", server=False, key_format=serialization.PrivateFormat.PKCS8
+        )
+        fails_to_talk(wharf.url, context(ca, client=stranger))
+        if clientauth == "require-and-verify-client-cert":
+            fails_to_talk(wharf.url, context(ca))
+        else:
+            assert httpx.get(f"{wharf.url}/v2/", verify=context(ca), timeout=10).status_code == 200
+        with wharf.client() as client:
+            assert client.get("/v2/").status_code == 200
+    finally:
+        wharf.stop()
+
+
+def test_only_http1_is_offered_over_tls(tmp_path: Path, ca: CA) -> None:
+    """granian would offer h2 in ALPN, where the slow-client header timeout does not reach."""
+    issued = ca.issue("registry", server=True, key_format=serialization.PrivateFormat.PKCS8)
+    wharf = tls_server(tmp_path, "granian", ca, issued).start()
+    try:
+        offering = context(ca)
+        offering.set_alpn_protocols(["h2", "http/1.1"])
+        with (
+            socket.create_connection(("127.0.0.1", wharf.port), timeout=10) as raw,
+            offering.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.selected_alpn_protocol() in (None, "http/1.1")
     finally:
         wharf.stop()
 
@@ -274,6 +306,23 @@ def unusable(tmp_path: Path, ca: CA, case: str) -> tuple[dict[str, Any], str]:
         )
         tls["key"] = str(locked)
         return tls, f"http.tls.key: {locked} is encrypted"
+    if case in ("1024-bit RSA key", "EC secp521r1 key"):
+        weak: Any = (
+            rsa.generate_private_key(65537, 1024)
+            if case.startswith("1024")
+            else ec.generate_private_key(ec.SECP521R1())
+        )
+        builder = ca._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")]), weak.public_key())
+        (tmp_path / "weak.cert").write_bytes(
+            builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        )
+        (tmp_path / "weak.key").write_bytes(
+            weak.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        tls.update(certificate=str(tmp_path / "weak.cert"), key=str(tmp_path / "weak.key"))
+        return tls, f"http.tls.key: {tmp_path / 'weak.key'} is a {case}, which the HTTP server cannot use"
     if case == "client CAs without certificates":
         tls["clientcas"] = [str(ca.path), str(not_pem)]
         return tls, f"http.tls.clientcas[1]: {not_pem} holds no PEM certificate"
@@ -290,6 +339,8 @@ def unusable(tmp_path: Path, ca: CA, case: str) -> tuple[dict[str, Any], str]:
         "key of another certificate",
         "encrypted key",
         "client CAs without certificates",
+        "1024-bit RSA key",
+        "EC secp521r1 key",
         "tls1.3 on uvicorn",
     ],
 )

@@ -124,7 +124,21 @@ class TLSConfig(Section):
     # PEM files of the CAs whose client certificates are accepted; given: every client must
     # present one (mutual TLS).
     clientcas: list[str] = []
+    # Distribution's: with clientcas, whether a client without a certificate is let in.
+    clientauth: Literal["require-and-verify-client-cert", "verify-client-cert-if-given"] = (
+        "require-and-verify-client-cert"
+    )
     minimumtls: Literal["tls1.2", "tls1.3"] = "tls1.2"
+
+    @field_validator("clientauth", mode="before")
+    @classmethod
+    def _verified(cls, value: Any) -> Any:
+        if value in ("request-client-cert", "require-any-client-cert"):
+            raise ValueError(
+                f"{value} takes client certificates without verifying them, which Wharf does not do: "
+                "use require-and-verify-client-cert or verify-client-cert-if-given"
+            )
+        return value
 
     @field_validator("certificate", "key")
     @classmethod

@@ -230,8 +230,18 @@ RULES: tuple[Rule, ...] = (
         "Wharf has no debug server; GET /metrics on http.addr serves the Prometheus metrics",
         lambda value, _root: _empty(_get(value, "addr")),
     ),
-    # Distribution applies http2 to TLS connections only, and Wharf serves no TLS.
-    Rule(("http", "http2"), "ignore", "applies to TLS only"),
+    # Distribution applies http2 to TLS connections only; Wharf serves HTTP/1.1 there too (its
+    # slow-client timeouts are HTTP/1's).
+    Rule(
+        ("http", "http2"),
+        "warn",
+        "Wharf serves HTTP/1.1 only, over TLS too",
+        lambda value, root: (
+            _empty(value)
+            or _get(value, "disabled") is True
+            or _empty(_get(root, "http", "tls", "certificate"))
+        ),
+    ),
     Rule(("http", "h2c"), "warn", "Wharf's HTTP server settles HTTP versions itself", _unless("enabled")),
     # -- the rest ----------------------------------------------------------------------------
     Rule(

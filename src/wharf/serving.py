@@ -121,7 +121,7 @@ def run_granian(
     settings: Settings, log_config: dict[str, Any] | None, sock: socket.socket, tls: TLSFiles | None = None
 ) -> None:
     from granian._granian import SocketHolder
-    from granian.constants import Interfaces, SSLProtocols
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
     from granian.server import MPServer
 
@@ -160,6 +160,9 @@ def run_granian(
         # wait in the listen backlog until one closes (the timeouts make that soon).
         backpressure=http.maxconnections,
         backlog=backlog,
+        # HTTP/1.1 only, also over TLS (where granian would offer h2 too): the header timeout
+        # below, which keeps slow clients from holding every connection, is HTTP/1's.
+        http=HTTPModes.http1,
         # hyper's header timeout also closes keep-alive connections idle that long.
         http1_settings=HTTP1Settings(header_read_timeout=max(1, round(http.timeouts.header_seconds * 1000))),
         log_access=False,
@@ -173,7 +176,9 @@ def run_granian(
                 "ssl_key": tls.key,
                 "ssl_protocol_min": SSLProtocols(tls.minimum),
                 "ssl_ca": tls.client_cas,
-                "ssl_client_verify": tls.client_cas is not None,
+                # granian with ssl_ca but without ssl_client_verify accepts clients without a
+                # certificate, and verifies the certificate of those that present one.
+                "ssl_client_verify": tls.client_cas is not None and tls.client_required,
             }
         ),
     ).serve()
@@ -206,7 +211,13 @@ def run_uvicorn(
         ssl_certfile=str(tls.certificate) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
         ssl_ca_certs=str(tls.client_cas) if tls and tls.client_cas else None,
-        ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_cas else ssl.CERT_NONE,
+        ssl_cert_reqs=(
+            ssl.CERT_NONE
+            if tls is None or tls.client_cas is None
+            else ssl.CERT_REQUIRED
+            if tls.client_required
+            else ssl.CERT_OPTIONAL
+        ),
     )
     # As uvicorn.run does, but on the socket already bound.
     if http.workers > 1:

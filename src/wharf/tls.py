@@ -15,6 +15,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from .config import ConfigError, TLSConfig
 
@@ -24,6 +26,7 @@ class TLSFiles:
     certificate: Path
     key: Path  # PKCS#8, PKCS#1 or SEC1
     client_cas: Path | None  # every client CA in one file; None: no client certificates
+    client_required: bool  # with client_cas: a client without a certificate is refused
     minimum: str  # "tls1.2" or "tls1.3"
 
 
@@ -60,8 +63,8 @@ def _private_directory() -> Path:
 
 def prepare_tls(tls: TLSConfig) -> TLSFiles:
     """The files to serve ``tls`` with; ``ConfigError`` naming the key and the file for one
-    that cannot be used. The client CAs of every file are put into one temporary file, the
-    one file the HTTP servers read them from."""
+    that cannot be used. The client CAs of several files are put into one temporary file,
+    the one file the HTTP servers read them from."""
     certificate = _certificates(tls.certificate, "http.tls.certificate")[0]
     key_pem = _read(tls.key, "http.tls.key")
     try:
@@ -72,6 +75,7 @@ def prepare_tls(tls: TLSConfig) -> TLSFiles:
         ) from None
     except ValueError:
         raise ConfigError(f"http.tls.key: {tls.key} holds no PEM private key") from None
+    _usable(key, tls.key)
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
         raise ConfigError(
@@ -85,6 +89,32 @@ def prepare_tls(tls: TLSConfig) -> TLSFiles:
             for index, path in enumerate(tls.clientcas)
             for cert in _certificates(path, f"http.tls.clientcas[{index}]")
         )
-        client_cas = _private_directory() / "clientcas.pem"
-        client_cas.write_bytes(bundle)
-    return TLSFiles(Path(tls.certificate), Path(tls.key), client_cas, tls.minimumtls)
+        if len(tls.clientcas) == 1:
+            # Read again by every worker that starts: the file as it was given.
+            client_cas = Path(tls.clientcas[0])
+        else:
+            client_cas = _private_directory() / "clientcas.pem"
+            client_cas.write_bytes(bundle)
+    required = tls.clientauth == "require-and-verify-client-cert"
+    return TLSFiles(Path(tls.certificate), Path(tls.key), client_cas, required, tls.minimumtls)
+
+
+def _usable(key: PrivateKeyTypes, path: str) -> None:
+    """Refuse a key that loads but that the HTTP servers cannot sign with (granian's rustls
+    signs with RSA, ECDSA P-256/P-384 and Ed25519; OpenSSL refuses RSA under 2048 bits)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size >= 2048:
+            return
+        kind = f"{key.key_size}-bit RSA"
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.name in ("secp256r1", "secp384r1"):
+            return
+        kind = f"EC {key.curve.name}"
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        return
+    else:
+        kind = type(key).__name__.removeprefix("_").removesuffix("PrivateKey") or "unknown"
+    raise ConfigError(
+        f"http.tls.key: {path} is a {kind} key, which the HTTP server cannot use "
+        "(RSA of 2048 bits or more, EC P-256 or P-384, or Ed25519)"
+    )
