@@ -65,9 +65,18 @@ class CA:
         )
 
     def issue(
-        self, name: str, server: bool, key_format: serialization.PrivateFormat, rsa_key: bool = False
+        self,
+        name: str,
+        server: bool,
+        key_format: serialization.PrivateFormat,
+        rsa_key: bool = False,
+        key: Any = None,
     ) -> Issued:
-        key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
+        """A certificate for ``key`` (made: EC P-256, or RSA 2048 with ``rsa_key``)."""
+        if key is None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            if rsa_key:
+                key = rsa.generate_private_key(65537, 2048)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         builder = self._builder(subject, key.public_key())
         if server:
@@ -307,22 +316,12 @@ def unusable(tmp_path: Path, ca: CA, case: str) -> tuple[dict[str, Any], str]:
         tls["key"] = str(locked)
         return tls, f"http.tls.key: {locked} is encrypted"
     if case in ("1024-bit RSA key", "EC secp521r1 key"):
-        weak: Any = (
-            rsa.generate_private_key(65537, 1024)
-            if case.startswith("1024")
-            else ec.generate_private_key(ec.SECP521R1())
-        )
-        builder = ca._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")]), weak.public_key())
-        (tmp_path / "weak.cert").write_bytes(
-            builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        )
-        (tmp_path / "weak.key").write_bytes(
-            weak.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        tls.update(certificate=str(tmp_path / "weak.cert"), key=str(tmp_path / "weak.key"))
-        return tls, f"http.tls.key: {tmp_path / 'weak.key'} is a {case}, which the HTTP server cannot use"
+        weak: Any = ec.generate_private_key(ec.SECP521R1())
+        if "RSA" in case:
+            weak = rsa.generate_private_key(65537, 1024)
+        made = ca.issue("weak", server=True, key_format=serialization.PrivateFormat.PKCS8, key=weak)
+        tls.update(certificate=str(made.certificate), key=str(made.key))
+        return tls, f"http.tls.key: {made.key} is a {case}, which the HTTP server cannot use"
     if case == "client CAs without certificates":
         tls["clientcas"] = [str(ca.path), str(not_pem)]
         return tls, f"http.tls.clientcas[1]: {not_pem} holds no PEM certificate"

@@ -84,17 +84,17 @@ def prepare_tls(tls: TLSConfig) -> TLSFiles:
         )
     client_cas = None
     if tls.clientcas:
-        bundle = b"".join(
-            cert.public_bytes(serialization.Encoding.PEM)
-            for index, path in enumerate(tls.clientcas)
-            for cert in _certificates(path, f"http.tls.clientcas[{index}]")
-        )
-        if len(tls.clientcas) == 1:
+        found = [
+            _certificates(path, f"http.tls.clientcas[{index}]") for index, path in enumerate(tls.clientcas)
+        ]
+        if len(found) == 1:
             # Read again by every worker that starts: the file as it was given.
             client_cas = Path(tls.clientcas[0])
         else:
             client_cas = _private_directory() / "clientcas.pem"
-            client_cas.write_bytes(bundle)
+            client_cas.write_bytes(
+                b"".join(cert.public_bytes(serialization.Encoding.PEM) for certs in found for cert in certs)
+            )
     required = tls.clientauth == "require-and-verify-client-cert"
     return TLSFiles(Path(tls.certificate), Path(tls.key), client_cas, required, tls.minimumtls)
 
